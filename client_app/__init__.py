@@ -1,0 +1,1 @@
+"""FedPEFT ClientApp: local PEFT training on one data partition."""

@@ -1,0 +1,78 @@
+"""ClientApp: load the global trainable tensors, train locally, reply with only those.
+
+The model and the data partition are built once per process (a Ray worker in
+simulation) and reused across rounds and across the clients that worker runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedpeft import model as model_lib
+from fedpeft.arrays import load_trainable, to_arrayrecord, trainable_state, wire_bytes
+from fedpeft.data import load_partition
+from fedpeft.runtime import run_config, setup_logging
+from fedpeft.training import evaluate, train_local
+
+log = logging.getLogger(__name__)
+
+app = ClientApp()
+
+
+def _prepare(msg: Message, context: Context):  # noqa: ANN202
+    setup_logging()
+    cfg = run_config(context.run_config)
+    partition_id = int(context.node_config["partition-id"])
+    num_partitions = int(context.node_config["num-partitions"])
+    data = load_partition(cfg.data, cfg.seed, cfg.model.img_size, partition_id, num_partitions)
+    model = model_lib.cached_model(cfg.model, cfg.peft, data.num_classes, cfg.seed)
+    load_trainable(model, msg.content["arrays"])
+    return cfg, model, data, partition_id
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the received trainable tensors on this client's partition."""
+    start = time.perf_counter()
+    cfg, model, data, partition_id = _prepare(msg, context)
+    server_round = int(msg.content["config"]["server-round"])
+    # Deterministic per (seed, round, client), independent of which worker runs it.
+    seed = cfg.seed * 1_000_003 + server_round * 10_007 + partition_id
+    outcome = train_local(model, data, cfg.train, cfg.lr, seed)
+    if not math.isfinite(outcome.loss):
+        log.warning("client %d round %d: training loss is %s", partition_id, server_round,
+                    outcome.loss)
+    arrays = to_arrayrecord(trainable_state(model))
+    metrics = MetricRecord(
+        {
+            "num-examples": outcome.num_examples,
+            "train-loss": outcome.loss,
+            "train-acc": outcome.accuracy,
+            "partition-id": partition_id,
+            "worker-pid": os.getpid(),
+            "worker-model-builds": model_lib.builds(),
+            "bytes-up": wire_bytes(arrays),
+            "train-seconds": time.perf_counter() - start,
+        }
+    )
+    return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate_global(msg: Message, context: Context) -> Message:
+    """Evaluate the global model on this client's local data."""
+    cfg, model, data, _ = _prepare(msg, context)
+    outcome = evaluate(model, data, cfg.server.eval_batch_size)
+    metrics = MetricRecord(
+        {"num-examples": outcome.num_examples, "eval-loss": outcome.loss,
+         "eval-acc": outcome.accuracy}
+    )
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+
+

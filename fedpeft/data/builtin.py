@@ -1,0 +1,86 @@
+"""Offline built-in datasets: Fashion-MNIST (Debian files) and sklearn digits."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+
+log = logging.getLogger(__name__)
+
+FASHION_DIRS = (
+    os.environ.get("FEDPEFT_FASHION_MNIST_DIR", ""),
+    "/usr/share/datasets/fashion-mnist",  # Debian package dataset-fashion-mnist
+)
+FASHION_HUB_ID = "zalando-datasets/fashion_mnist"
+FASHION_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _to_dataset(images: np.ndarray, labels: np.ndarray, names: list[str]) -> Dataset:
+    features = Features({"image": Image(), "label": ClassLabel(names=names)})
+    return Dataset.from_dict(
+        {"image": list(images), "label": labels.astype(np.int64).tolist()}, features=features
+    )
+
+
+def _subsample(n_total: int, size: int, seed: int) -> np.ndarray:
+    if size <= 0 or size >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(seed).choice(n_total, size=size, replace=False))
+
+
+def fashion_mnist(train_size: int, test_size: int, seed: int) -> DatasetDict:
+    """Fashion-MNIST from the Debian package's IDX files, else from the hub."""
+    for folder in filter(None, FASHION_DIRS):
+        root = Path(folder)
+        if (root / "train-images-idx3-ubyte.gz").exists():
+            log.info("Fashion-MNIST: reading IDX files from %s", root)
+            splits = {}
+            for split, stem, size, salt in (
+                ("train", "train", train_size, 0),
+                ("test", "t10k", test_size, 1),
+            ):
+                x = _read_idx(root / f"{stem}-images-idx3-ubyte.gz")
+                y = _read_idx(root / f"{stem}-labels-idx1-ubyte.gz")
+                idx = _subsample(len(y), size, seed + salt)
+                splits[split] = _to_dataset(x[idx], y[idx], FASHION_CLASSES)
+            return DatasetDict(splits)
+    log.info("Fashion-MNIST: Debian files absent; loading %s from the hub", FASHION_HUB_ID)
+    from datasets import load_dataset
+
+    return load_dataset(FASHION_HUB_ID)
+
+
+def digits(seed: int) -> DatasetDict:
+    """scikit-learn's 1,797 8×8 digits, split 80/20 (seeded)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.clip(bunch.images * 16, 0, 255).astype(np.uint8)
+    order = np.random.default_rng(seed).permutation(len(images))
+    cut = int(0.8 * len(images))
+    names = [str(i) for i in range(10)]
+    return DatasetDict(
+        {
+            "train": _to_dataset(images[order[:cut]], bunch.target[order[:cut]], names),
+            "test": _to_dataset(images[order[cut:]], bunch.target[order[cut:]], names),
+        }
+    )
+
+
+__all__ = ["digits", "fashion_mnist"]

@@ -1,0 +1,59 @@
+"""The seeded model (backbone + PEFT method), built once per process."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+from torch import nn
+
+from peft_strategies import count_trainable, get_method
+from peft_strategies.base import ViTDims
+
+from .backbones import create_backbone
+from .config import ModelConfig, PeftConfig
+
+log = logging.getLogger(__name__)
+
+# Number of models built in this process; the simulation tests read it from
+# the clients' replies to show models are reused across rounds.
+_BUILDS = 0
+
+
+def builds() -> int:
+    """How many models this process has built so far."""
+    return _BUILDS
+
+
+def build_model(mcfg: ModelConfig, pcfg: PeftConfig, num_classes: int, seed: int) -> nn.Module:
+    """Build backbone and method from ``seed``; server and clients get identical models."""
+    global _BUILDS
+    torch.manual_seed(seed)
+    model = create_backbone(mcfg, num_classes)
+    dims = ViTDims.of(model)
+    method = get_method(pcfg.method)
+    method.apply(model, pcfg.params)
+    trainable = count_trainable(model)
+    expected = method.num_trainable(dims, pcfg.params)
+    if trainable != expected:
+        raise RuntimeError(f"{pcfg.method}: {trainable} trainable parameters, formula says {expected}")
+    _BUILDS += 1
+    log.info(
+        "PEFT method %s: %d trainable of %d parameters (%.3f%%)",
+        pcfg.method,
+        trainable,
+        dims.num_params,
+        100.0 * trainable / dims.num_params,
+    )
+    return model
+
+
+@functools.lru_cache(maxsize=2)
+def cached_model(mcfg: ModelConfig, pcfg: PeftConfig, num_classes: int, seed: int) -> nn.Module:
+    """:func:`build_model`, once per process (a Ray worker reuses it across rounds).
+
+    Safe to share between the clients a worker runs: every call site overwrites
+    all trainable tensors before use and nothing else in the model changes.
+    """
+    return build_model(mcfg, pcfg, num_classes, seed)

@@ -1,0 +1,85 @@
+"""The interface every PEFT method implements; it knows nothing about Flower."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ViTDims:
+    """Shape facts of a timm VisionTransformer that parameter formulas need."""
+
+    depth: int
+    dim: int
+    mlp_hidden: int
+    num_classes: int
+    num_bias_params: int
+    num_params: int
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ViTDims:
+        """Read the dimensions of an unmodified timm ``VisionTransformer``."""
+        blocks = model.blocks
+        return cls(
+            depth=len(blocks),
+            dim=model.embed_dim,
+            mlp_hidden=blocks[0].mlp.fc1.out_features,
+            num_classes=model.num_classes,
+            num_bias_params=sum(
+                p.numel() for n, p in model.named_parameters() if n.endswith(".bias")
+            ),
+            num_params=sum(p.numel() for p in model.parameters()),
+        )
+
+    @property
+    def head_params(self) -> int:
+        """Parameters of the linear classification head (weight and bias)."""
+        return self.num_classes * self.dim + self.num_classes
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Hyper-parameters shared by every method; subclasses add their own."""
+
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr!r}: must be > 0")
+
+
+class PeftMethod(ABC):
+    """A parameter-efficient fine-tuning method for a timm ViT.
+
+    ``apply`` freezes the backbone, attaches the method's modules, and leaves
+    ``requires_grad=True`` on exactly the parameters the method trains (the
+    classification head always among them).
+    """
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+
+    @abstractmethod
+    def apply(self, model: nn.Module, cfg: Any) -> nn.Module:
+        """Attach the method to ``model`` in place and return it."""
+
+    @abstractmethod
+    def num_trainable(self, dims: ViTDims, cfg: Any) -> int:
+        """Closed-form count of trainable parameters (head included)."""
+
+
+def freeze_all_but_head(model: nn.Module) -> None:
+    """Freeze every parameter of ``model`` except its classification head."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for param in model.get_classifier().parameters():
+        param.requires_grad_(True)
+
+
+def count_trainable(model: nn.Module) -> int:
+    """Number of trainable parameters (shared tensors counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,62 @@
+"""LoRA on the attention ``qkv`` projections, from the ``peft`` library.
+
+``peft.inject_adapter_in_model`` adds ``lora_A``/``lora_B`` to each
+``blocks.i.attn.qkv`` in place, so the model stays a timm
+``VisionTransformer``. FedAvg averages A and B separately, as standard
+FedAvg does (exact LoRA aggregation is later work).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peft import LoraConfig, inject_adapter_in_model
+from torch import nn
+
+from .base import MethodConfig, PeftMethod, ViTDims, freeze_all_but_head
+from .registry import register
+
+
+@dataclass(frozen=True)
+class LoraMethodConfig(MethodConfig):
+    """Rank ``r``, scaling ``alpha`` (scale = alpha / r) and LoRA dropout."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.r < 1:
+            raise ValueError(f"r={self.r!r}: must be >= 1")
+        if not self.alpha > 0:
+            raise ValueError(f"alpha={self.alpha!r}: must be > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout!r}: must be in [0, 1)")
+
+
+@register
+class LoraTuning(PeftMethod):
+    """LoRA (rank r) on every block's qkv plus the head."""
+
+    name = "lora"
+    config_cls = LoraMethodConfig
+
+    def apply(self, model: nn.Module, cfg: LoraMethodConfig) -> nn.Module:
+        lora_cfg = LoraConfig(
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=["qkv"],
+            bias="none",
+        )
+        inject_adapter_in_model(lora_cfg, model)
+        freeze_all_but_head(model)
+        for name, param in model.named_parameters():
+            if ".lora_A." in name or ".lora_B." in name:
+                param.requires_grad_(True)
+        return model
+
+    def num_trainable(self, dims: ViTDims, cfg: LoraMethodConfig) -> int:
+        # A: r × dim, B: 3·dim × r, per block.
+        return dims.head_params + dims.depth * cfg.r * (dims.dim + 3 * dims.dim)

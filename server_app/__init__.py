@@ -1,0 +1,1 @@
+"""FedPEFT ServerApp: FedAvg over the trainable PEFT tensors only."""
