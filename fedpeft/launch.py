@@ -124,19 +124,16 @@ def run_simulation(
     log.info("SuperLink pid %d on 127.0.0.1:%d (FLWR_HOME=%s)", proc.pid, port, home)
     try:
         _wait_healthy(port, proc)
-        fed = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}"
+        fed = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client:g}"
         run_cmd = [_bin("flwr"), "run", str(app), CONNECTION, "--stream",
                    "--federation-config", fed]  # fmt: skip
         for item in run_config:
             run_cmd += ["--run-config", item]
         started = time.monotonic()
-        res = subprocess.run(run_cmd, env=env, cwd=app, capture_output=False, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)  # fmt: skip
-        sys.stdout.write(res.stdout)
-        sys.stdout.flush()
-        match = re.search(r"Successfully started run (\d+)", res.stdout)
+        output, code = _stream(run_cmd, env, app, timeout)
+        match = re.search(r"Successfully started run (\d+)", output)
         if not match:
-            return -1, f"not started (flwr run exit code {res.returncode})"
+            return -1, f"not started (flwr run exit code {code})"
         run_id = int(match.group(1))
         status = _run_status(run_id, env, app)
         log.info("run %d: %s after %.0fs", run_id, status, time.monotonic() - started)
@@ -149,10 +146,28 @@ def run_simulation(
             shutil.rmtree(home, ignore_errors=True)
 
 
+def _stream(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float) -> tuple[str, int]:
+    """Run ``cmd``, echoing its output live; return (output, exit code)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    with subprocess.Popen(cmd, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            lines.append(line)
+            if time.monotonic() > deadline:
+                proc.kill()
+                lines.append(f"fedpeft-sim: timed out after {timeout}s\n")
+                break
+    return "".join(lines), proc.returncode
+
+
 def _run_status(run_id: int, env: dict[str, str], app: Path) -> str:
     for _ in range(30):
         res = subprocess.run(
-            [_bin("flwr"), "ls", str(app), CONNECTION, "--run-id", str(run_id), "--format", "json"],
+            [_bin("flwr"), "ls", CONNECTION, "--run-id", str(run_id), "--format", "json"],
             env=env, cwd=app, capture_output=True, text=True,
         )  # fmt: skip
         try:

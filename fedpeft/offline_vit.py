@@ -96,7 +96,7 @@ def convert(path: Path) -> dict[str, torch.Tensor]:
         for fc in ("fc1", "fc2"):
             sd[f"{dst}.mlp.{fc}.weight"] = matmul_weight(f"{node}/mlp/{fc}/MatMul")
             sd[f"{dst}.mlp.{fc}.bias"] = inits[f"{src}.mlp.{fc}.bias"]
-    return {k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True)) for k, v in sd.items()}
+    return {k: torch.from_numpy(np.array(v, dtype=np.float32, order="C")) for k, v in sd.items()}
 
 
 def load_state_dict() -> dict[str, torch.Tensor]:

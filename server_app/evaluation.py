@@ -51,6 +51,7 @@ def make_evaluate_fn(
             "bytes_up": stats.bytes_up if stats else 0,
             "theoretical_down": stats.theoretical_down if stats else 0,
             "theoretical_up": stats.theoretical_up if stats else 0,
+            "payload_up": stats.payload_up if stats else 0,
             "wall_seconds": now - last["time"],
         }
         last["time"] = now

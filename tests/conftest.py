@@ -1,0 +1,23 @@
+"""Shared fixtures: a tiny random ViT and a flat run config."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def pyproject_config() -> dict:
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        return tomllib.load(f)["tool"]["flwr"]["app"]["config"]
+
+
+def tiny_vit(num_classes: int = 10) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("test_vit", pretrained=False, num_classes=num_classes, img_size=32)
