@@ -46,8 +46,9 @@ def train(msg: Message, context: Context) -> Message:
     seed = cfg.seed * 1_000_003 + server_round * 10_007 + partition_id
     outcome = train_local(model, data, cfg.train, cfg.lr, seed)
     if not math.isfinite(outcome.loss):
-        log.warning("client %d round %d: training loss is %s", partition_id, server_round,
-                    outcome.loss)
+        log.warning(
+            "client %d round %d: training loss is %s", partition_id, server_round, outcome.loss
+        )
     arrays = to_arrayrecord(trainable_state(model))
     metrics = MetricRecord(
         {
@@ -70,9 +71,10 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     cfg, model, data, _ = _prepare(msg, context)
     outcome = evaluate(model, data, cfg.server.eval_batch_size)
     metrics = MetricRecord(
-        {"num-examples": outcome.num_examples, "eval-loss": outcome.loss,
-         "eval-acc": outcome.accuracy}
+        {
+            "num-examples": outcome.num_examples,
+            "eval-loss": outcome.loss,
+            "eval-acc": outcome.accuracy,
+        }
     )
     return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
-
-

@@ -34,6 +34,7 @@ def load_trainable(model: nn.Module, record: ArrayRecord) -> None:
     ------
     ValueError
         If the keys are not exactly the trainable set, or a shape differs.
+
     """
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     missing, extra = sorted(set(params) - set(record)), sorted(set(record) - set(params))

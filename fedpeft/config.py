@@ -27,8 +27,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check(bool(self.name), "model.name", self.name, "must not be empty")
-        check(bool(self.weights), "model.weights", self.weights,
-              "use 'hub', 'offline', 'random' or a path to a weights file")
+        check(
+            bool(self.weights),
+            "model.weights",
+            self.weights,
+            "use 'hub', 'offline', 'random' or a path to a weights file",
+        )
         check(self.img_size >= 8, "model.img-size", self.img_size, "must be >= 8")
 
 
@@ -49,23 +53,47 @@ class DataConfig:
     shard__classes_per_client: int = 2
 
     def __post_init__(self) -> None:
-        check(self.source in DATA_SOURCES, "data.source", self.source,
-              f"unknown data source; choose one of {list(DATA_SOURCES)}")
+        check(
+            self.source in DATA_SOURCES,
+            "data.source",
+            self.source,
+            f"unknown data source; choose one of {list(DATA_SOURCES)}",
+        )
         if self.source == "builtin":
-            check(self.dataset in BUILTIN_DATASETS, "data.dataset", self.dataset,
-                  f"unknown built-in dataset; choose one of {list(BUILTIN_DATASETS)}"
-                  " or set data.source to 'hub', 'folder' or 'parquet'")
+            check(
+                self.dataset in BUILTIN_DATASETS,
+                "data.dataset",
+                self.dataset,
+                f"unknown built-in dataset; choose one of {list(BUILTIN_DATASETS)}"
+                " or set data.source to 'hub', 'folder' or 'parquet'",
+            )
         check(bool(self.dataset), "data.dataset", self.dataset, "must not be empty")
-        check(self.partitioner in PARTITIONERS, "data.partitioner", self.partitioner,
-              f"unknown partitioner; choose one of {list(PARTITIONERS)}")
+        check(
+            self.partitioner in PARTITIONERS,
+            "data.partitioner",
+            self.partitioner,
+            f"unknown partitioner; choose one of {list(PARTITIONERS)}",
+        )
         check(self.train_size >= 0, "data.train-size", self.train_size, "must be >= 0 (0 = all)")
         check(self.test_size >= 0, "data.test-size", self.test_size, "must be >= 0 (0 = all)")
-        check(self.dirichlet__alpha > 0, "data.dirichlet.alpha", self.dirichlet__alpha,
-              "the Dirichlet concentration must be > 0")
-        check(self.dirichlet__min_partition_size >= 0, "data.dirichlet.min-partition-size",
-              self.dirichlet__min_partition_size, "must be >= 0")
-        check(self.shard__classes_per_client >= 1, "data.shard.classes-per-client",
-              self.shard__classes_per_client, "must be >= 1")
+        check(
+            self.dirichlet__alpha > 0,
+            "data.dirichlet.alpha",
+            self.dirichlet__alpha,
+            "the Dirichlet concentration must be > 0",
+        )
+        check(
+            self.dirichlet__min_partition_size >= 0,
+            "data.dirichlet.min-partition-size",
+            self.dirichlet__min_partition_size,
+            "must be >= 0",
+        )
+        check(
+            self.shard__classes_per_client >= 1,
+            "data.shard.classes-per-client",
+            self.shard__classes_per_client,
+            "must be >= 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -82,8 +110,12 @@ class TrainConfig:
         check(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
         check(self.batch_size >= 1, "train.batch-size", self.batch_size, "must be >= 1")
         check(0 <= self.momentum < 1, "train.momentum", self.momentum, "must be in [0, 1)")
-        check(not self.nesterov or self.momentum > 0, "train.nesterov", self.nesterov,
-              "Nesterov momentum needs train.momentum > 0")
+        check(
+            not self.nesterov or self.momentum > 0,
+            "train.nesterov",
+            self.nesterov,
+            "Nesterov momentum needs train.momentum > 0",
+        )
         check(self.weight_decay >= 0, "train.weight-decay", self.weight_decay, "must be >= 0")
 
 
@@ -100,15 +132,31 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         check(self.num_rounds >= 1, "server.num-rounds", self.num_rounds, "must be >= 1")
-        check(0 < self.fraction_train <= 1, "server.fraction-train", self.fraction_train,
-              "must be in (0, 1]")
-        check(self.min_train_nodes >= 1, "server.min-train-nodes", self.min_train_nodes,
-              "must be >= 1")
-        check(0 <= self.fraction_evaluate <= 1, "server.fraction-evaluate",
-              self.fraction_evaluate, "must be in [0, 1]")
+        check(
+            0 < self.fraction_train <= 1,
+            "server.fraction-train",
+            self.fraction_train,
+            "must be in (0, 1]",
+        )
+        check(
+            self.min_train_nodes >= 1,
+            "server.min-train-nodes",
+            self.min_train_nodes,
+            "must be >= 1",
+        )
+        check(
+            0 <= self.fraction_evaluate <= 1,
+            "server.fraction-evaluate",
+            self.fraction_evaluate,
+            "must be in [0, 1]",
+        )
         check(self.round_timeout > 0, "server.round-timeout", self.round_timeout, "must be > 0")
-        check(self.eval_batch_size >= 1, "server.eval-batch-size", self.eval_batch_size,
-              "must be >= 1")
+        check(
+            self.eval_batch_size >= 1,
+            "server.eval-batch-size",
+            self.eval_batch_size,
+            "must be >= 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -172,6 +220,7 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
     ConfigError
         On an unknown key or an invalid value; the message names the key, the
         value and, for choices, the valid options.
+
     """
     from peft_strategies import get_method, method_names
 
@@ -204,8 +253,7 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
     if unknown:
         raise ConfigError(f"unknown run-config key(s) {unknown}; valid keys: {sorted(known)}")
     seed = flat.get("seed", 42)
-    check(isinstance(seed, int) and not isinstance(seed, bool), "seed", seed,
-          "expected an integer")
+    check(isinstance(seed, int) and not isinstance(seed, bool), "seed", seed, "expected an integer")
     return RunConfig(
         seed=seed,
         model=sections["model."],

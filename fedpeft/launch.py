@@ -186,8 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="fedpeft-sim", description=__doc__.split("\n")[0])
     parser.add_argument("--app", type=Path, default=Path.cwd(), help="Flower app directory")
-    parser.add_argument("--run-config", "-c", action="append", default=[],
-                        help="passed to flwr run --run-config (repeatable)")
+    parser.add_argument(
+        "--run-config",
+        "-c",
+        action="append",
+        default=[],
+        help="passed to flwr run --run-config (repeatable)",
+    )
     parser.add_argument("--num-supernodes", type=int, default=10)
     parser.add_argument("--cpus-per-client", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=3600.0)

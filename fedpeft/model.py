@@ -37,7 +37,9 @@ def build_model(mcfg: ModelConfig, pcfg: PeftConfig, num_classes: int, seed: int
     trainable = count_trainable(model)
     expected = method.num_trainable(dims, pcfg.params)
     if trainable != expected:
-        raise RuntimeError(f"{pcfg.method}: {trainable} trainable parameters, formula says {expected}")
+        raise RuntimeError(
+            f"{pcfg.method}: {trainable} trainable parameters, formula says {expected}"
+        )
     _BUILDS += 1
     log.info(
         "PEFT method %s: %d trainable of %d parameters (%.3f%%)",

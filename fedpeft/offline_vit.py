@@ -86,7 +86,10 @@ def convert(path: Path) -> dict[str, torch.Tensor]:
             sd[f"{dst}.{n}.bias"] = inits[f"{src}.{n}.bias"]
         sd[f"{dst}.ls1.gamma"] = inits[f"{src}.layer_scale1.lambda1"]
         sd[f"{dst}.ls2.gamma"] = inits[f"{src}.layer_scale2.lambda1"]
-        qkv = [matmul_weight(f"{node}/attention/attention/{p}/MatMul") for p in ("query", "key", "value")]
+        qkv = [
+            matmul_weight(f"{node}/attention/attention/{p}/MatMul")
+            for p in ("query", "key", "value")
+        ]
         sd[f"{dst}.attn.qkv.weight"] = np.concatenate(qkv, axis=0)
         sd[f"{dst}.attn.qkv.bias"] = np.concatenate(
             [inits[f"{src}.attention.attention.{p}.bias"] for p in ("query", "key", "value")]

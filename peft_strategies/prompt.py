@@ -21,7 +21,9 @@ from .registry import register
 class DeepPrompts(nn.Module):
     """``depth × num_tokens × dim`` prompt tokens with prompt dropout."""
 
-    def __init__(self, depth: int, num_tokens: int, dim: int, patch_area: int, dropout: float) -> None:
+    def __init__(
+        self, depth: int, num_tokens: int, dim: int, patch_area: int, dropout: float
+    ) -> None:
         super().__init__()
         self.tokens = nn.Parameter(torch.empty(depth, num_tokens, dim))
         # VPT's initialisation: uniform with Xavier bound over patch_dim + dim.

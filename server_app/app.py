@@ -92,5 +92,9 @@ def main(grid: Grid, context: Context) -> None:
         at_chance=bool(last["at_chance"]),
         total_bytes=last["cum_bytes"],
     )
-    log.info("Final server accuracy %.4f after %d rounds; %s bytes in total",
-             last["accuracy"], server.num_rounds, f"{last['cum_bytes']:,}")
+    log.info(
+        "Final server accuracy %.4f after %d rounds; %s bytes in total",
+        last["accuracy"],
+        server.num_rounds,
+        f"{last['cum_bytes']:,}",
+    )

@@ -72,14 +72,24 @@ def make_evaluate_fn(
             f"{row['bytes_up']:,}", f"{row['theoretical_up']:,}", f"{row['cum_bytes']:,}",
         )  # fmt: skip
         if row["diverged"]:
-            log.warning("round %d: DIVERGED - the global model's loss is NaN/Inf; "
-                        "lower the learning rate", server_round)
+            log.warning(
+                "round %d: DIVERGED - the global model's loss is NaN/Inf; lower the learning rate",
+                server_round,
+            )
         elif row["at_chance"]:
-            log.warning("round %d: accuracy %.4f is at chance level (%.4f)",
-                        server_round, outcome.accuracy, chance)
+            log.warning(
+                "round %d: accuracy %.4f is at chance level (%.4f)",
+                server_round,
+                outcome.accuracy,
+                chance,
+            )
         return MetricRecord(
-            {"accuracy": outcome.accuracy, "loss": outcome.loss,
-             "diverged": int(row["diverged"]), "at-chance": int(row["at_chance"])}
+            {
+                "accuracy": outcome.accuracy,
+                "loss": outcome.loss,
+                "diverged": int(row["diverged"]),
+                "at-chance": int(row["at_chance"]),
+            }
         )
 
     return evaluate_fn

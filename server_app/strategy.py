@@ -48,6 +48,7 @@ class PeftFedAvg(FedAvg):
         Keys, shapes and dtypes of the trainable tensors of the seeded model.
     **kwargs
         Passed to :class:`~flwr.serverapp.strategy.FedAvg`.
+
     """
 
     def __init__(self, reference: dict[str, TensorSpec], **kwargs: object) -> None:
@@ -81,8 +82,12 @@ class PeftFedAvg(FedAvg):
             node = msg.metadata.src_node_id
             if msg.has_error():
                 stats.errors[node] = msg.error.reason
-                log.warning("round %d: node %d replied with an error: %s",
-                            server_round, node, msg.error.reason)
+                log.warning(
+                    "round %d: node %d replied with an error: %s",
+                    server_round,
+                    node,
+                    msg.error.reason,
+                )
                 continue
             for record in msg.content.array_records.values():
                 stats.bytes_up += wire_bytes(record)
@@ -95,7 +100,9 @@ class PeftFedAvg(FedAvg):
                 continue
             valid.append(msg)
             metrics = next(iter(msg.content.metric_records.values()))
-            stats.client_metrics.append({k: v for k, v in metrics.items() if not isinstance(v, list)})
+            stats.client_metrics.append(
+                {k: v for k, v in metrics.items() if not isinstance(v, list)}
+            )
         stats.accepted = len(valid)
         if not valid:
             log.warning("round %d: no valid replies; global state unchanged", server_round)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
 import timm
+import tomllib
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]

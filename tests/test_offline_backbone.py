@@ -89,4 +89,6 @@ def test_local_file_sources_round_trip(tmp_path):
 def test_mismatched_local_file_names_keys(tmp_path):
     torch.save({"blocks.0.bogus": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(WeightsError, match="missing"):
-        create_backbone(ModelConfig(name="test_vit", weights=str(tmp_path / "bad.pt"), img_size=32), 5)
+        create_backbone(
+            ModelConfig(name="test_vit", weights=str(tmp_path / "bad.pt"), img_size=32), 5
+        )

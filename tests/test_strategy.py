@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-
 from flwr.supercore.task_identity import TaskIdentity
 
 from server_app.strategy import PeftFedAvg
@@ -24,8 +23,10 @@ def _reply(node: int, arrays: dict[str, np.ndarray], n: object, extra_metrics=No
     metrics = {"num-examples": n, "train-loss": 1.0}
     metrics.update(extra_metrics or {})
     content = RecordDict(
-        {"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-         "metrics": MetricRecord(metrics)}
+        {
+            "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+            "metrics": MetricRecord(metrics),
+        }
     )
     return Message(content, reply_to=instr)
 
@@ -50,9 +51,13 @@ def strategy() -> PeftFedAvg:
 
 def test_weighted_mean_golden_values(strategy):
     # Prepare: weights 10, 30, 60 on values 1, 2, 4 → (10 + 60 + 240) / 100 = 3.1
-    replies = [_reply(1, _update(1.0), 10), _reply(2, _update(2.0), 30), _reply(3, _update(4.0), 60)]
+    replies = [
+        _reply(1, _update(1.0), 10),
+        _reply(2, _update(2.0), 30),
+        _reply(3, _update(4.0), 60),
+    ]
     # Execute
-    arrays, metrics = strategy.aggregate_train(1, replies)
+    arrays, _metrics = strategy.aggregate_train(1, replies)
     # Assert
     np.testing.assert_allclose(arrays["head.weight"].numpy(), np.full((2, 3), 3.1), rtol=1e-6)
     np.testing.assert_allclose(arrays["head.bias"].numpy(), np.full(2, -3.1), rtol=1e-6)
@@ -72,12 +77,21 @@ def test_two_replies_golden_values(strategy):
     [
         ({"head.weight": np.zeros((2, 3), np.float32)}, "missing"),
         ({**_update(1.0), "blocks.0.attn.qkv.weight": np.zeros((3, 3), np.float32)}, "extra"),
-        ({"head.weight": np.zeros((3, 3), np.float32), "head.bias": np.zeros(2, np.float32)},
-         "expected float32"),
-        ({"head.weight": np.zeros((2, 3), np.float64), "head.bias": np.zeros(2, np.float32)},
-         "float64"),
-        ({"head.weight": np.full((2, 3), np.nan, np.float32), "head.bias": np.zeros(2, np.float32)},
-         "NaN or Inf"),
+        (
+            {"head.weight": np.zeros((3, 3), np.float32), "head.bias": np.zeros(2, np.float32)},
+            "expected float32",
+        ),
+        (
+            {"head.weight": np.zeros((2, 3), np.float64), "head.bias": np.zeros(2, np.float32)},
+            "float64",
+        ),
+        (
+            {
+                "head.weight": np.full((2, 3), np.nan, np.float32),
+                "head.bias": np.zeros(2, np.float32),
+            },
+            "NaN or Inf",
+        ),
     ],
 )
 def test_bad_reply_is_dropped_and_round_continues(strategy, bad, reason):

@@ -85,8 +85,7 @@ def make_preprocessor(cfg: DataConfig, seed: int) -> Any:
         dd = DatasetDict(
             {
                 split: ds.select_columns([image, label]).rename_columns(
-                    {image: "image", label: "label"} if image != "image" or label != "label"
-                    else {}
+                    {image: "image", label: "label"} if image != "image" or label != "label" else {}
                 )
                 for split, ds in dd.items()
             }

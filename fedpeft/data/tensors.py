@@ -42,8 +42,10 @@ def _to_rgb_uint8(image: object, size: int) -> np.ndarray:
 
 def to_tensors(ds: Dataset, size: int, num_classes: int) -> ImageTensors:
     """Convert rows with ``image``/``label`` into :class:`ImageTensors`."""
-    images = np.stack([_to_rgb_uint8(img, size) for img in ds["image"]]) if len(ds) else (
-        np.zeros((0, 3, size, size), dtype=np.uint8)
+    images = (
+        np.stack([_to_rgb_uint8(img, size) for img in ds["image"]])
+        if len(ds)
+        else (np.zeros((0, 3, size, size), dtype=np.uint8))
     )
     labels = np.asarray(ds["label"], dtype=np.int64)
     return ImageTensors(torch.from_numpy(images), torch.from_numpy(labels), num_classes)

@@ -18,8 +18,14 @@ TINY = (
 )
 
 
-def run_app(tmp_path: Path, overrides: str, supernodes: int = 3, timeout: int = 600,
-            env: dict[str, str] | None = None, netns: str = "auto") -> tuple[int, str, dict]:
+def run_app(
+    tmp_path: Path,
+    overrides: str,
+    supernodes: int = 3,
+    timeout: int = 600,
+    env: dict[str, str] | None = None,
+    netns: str = "auto",
+) -> tuple[int, str, dict]:
     """Run one simulation; return (exit code, output, metrics.json)."""
     out_dir = tmp_path / "outputs"
     cmd = [

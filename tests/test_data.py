@@ -1,0 +1,92 @@
+"""Sources, partitioners and tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fedpeft.config import DataConfig
+from fedpeft.data import federated_images, load_partition
+from fedpeft.data.tensors import to_tensors
+
+
+@pytest.mark.parametrize("partitioner", ["iid", "dirichlet", "shard"])
+def test_partitions_cover_the_training_pool_disjointly(partitioner):
+    cfg = DataConfig(dataset="digits", partitioner=partitioner, train_size=0)
+    fed = federated_images(cfg, num_partitions=5, seed=1)
+    sizes = [len(fed.partition(i)) for i in range(5)]
+    if partitioner == "shard":  # 5 clients × 2 classes: flwr-datasets leaves classes unused
+        assert 0 < sum(sizes) <= len(fed.partitioner.dataset)
+    else:
+        assert sum(sizes) == len(fed.partitioner.dataset)
+    assert fed.num_classes == 10 and len(fed.test) == 360
+
+
+def test_dirichlet_small_alpha_skews_labels_and_keeps_min_size():
+    cfg = DataConfig(dataset="digits", partitioner="dirichlet", dirichlet__alpha=0.1,
+                     dirichlet__min_partition_size=20, train_size=0)  # fmt: skip
+    fed = federated_images(cfg, num_partitions=5, seed=3)
+    for i in range(5):
+        labels = np.asarray(fed.partition(i)["label"])
+        assert len(labels) >= 20
+    # IID baseline: every client holds all 10 classes; α=0.1 leaves most with few.
+    dominant = [np.bincount(fed.partition(i)["label"], minlength=10).max() / len(fed.partition(i))
+                for i in range(5)]  # fmt: skip
+    assert np.mean(dominant) > 0.3  # IID would give ≈ 0.1
+
+
+def test_shard_gives_k_classes_per_client():
+    cfg = DataConfig(dataset="digits", partitioner="shard", shard__classes_per_client=2,
+                     train_size=0)  # fmt: skip
+    fed = federated_images(cfg, num_partitions=5, seed=0)
+    assert all(len(set(fed.partition(i)["label"])) == 2 for i in range(5))
+
+
+def test_fashion_mnist_subsampled_grayscale_to_rgb():
+    cfg = DataConfig(dataset="fashion-mnist", train_size=300, test_size=100)
+    part = load_partition(cfg, 0, 32, 0, 3)
+    assert part.images.shape == (100, 3, 32, 32) and part.images.dtype == torch.uint8
+    assert part.num_classes == 10
+    assert load_partition(cfg, 0, 32, 0, 3) is part  # cached per process
+
+
+def test_image_folder_source_with_held_out_test(tmp_path):
+    # Prepare: 2 classes × 6 colour images of odd sizes, no test split on disk
+    for c, colour in enumerate(("red", "blue")):
+        (tmp_path / f"class{c}").mkdir()
+        for i in range(6):
+            Image.new("RGB", (20 + i, 17), colour).save(tmp_path / f"class{c}" / f"{i}.png")
+    cfg = DataConfig(source="folder", dataset=str(tmp_path), test_size=4, train_size=0)
+    # Execute
+    fed = federated_images(cfg, num_partitions=2, seed=0)
+    tensors = to_tensors(fed.test, 16, fed.num_classes)
+    # Assert
+    assert fed.num_classes == 2 and len(fed.test) == 4
+    assert sum(len(fed.partition(i)) for i in range(2)) == 8
+    assert tensors.images.shape == (4, 3, 16, 16)
+
+
+def test_parquet_source(tmp_path):
+    from datasets import Dataset
+
+    imgs = [Image.new("L", (8, 8), i * 20) for i in range(10)]
+    Dataset.from_dict({"img": imgs, "target": [i % 2 for i in range(10)]}).to_parquet(
+        str(tmp_path / "d.parquet")
+    )
+    cfg = DataConfig(source="parquet", dataset=str(tmp_path / "d.parquet"), test_size=2,
+                     train_size=0)  # fmt: skip
+    fed = federated_images(cfg, num_partitions=2, seed=0)
+    assert len(fed.test) == 2 and fed.num_classes == 2
+
+
+def test_unknown_column_is_named(tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_dict({"img": [Image.new("L", (4, 4))] * 4, "y": [0, 1, 0, 1]}).to_parquet(
+        str(tmp_path / "d.parquet")
+    )
+    cfg = DataConfig(source="parquet", dataset=str(tmp_path / "d.parquet"), label_column="cls")
+    with pytest.raises(ValueError, match=r"data.label-column='cls'"):
+        federated_images(cfg, num_partitions=2, seed=0)
