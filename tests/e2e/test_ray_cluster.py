@@ -27,7 +27,9 @@ setsid "$RAY" start --head --block --node-ip-address=127.0.0.1 \
     --num-cpus=2 --include-dashboard=false --disable-usage-stats \
     --temp-dir="$RAYTMP" > "$RAYTMP/head.log" 2>&1 &
 HEAD=$!
-for i in $(seq 60); do "$RAY" status --address=127.0.0.1:$PORT >/dev/null 2>&1 && break; sleep 1; done
+for i in $(seq 60); do
+    "$RAY" status --address=127.0.0.1:$PORT >/dev/null 2>&1 && break; sleep 1
+done
 RAY_ADDRESS=127.0.0.1:$PORT "$PY" -m fedpeft.launch --app "$APP" --netns never \
     --num-supernodes 3 --cpus-per-client 1 -c "$TINY" -c "$OUT"
 CODE=$?
