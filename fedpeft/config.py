@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from flwr.common.config import flatten_dict
+
 from .flatconfig import ConfigError, check, from_flat, known_keys
 
 BUILTIN_DATASETS = ("fashion-mnist", "digits")
@@ -202,16 +204,6 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
     """Parse and validate a (flat or nested) run config.
 
@@ -224,15 +216,14 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
     """
     from peft_strategies import get_method, method_names
 
-    flat = _flatten(dict(run_config))
+    flat = flatten_dict(dict(run_config))
     known = {"seed", "peft.method"}
     try:
         sections = {p: from_flat(cls, p, flat) for p, cls in _SECTIONS.items()}
         for prefix, cls in _SECTIONS.items():
             known |= known_keys(cls, prefix)
         method_name = flat.get("peft.method", "lora")
-        if method_name not in method_names():
-            get_method(str(method_name))  # raises, listing the valid methods
+        get_method(str(method_name))  # raises for an unknown method, listing the valid ones
         params = None
         for name in method_names():
             cls = get_method(name).config_cls

@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -43,7 +44,8 @@ def main(grid: Grid, context: Context) -> None:
     out_dir = Path(cfg.output.dir) / _run_name(
         cfg.output.run_name, cfg.peft.method, cfg.data.dataset, context.run_id
     )
-    n_params = sum(int(a.numpy().size) for a in initial.values())
+    n_params = sum(int(np.prod(a.shape, dtype=np.int64)) for a in initial.values())
+    per_transfer = wire_bytes(initial)
     recorder = RunRecorder(
         out_dir,
         {
@@ -51,14 +53,14 @@ def main(grid: Grid, context: Context) -> None:
             "config": dataclasses.asdict(cfg),
             "trainable_params": n_params,
             "trainable_tensors": len(initial),
-            "bytes_per_transfer": wire_bytes(initial),
+            "bytes_per_transfer": per_transfer,
             "theoretical_bytes_per_transfer": theoretical_bytes(initial),
         },
     )
     log.info("Results go to %s", out_dir)
     log.info(
         "Sending %d trainable tensors (%d parameters): %s bytes per client per direction",
-        len(initial), n_params, f"{wire_bytes(initial):,}",
+        len(initial), n_params, f"{per_transfer:,}",
     )  # fmt: skip
     server = cfg.server
     strategy = PeftFedAvg(

@@ -15,7 +15,7 @@ from fedpeft.data.tensors import ImageTensors
 from fedpeft.training import evaluate
 
 from .results import RunRecorder
-from .strategy import PeftFedAvg
+from .strategy import PeftFedAvg, RoundStats
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +37,22 @@ def make_evaluate_fn(
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         load_trainable(model, arrays)
         outcome = evaluate(model, test, batch_size)
-        stats = strategy.rounds.get(server_round)
+        trained = server_round in strategy.rounds  # round 0 is evaluation only
+        stats = strategy.rounds.get(server_round, RoundStats())
         now = time.perf_counter()
         row = {
             "round": server_round,
             "accuracy": outcome.accuracy,
             "loss": outcome.loss,
-            "clients": stats.sent_to if stats else 0,
-            "accepted": stats.accepted if stats else 0,
-            "rejected": len(stats.rejected) if stats else 0,
-            "failed": len(stats.errors) if stats else 0,
-            "bytes_down": stats.bytes_down if stats else 0,
-            "bytes_up": stats.bytes_up if stats else 0,
-            "theoretical_down": stats.theoretical_down if stats else 0,
-            "theoretical_up": stats.theoretical_up if stats else 0,
-            "payload_up": stats.payload_up if stats else 0,
+            "clients": stats.sent_to,
+            "accepted": stats.accepted,
+            "rejected": len(stats.rejected),
+            "failed": len(stats.errors),
+            "bytes_down": stats.bytes_down,
+            "bytes_up": stats.bytes_up,
+            "theoretical_down": stats.theoretical_down,
+            "theoretical_up": stats.theoretical_up,
+            "payload_up": stats.payload_up,
             "wall_seconds": now - last["time"],
         }
         last["time"] = now
@@ -59,7 +60,7 @@ def make_evaluate_fn(
         row["cum_bytes"] = last["cum_bytes"]
         row["diverged"] = not math.isfinite(outcome.loss)
         row["at_chance"] = server_round > 0 and outcome.accuracy <= chance + CHANCE_MARGIN
-        if stats:
+        if trained:
             row["rejections"] = {str(k): v for k, v in stats.rejected.items()}
             row["errors"] = {str(k): v for k, v in stats.errors.items()}
             row["client_metrics"] = stats.client_metrics

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from flwr.common.config import flatten_dict
 
 from fedpeft.config import parse_run_config
 
@@ -16,20 +17,13 @@ PRESETS = sorted((Path(__file__).resolve().parents[1] / "conf").glob("*.toml"))
 def test_preset_parses(preset, pyproject_config):
     with preset.open("rb") as f:
         overrides = tomllib.load(f)
-    merged = {**_flat(pyproject_config), **_flat(overrides)}
+    merged = {**flatten_dict(pyproject_config), **flatten_dict(overrides)}
     cfg = parse_run_config(merged)
     assert cfg.peft.method
 
 
 def test_paper_presets_use_paper_settings():
     with (PRESETS[0].parent / "paper-cifar100.toml").open("rb") as f:
-        cfg = parse_run_config(_flat(tomllib.load(f)))
+        cfg = parse_run_config(flatten_dict(tomllib.load(f)))
     assert (cfg.train.batch_size, cfg.train.epochs, cfg.server.num_rounds) == (64, 10, 50)
     assert cfg.model.img_size == 224 and cfg.model.weights == "hub"
-
-
-def _flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from flwr.common.config import parse_config_args
 
 from fedpeft.arrays import NPY_HEADER_BYTES, to_arrayrecord, trainable_state, wire_bytes
 from fedpeft.config import parse_run_config
 from fedpeft.model import build_model
 
-from .helpers import run_app
+from .helpers import TINY, run_app
 
 pytestmark = pytest.mark.e2e
 CHANCE = 0.1  # digits: 10 balanced classes
@@ -50,10 +51,7 @@ def test_model_built_once_per_worker(lora_run):
 def test_measured_bytes_are_only_the_trainable_tensors(lora_run):
     _, _, _, metrics = lora_run
     # Reference: the same seeded model built here, as the server builds it.
-    cfg = parse_run_config({
-        "seed": 7, "model.img-size": 28, "data.dataset": "digits", "peft.method": "lora",
-        "peft.lora.lr": 0.01,
-    })  # fmt: skip
+    cfg = parse_run_config({**parse_config_args([TINY]), "seed": 7})
     state = trainable_state(build_model(cfg.model, cfg.peft, 10, cfg.seed))
     # Distinct random values: identical arrays (zero LoRA B at init) would travel once.
     ref = to_arrayrecord({k: torch.randn_like(v) for k, v in state.items()})
