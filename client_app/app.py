@@ -11,14 +11,15 @@ import math
 import os
 import time
 
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedpeft import faults
 from fedpeft import model as model_lib
 from fedpeft.arrays import load_trainable, to_arrayrecord, trainable_state, wire_bytes
 from fedpeft.data import load_partition
 from fedpeft.runtime import run_config, setup_logging
-from fedpeft.training import evaluate, train_local
+from fedpeft.training import client_seed, evaluate, train_local
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +43,42 @@ def train(msg: Message, context: Context) -> Message:
     start = time.perf_counter()
     cfg, model, data, partition_id = _prepare(msg, context)
     server_round = int(msg.content["config"]["server-round"])
-    # Deterministic per (seed, round, client), independent of which worker runs it.
-    seed = cfg.seed * 1_000_003 + server_round * 10_007 + partition_id
+    fault = faults.before_training(cfg.fault, cfg.seed, server_round, partition_id)
+    seed = client_seed(cfg.seed, server_round, partition_id)
     outcome = train_local(model, data, cfg.train, cfg.lr, seed)
     if not math.isfinite(outcome.loss):
         log.warning(
             "client %d round %d: training loss is %s", partition_id, server_round, outcome.loss
         )
     arrays = to_arrayrecord(trainable_state(model))
-    metrics = MetricRecord(
-        {
-            "num-examples": outcome.num_examples,
-            "train-loss": outcome.loss,
-            "train-acc": outcome.accuracy,
-            "partition-id": partition_id,
-            "worker-pid": os.getpid(),
-            "worker-model-builds": model_lib.builds(),
-            "bytes-up": wire_bytes(arrays),
-            "train-seconds": time.perf_counter() - start,
-        }
-    )
+    num_examples = outcome.num_examples
+    if fault:  # fault injection (fault.modes), for fault-tolerance tests only
+        log.warning("client %d round %d: injecting fault %r", partition_id, server_round, fault)
+        sent = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+        honest = {k: v.numpy() for k, v in arrays.items()}
+        bad = faults.corrupt(fault, honest, sent, cfg.fault.scale)
+        arrays = ArrayRecord({k: Array(v) for k, v in bad.items()})
+        num_examples = faults.num_examples(fault, num_examples)
+    values = {
+        "num-examples": num_examples,
+        "train-loss": outcome.loss,
+        "train-acc": outcome.accuracy,
+        "partition-id": partition_id,
+        "worker-pid": os.getpid(),
+        "worker-model-builds": model_lib.builds(),
+        "bytes-up": wire_bytes(arrays),
+        "train-seconds": time.perf_counter() - start,
+    }
+    metrics = MetricRecord({k: v for k, v in values.items() if v is not None})
     return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Tell the server this node's partition id (for seeded sampling and ordering)."""
+    node = context.node_config
+    reply = {k: int(node[k]) for k in ("partition-id", "num-partitions") if k in node}
+    return Message(content=RecordDict({"node": MetricRecord(reply)}), reply_to=msg)
 
 
 @app.evaluate()

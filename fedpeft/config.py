@@ -12,6 +12,8 @@ from typing import Any
 
 from flwr.common.config import flatten_dict
 
+from .config_server import OutputConfig, ServerConfig
+from .faults import FaultConfig
 from .flatconfig import ConfigError, check, from_flat, known_keys
 
 BUILTIN_DATASETS = ("fashion-mnist", "digits")
@@ -122,54 +124,6 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class ServerConfig:
-    """``server.*``: rounds, client sampling and timeouts."""
-
-    num_rounds: int = 3
-    fraction_train: float = 1.0
-    min_train_nodes: int = 2
-    fraction_evaluate: float = 0.0
-    round_timeout: float = 600.0
-    eval_batch_size: int = 64
-
-    def __post_init__(self) -> None:
-        check(self.num_rounds >= 1, "server.num-rounds", self.num_rounds, "must be >= 1")
-        check(
-            0 < self.fraction_train <= 1,
-            "server.fraction-train",
-            self.fraction_train,
-            "must be in (0, 1]",
-        )
-        check(
-            self.min_train_nodes >= 1,
-            "server.min-train-nodes",
-            self.min_train_nodes,
-            "must be >= 1",
-        )
-        check(
-            0 <= self.fraction_evaluate <= 1,
-            "server.fraction-evaluate",
-            self.fraction_evaluate,
-            "must be in [0, 1]",
-        )
-        check(self.round_timeout > 0, "server.round-timeout", self.round_timeout, "must be > 0")
-        check(
-            self.eval_batch_size >= 1,
-            "server.eval-batch-size",
-            self.eval_batch_size,
-            "must be >= 1",
-        )
-
-
-@dataclass(frozen=True)
-class OutputConfig:
-    """``output.*``: where results go (``<dir>/<run-name>/``)."""
-
-    dir: str = "outputs"
-    run_name: str = ""
-
-
-@dataclass(frozen=True)
 class PeftConfig:
     """``peft.method`` and the selected method's ``peft.<method>.*`` values."""
 
@@ -188,6 +142,7 @@ class RunConfig:
     train: TrainConfig
     server: ServerConfig
     output: OutputConfig
+    fault: FaultConfig = field(default_factory=FaultConfig)
 
     @property
     def lr(self) -> float:
@@ -201,6 +156,7 @@ _SECTIONS: dict[str, type] = {
     "train.": TrainConfig,
     "server.": ServerConfig,
     "output.": OutputConfig,
+    "fault.": FaultConfig,
 }
 
 
@@ -253,4 +209,5 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
         train=sections["train."],
         server=sections["server."],
         output=sections["output."],
+        fault=sections["fault."],
     )

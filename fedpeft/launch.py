@@ -30,6 +30,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from fedpeft.overrides import merge_overrides, to_arg
+
 log = logging.getLogger("fedpeft.launch")
 
 CONNECTION = "fedpeft-local"
@@ -60,7 +62,9 @@ def _reexec_in_netns(argv: list[str]) -> int:
     env = dict(os.environ, **{NETNS_ENV: "1"})
     cmd = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
            sys.executable, "-m", "fedpeft.launch", *argv]  # fmt: skip
-    return subprocess.call(cmd, env=env)
+    child = subprocess.Popen(cmd, env=env)
+    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    return child.wait()
 
 
 def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -127,8 +131,9 @@ def run_simulation(
         fed = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client:g}"
         run_cmd = [_bin("flwr"), "run", str(app), CONNECTION, "--stream",
                    "--federation-config", fed]  # fmt: skip
-        for item in run_config:
-            run_cmd += ["--run-config", item]
+        merged = to_arg(merge_overrides(run_config))
+        if merged:
+            run_cmd += ["--run-config", merged]
         started = time.monotonic()
         output, code = _stream(run_cmd, env, app, timeout)
         match = re.search(r"Successfully started run (\d+)", output)
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "-c",
         action="append",
         default=[],
-        help="passed to flwr run --run-config (repeatable)",
+        help="run-config overrides or a .toml preset (repeatable; merged key by key, later wins)",
     )
     parser.add_argument("--num-supernodes", type=int, default=10)
     parser.add_argument("--cpus-per-client", type=float, default=1.0)
@@ -199,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--netns", choices=("auto", "always", "never"), default="auto")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM unwinds like Ctrl-C, so the SuperLink's process group is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if _want_netns(args.netns):
         log.info("running inside a loopback-only network namespace")
         return _reexec_in_netns(argv)

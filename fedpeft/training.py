@@ -23,6 +23,11 @@ class Outcome:
     num_examples: int
 
 
+def client_seed(seed: int, server_round: int, partition_id: int) -> int:
+    """Training seed of one client in one round, independent of which worker runs it."""
+    return seed * 1_000_003 + server_round * 10_007 + partition_id
+
+
 def _stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     mean, std = normalization(model)
     return torch.tensor(mean), torch.tensor(std)

@@ -8,18 +8,27 @@ import time
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ConfigRecord, Context
+from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedpeft.arrays import theoretical_bytes, to_arrayrecord, trainable_state, wire_bytes
+from fedpeft.arrays import (
+    payload_bytes,
+    theoretical_bytes,
+    to_arrayrecord,
+    trainable_state,
+    wire_bytes,
+)
+from fedpeft.config import RunConfig
 from fedpeft.data import load_test
 from fedpeft.model import build_model
 from fedpeft.runtime import run_config, setup_logging
 
+from . import checkpoint
+from .aggregation import RuleParams
 from .evaluation import make_evaluate_fn
 from .results import RunRecorder
 from .strategy import PeftFedAvg
-from .validation import reference_specs
+from .validation import Limits, reference_specs
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +42,34 @@ def _run_name(cfg_name: str, method: str, dataset: str, run_id: int) -> str:
     return f"{method}-{Path(dataset).name}-{stamp}-{run_id}"
 
 
+def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
+    """The strategy for ``cfg``; reply limits default from the trainable set's size."""
+    server = cfg.server
+    limits = Limits(
+        max_payload_bytes=server.max_payload_bytes or 2 * payload_bytes(initial),
+        max_num_examples=server.max_num_examples or cfg.data.train_size,
+        max_update_norm=server.max_update_norm,
+    )
+    return PeftFedAvg(
+        reference=reference_specs(initial),
+        seed=cfg.seed,
+        limits=limits,
+        aggregation=server.aggregation,
+        rule_params=RuleParams(server.trim_beta, server.krum__byzantine, server.krum__keep),
+        min_replies=server.min_replies,
+        max_failed_rounds=server.max_failed_rounds,
+        query_timeout=server.round_timeout,
+        fraction_train=server.fraction_train,
+        fraction_evaluate=server.fraction_evaluate,
+        min_train_nodes=server.min_train_nodes,
+        min_evaluate_nodes=server.min_train_nodes if server.fraction_evaluate else 0,
+        min_available_nodes=server.min_train_nodes,
+    )
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run federated PEFT fine-tuning with central evaluation each round."""
+    """Run (or resume) federated PEFT fine-tuning with central evaluation each round."""
     setup_logging()
     cfg = run_config(context.run_config)  # a bad key or value fails here, at start-up
     test = load_test(cfg.data, cfg.seed, cfg.model.img_size)
@@ -44,59 +78,69 @@ def main(grid: Grid, context: Context) -> None:
     out_dir = Path(cfg.output.dir) / _run_name(
         cfg.output.run_name, cfg.peft.method, cfg.data.dataset, context.run_id
     )
+    config = dataclasses.asdict(cfg)
+    fingerprint = checkpoint.fingerprint(config, initial)
+    strategy = make_strategy(cfg, initial)
+    start_arrays, first_round, rows = initial, 1, []
+    if cfg.output.resume:  # a missing or mismatched checkpoint fails here, at start-up
+        ck = checkpoint.load(out_dir, fingerprint)
+        start_arrays, first_round, rows = ck.arrays, ck.server_round + 1, ck.rows
+        strategy.load_state(ck.strategy_state)
     n_params = sum(int(np.prod(a.shape, dtype=np.int64)) for a in initial.values())
     per_transfer = wire_bytes(initial)
-    recorder = RunRecorder(
-        out_dir,
-        {
-            "run_id": context.run_id,
-            "config": dataclasses.asdict(cfg),
-            "trainable_params": n_params,
-            "trainable_tensors": len(initial),
-            "bytes_per_transfer": per_transfer,
-            "theoretical_bytes_per_transfer": theoretical_bytes(initial),
-        },
-    )
+    summary = {
+        "run_id": context.run_id,
+        "config": config,
+        "trainable_params": n_params,
+        "trainable_tensors": len(initial),
+        "bytes_per_transfer": per_transfer,
+        "theoretical_bytes_per_transfer": theoretical_bytes(initial),
+        "resumed_after_round": first_round - 1,
+    }
+    recorder = RunRecorder(out_dir, summary, rows)
     log.info("Results go to %s", out_dir)
     log.info(
         "Sending %d trainable tensors (%d parameters): %s bytes per client per direction",
         len(initial), n_params, f"{per_transfer:,}",
     )  # fmt: skip
-    server = cfg.server
-    strategy = PeftFedAvg(
-        reference=reference_specs(initial),
-        fraction_train=server.fraction_train,
-        fraction_evaluate=server.fraction_evaluate,
-        min_train_nodes=server.min_train_nodes,
-        min_evaluate_nodes=server.min_train_nodes if server.fraction_evaluate else 0,
-        min_available_nodes=server.min_train_nodes,
-    )
-    evaluate_fn = make_evaluate_fn(model, test, server.eval_batch_size, strategy, recorder)
+
+    def on_round_end(server_round: int, arrays: ArrayRecord) -> None:
+        if cfg.output.checkpoint:
+            state = {
+                "fingerprint": fingerprint,
+                "strategy": strategy.state(),
+                "rows": recorder.rows,
+            }
+            checkpoint.save(out_dir, arrays, server_round, state)
+
+    evaluate_fn = make_evaluate_fn(model, test, cfg.server.eval_batch_size, strategy, recorder)
     try:
         result = strategy.start(
             grid=grid,
-            initial_arrays=initial,
-            num_rounds=server.num_rounds,
-            timeout=server.round_timeout,
+            initial_arrays=start_arrays,
+            num_rounds=cfg.server.num_rounds,
+            timeout=cfg.server.round_timeout,
             train_config=ConfigRecord({"lr": cfg.lr}),
             evaluate_fn=evaluate_fn,
+            first_round=first_round,
+            on_round_end=on_round_end,
         )
     except BaseException as exc:
         recorder.finish("failed", error=repr(exc))
         raise
-    final = result.arrays if result.arrays is not None else initial
-    recorder.save_arrays(final)
+    recorder.save_arrays(result.arrays)
     last = recorder.rows[-1]
     recorder.finish(
         "completed",
         final_accuracy=last["accuracy"],
         diverged=any(r["diverged"] for r in recorder.rows),
         at_chance=bool(last["at_chance"]),
+        failed_rounds=sum(bool(r.get("failed_round")) for r in recorder.rows),
         total_bytes=last["cum_bytes"],
     )
     log.info(
         "Final server accuracy %.4f after %d rounds; %s bytes in total",
         last["accuracy"],
-        server.num_rounds,
+        cfg.server.num_rounds,
         f"{last['cum_bytes']:,}",
     )

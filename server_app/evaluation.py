@@ -32,7 +32,7 @@ def make_evaluate_fn(
 ) -> Callable[[int, ArrayRecord], MetricRecord]:
     """Build Flower's ``evaluate_fn``: evaluate, log, account bytes and record the round."""
     chance = 1.0 / test.num_classes
-    last = {"time": time.perf_counter(), "cum_bytes": 0}
+    last = {"time": time.perf_counter()}
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         load_trainable(model, arrays)
@@ -54,16 +54,22 @@ def make_evaluate_fn(
             "theoretical_up": stats.theoretical_up,
             "payload_up": stats.payload_up,
             "wall_seconds": now - last["time"],
+            "train_seconds": stats.train_seconds,
+            "failed_round": bool(stats.failure),
         }
         last["time"] = now
-        last["cum_bytes"] += row["bytes_down"] + row["bytes_up"]
-        row["cum_bytes"] = last["cum_bytes"]
+        before = recorder.rows[-1]["cum_bytes"] if recorder.rows else 0
+        row["cum_bytes"] = before + row["bytes_down"] + row["bytes_up"]
         row["diverged"] = not math.isfinite(outcome.loss)
         row["at_chance"] = server_round > 0 and outcome.accuracy <= chance + CHANCE_MARGIN
         if trained:
-            row["rejections"] = {str(k): v for k, v in stats.rejected.items()}
-            row["errors"] = {str(k): v for k, v in stats.errors.items()}
+            # keyed by partition id (node ids change every run)
+            row["rejections"] = {strategy.nodes.label(k): v for k, v in stats.rejected.items()}
+            row["errors"] = {strategy.nodes.label(k): v for k, v in stats.errors.items()}
             row["client_metrics"] = stats.client_metrics
+            row["weights"] = {str(k): v for k, v in stats.weights.items()}
+            row["update_norms"] = {str(k): v for k, v in stats.update_norms.items()}
+            row["failure"] = stats.failure
         recorder.add(row)
         log.info(
             "round %d: server accuracy %.4f, loss %.4f | bytes down %s (theory %s), "

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 CSV_FIELDS = (
     "round", "accuracy", "loss", "clients", "accepted", "rejected", "failed",
     "bytes_down", "bytes_up", "theoretical_down", "theoretical_up",
-    "cum_bytes", "wall_seconds",
+    "cum_bytes", "wall_seconds", "train_seconds", "failed_round",
 )  # fmt: skip
 
 
@@ -30,11 +30,13 @@ def _atomic_write(path: Path, text: str) -> None:
 class RunRecorder:
     """Collects one row per round and rewrites the result files after each."""
 
-    def __init__(self, out_dir: Path, summary: dict[str, Any]) -> None:
+    def __init__(
+        self, out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]] | None = None
+    ) -> None:
         self.out_dir = out_dir
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.summary = dict(summary, status="running")
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = list(rows or [])  # rows of a resumed run
         self.flush()
 
     def add(self, row: dict[str, Any]) -> None:

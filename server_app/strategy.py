@@ -1,20 +1,29 @@
-"""FedAvg over the trainable PEFT tensors, with reply checks and byte accounting."""
+"""FedAvg over the trainable PEFT tensors: checked replies, seeded sampling, robust rules."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Result
 
 from fedpeft.arrays import payload_bytes, theoretical_bytes, wire_bytes
 
-from .validation import TensorSpec, check_reply
+from .aggregation import RULES, RuleParams, Update
+from .sampling import NodeDirectory
+from .validation import Checked, Limits, TensorSpec, check_reply, update_norm
 
 log = logging.getLogger(__name__)
+
+
+class RoundsFailedError(RuntimeError):
+    """Too many consecutive rounds without enough valid replies."""
 
 
 @dataclass
@@ -31,82 +40,247 @@ class RoundStats:
     rejected: dict[int, str] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     client_metrics: list[dict[str, float | int]] = field(default_factory=list)
+    weights: dict[int, int] = field(default_factory=dict)
+    update_norms: dict[int, float] = field(default_factory=dict)
     aggregated: bool = False
+    failure: str = ""
+    started: float = field(default_factory=time.perf_counter)
+    train_seconds: float = 0.0
+
+
+@dataclass
+class _Sent:
+    messages: list[Message]
+    arrays: dict[str, np.ndarray]
 
 
 class PeftFedAvg(FedAvg):
     """FedAvg that aggregates only the trainable tensors of a PEFT model.
 
-    Beyond :class:`flwr.serverapp.strategy.FedAvg` it checks every reply
-    against the reference trainable set (a bad reply is dropped with a logged
-    reason, the others are still aggregated) and measures the bytes of the
-    serialised arrays sent down and received up each round.
+    Beyond :class:`flwr.serverapp.strategy.FedAvg` it samples clients with a
+    seeded generator over their partition ids, checks every reply (envelope,
+    keys, decoded shapes and dtypes, finiteness, weight, payload and update
+    norm; a bad reply is dropped with a logged reason), aggregates the accepted
+    ones in partition-id order with FedAvg or a robust rule, measures the bytes
+    sent each way, skips a round with too few valid replies and stops after
+    ``max_failed_rounds`` such rounds in a row.
 
     Parameters
     ----------
     reference : dict[str, TensorSpec]
         Keys, shapes and dtypes of the trainable tensors of the seeded model.
+    seed : int
+        Seed of the client sampling (with the round number).
+    limits : Limits, optional
+        Payload, ``num-examples`` and update-norm bounds on a reply.
+    aggregation : str
+        One of :data:`server_app.aggregation.RULES`.
+    rule_params : RuleParams, optional
+        Parameters of the robust rules.
+    min_replies : int
+        Fewest valid replies that make a round.
+    max_failed_rounds : int
+        Consecutive failed rounds after which :meth:`start` raises.
     **kwargs
         Passed to :class:`~flwr.serverapp.strategy.FedAvg`.
 
     """
 
-    def __init__(self, reference: dict[str, TensorSpec], **kwargs: object) -> None:
+    def __init__(
+        self,
+        reference: dict[str, TensorSpec],
+        *,
+        seed: int = 0,
+        limits: Limits | None = None,
+        aggregation: str = "fedavg",
+        rule_params: RuleParams | None = None,
+        min_replies: int = 1,
+        max_failed_rounds: int = 3,
+        query_timeout: float = 120.0,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        if aggregation not in RULES:
+            raise ValueError(f"aggregation={aggregation!r}; valid choices: {sorted(RULES)}")
         self.reference = reference
+        self.limits = limits or Limits()
+        self.rule = RULES[aggregation]
+        self.rule_params = rule_params or RuleParams()
+        self.min_replies = min_replies
+        self.max_failed_rounds = max_failed_rounds
+        self.failed_streak = 0
+        self.nodes = NodeDirectory(seed, query_timeout)
         self.rounds: dict[int, RoundStats] = {}
+        self._sent: dict[int, _Sent] = {}
+
+    def state(self) -> dict[str, int]:
+        """What a checkpoint must keep to resume the strategy."""
+        return {"failed_streak": self.failed_streak}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        """Restore :meth:`state`."""
+        self.failed_streak = int(state.get("failed_streak", 0))
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Sample clients and send them the trainable arrays; count the bytes."""
+        """Sample clients (seeded, by partition id); send them the trainable arrays."""
         extra = sorted(set(arrays) - set(self.reference))
         if extra:  # never send anything but the trainable set
             raise ValueError(f"refusing to send non-trainable arrays {extra[:5]}")
-        messages = list(super().configure_train(server_round, arrays, config, grid))
-        per_client = wire_bytes(arrays)
-        self.rounds[server_round] = RoundStats(
-            sent_to=len(messages),
-            bytes_down=per_client * len(messages),
-            theoretical_down=theoretical_bytes(arrays) * len(messages),
+        stats = self.rounds[server_round] = RoundStats()
+        node_ids = self.nodes.sample(
+            grid, server_round, self.fraction_train, self.min_train_nodes, self.min_available_nodes
         )
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        messages = [
+            Message(record, dst_node_id=node, message_type="train", group_id=str(server_round))
+            for node in node_ids
+        ]
+        self._sent = {server_round: _Sent(messages, {k: v.numpy() for k, v in arrays.items()})}
+        per_client = wire_bytes(arrays)
+        stats.sent_to = len(messages)
+        stats.bytes_down = per_client * len(messages)
+        stats.theoretical_down = theoretical_bytes(arrays) * len(messages)
+        log.info("round %d: sampled partitions %s", server_round, self.nodes.partitions(node_ids))
         return messages
+
+    def _envelope(self, msg: Message, server_round: int, counts: Counter) -> str | None:
+        meta = msg.metadata
+        if meta.group_id != str(server_round):
+            return f"reply for round {meta.group_id!r}, expected round {server_round}"
+        sent = self._sent.get(server_round)
+        if sent is not None:
+            if meta.src_node_id not in {m.metadata.dst_node_id for m in sent.messages}:
+                return f"node {meta.src_node_id} was not sampled in round {server_round}"
+            ids = {m.metadata.message_id for m in sent.messages} - {""}
+            if ids and meta.reply_to_message_id not in ids:
+                return f"reply to message {meta.reply_to_message_id!r}, not sent this round"
+        if counts[meta.src_node_id] > 1:
+            return f"node replied {counts[meta.src_node_id]} times in round {server_round}"
+        return None
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Drop invalid replies (logged), then sample-weighted FedAvg of the rest."""
+        """Drop invalid replies (logged), then aggregate the rest in partition order."""
         stats = self.rounds.setdefault(server_round, RoundStats())
-        valid: list[Message] = []
+        replies = list(replies)
+        counts = Counter(m.metadata.src_node_id for m in replies if not m.has_error())
+        sent = self._sent.get(server_round)
+        accepted: list[tuple[Update, Message]] = []
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
                 stats.errors[node] = msg.error.reason
-                log.warning(
-                    "round %d: node %d replied with an error: %s",
-                    server_round,
-                    node,
-                    msg.error.reason,
-                )
+                log.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
                 continue
             for record in msg.content.array_records.values():
                 stats.bytes_up += wire_bytes(record)
                 stats.payload_up += payload_bytes(record)
                 stats.theoretical_up += theoretical_bytes(record)
-            reason = check_reply(msg.content, self.reference, self.weighted_by_key)
-            if reason is not None:
-                stats.rejected[node] = reason
-                log.warning("round %d: rejected reply of node %d: %s", server_round, node, reason)
+            result = self._envelope(msg, server_round, counts) or check_reply(
+                msg.content,
+                self.reference,
+                self.weighted_by_key,
+                self.limits,
+                sent.arrays if sent else None,
+            )
+            if not isinstance(result, Checked):
+                stats.rejected[node] = result
+                log.warning("round %d: rejected reply of node %d: %s", server_round, node, result)
                 continue
-            valid.append(msg)
+            update = Update(result.arrays, result.weight, node, self.nodes.partition_of(node))
+            accepted.append((update, msg))
+        accepted.sort(key=lambda pair: (pair[0].partition_id, pair[0].node_id))
+        stats.accepted = len(accepted)
+        for update, msg in accepted:
             metrics = next(iter(msg.content.metric_records.values()))
             stats.client_metrics.append(
                 {k: v for k, v in metrics.items() if not isinstance(v, list)}
             )
-        stats.accepted = len(valid)
-        if not valid:
-            log.warning("round %d: no valid replies; global state unchanged", server_round)
+            stats.weights[update.partition_id] = update.weight
+            if sent is not None:
+                stats.update_norms[update.partition_id] = update_norm(update.arrays, sent.arrays)
+        arrays = self._aggregate(server_round, stats, [u for u, _ in accepted])
+        stats.train_seconds = time.perf_counter() - stats.started
+        if arrays is None:
             return None, None
-        arrays, metrics = super().aggregate_train(server_round, valid)
-        stats.aggregated = arrays is not None
+        metrics = self.train_metrics_aggr_fn([m.content for _, m in accepted], self.weighted_by_key)
         return arrays, metrics
+
+    def _aggregate(
+        self, server_round: int, stats: RoundStats, updates: list[Update]
+    ) -> ArrayRecord | None:
+        if len(updates) < self.min_replies:
+            stats.failure = f"{len(updates)} valid replies, fewer than server.min-replies"
+        else:
+            try:
+                aggregated = self.rule(updates, self.rule_params)
+            except ValueError as exc:  # e.g. too few replies for Krum's f
+                stats.failure = str(exc)
+            else:
+                stats.aggregated = True
+                return ArrayRecord(
+                    {k: Array(np.ascontiguousarray(v)) for k, v in aggregated.items()}
+                )
+        log.warning("round %d failed (%s); global state unchanged", server_round, stats.failure)
+        return None
+
+    def start(  # type: ignore[override]
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+        *,
+        first_round: int = 1,
+        on_round_end: Callable[[int, ArrayRecord], None] | None = None,
+    ) -> Result:
+        """Flower's round loop, plus resuming at ``first_round`` and failed-round handling.
+
+        Round 0 (evaluation of the initial arrays) runs only when starting at
+        round 1. ``on_round_end`` (e.g. a checkpoint) runs after each round's
+        evaluation. Raises :class:`RoundsFailedError` after ``max_failed_rounds``
+        consecutive failed rounds, once that round is recorded.
+        """
+        train_config = train_config or ConfigRecord()
+        evaluate_config = evaluate_config or ConfigRecord()
+        result = Result(arrays=initial_arrays)
+        arrays = initial_arrays
+        if evaluate_fn and first_round == 1:
+            evaluate_fn(0, arrays)
+        for server_round in range(first_round, num_rounds + 1):
+            log.info("[ROUND %d/%d]", server_round, num_rounds)
+            messages = self.configure_train(
+                server_round, arrays, ConfigRecord(dict(train_config)), grid
+            )
+            replies = grid.send_and_receive(messages, timeout=timeout)
+            aggregated, metrics = self.aggregate_train(server_round, replies)
+            self.failed_streak = 0 if aggregated is not None else self.failed_streak + 1
+            if aggregated is not None:
+                arrays = result.arrays = aggregated
+            if metrics is not None:
+                result.train_metrics_clientapp[server_round] = metrics
+            if self.fraction_evaluate > 0:
+                eval_msgs = self.configure_evaluate(server_round, arrays, evaluate_config, grid)
+                eval_replies = grid.send_and_receive(eval_msgs, timeout=timeout)
+                agg_eval = self.aggregate_evaluate(server_round, eval_replies)
+                if agg_eval is not None:
+                    result.evaluate_metrics_clientapp[server_round] = agg_eval
+            if evaluate_fn:
+                res = evaluate_fn(server_round, arrays)
+                if res is not None:
+                    result.evaluate_metrics_serverapp[server_round] = res
+            if on_round_end:
+                on_round_end(server_round, arrays)
+            if self.failed_streak >= self.max_failed_rounds:
+                raise RoundsFailedError(
+                    f"{self.failed_streak} consecutive failed rounds (server.max-failed-rounds="
+                    f"{self.max_failed_rounds}); last: {self.rounds[server_round].failure}"
+                )
+        return result

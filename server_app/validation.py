@@ -1,4 +1,4 @@
-"""Check a client's training reply against the reference trainable set."""
+"""Check a client's training reply against the reference trainable set and limits."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
+
+Arrays = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -17,29 +19,39 @@ class TensorSpec:
     dtype: str
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on a reply; 0 disables a bound."""
+
+    max_payload_bytes: int = 0
+    max_num_examples: int = 0
+    max_update_norm: float = 0.0
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A reply that passed every check: its decoded arrays and weight."""
+
+    arrays: Arrays
+    weight: int
+
+
 def reference_specs(record: ArrayRecord) -> dict[str, TensorSpec]:
     """The spec of every tensor in the (seeded) reference record."""
     return {k: TensorSpec(tuple(a.shape), str(a.dtype)) for k, a in record.items()}
 
 
-def check_reply(
-    content: RecordDict, reference: dict[str, TensorSpec], weight_key: str
-) -> str | None:
-    """Return why the reply is unusable, or ``None`` if it is valid.
+def _weight(metrics: dict, key: str, limits: Limits) -> int | str:
+    weight = metrics.get(key)
+    if isinstance(weight, bool) or not isinstance(weight, int) or weight <= 0:
+        return f"{key}={weight!r} is not a positive integer"
+    if limits.max_num_examples and weight > limits.max_num_examples:
+        return f"{key}={weight} is implausibly large (limit {limits.max_num_examples})"
+    return weight
 
-    Checks: exactly one ArrayRecord and one MetricRecord; keys exactly the
-    trainable set; shapes and dtypes of the decoded arrays; finite values; a
-    positive integer weight ``weight_key``.
-    """
-    if len(content.array_records) != 1:
-        return f"expected one ArrayRecord, got {len(content.array_records)}"
-    if len(content.metric_records) != 1:
-        return f"expected one MetricRecord, got {len(content.metric_records)}"
-    record = next(iter(content.array_records.values()))
-    missing = sorted(set(reference) - set(record))
-    extra = sorted(set(record) - set(reference))
-    if missing or extra:
-        return f"keys differ from the trainable set: missing {missing[:5]}, extra {extra[:5]}"
+
+def _decode(record: ArrayRecord, reference: dict[str, TensorSpec]) -> Arrays | str:
+    arrays = {}
     for key, spec in reference.items():
         try:
             value = record[key].numpy()
@@ -52,11 +64,57 @@ def check_reply(
             )
         if not np.isfinite(value).all():
             return f"array {key!r} contains NaN or Inf"
+        arrays[key] = value
+    return arrays
+
+
+def update_norm(arrays: Arrays, sent: Arrays) -> float:
+    """L2 norm of ``arrays - sent`` over all tensors together."""
+    return math.sqrt(sum(float(np.sum((arrays[k] - sent[k]).astype(np.float64) ** 2))
+                         for k in sent))  # fmt: skip
+
+
+def check_reply(
+    content: RecordDict,
+    reference: dict[str, TensorSpec],
+    weight_key: str,
+    limits: Limits | None = None,
+    sent: Arrays | None = None,
+) -> Checked | str:
+    """Return the decoded reply, or the reason it is unusable.
+
+    In order: exactly one ArrayRecord and one MetricRecord; serialised payload
+    within ``limits.max_payload_bytes`` (before anything is decoded); keys
+    exactly the trainable set; a positive integer weight ``weight_key`` within
+    ``limits.max_num_examples``; shapes and dtypes of the decoded arrays; finite
+    values; the update's L2 norm against ``sent`` within ``limits.max_update_norm``;
+    finite metrics.
+    """
+    limits = limits or Limits()
+    if len(content.array_records) != 1:
+        return f"expected one ArrayRecord, got {len(content.array_records)}"
+    if len(content.metric_records) != 1:
+        return f"expected one MetricRecord, got {len(content.metric_records)}"
+    record = next(iter(content.array_records.values()))
+    size = sum(len(a.data) for a in record.values())
+    if limits.max_payload_bytes and size > limits.max_payload_bytes:
+        return f"payload of {size:,} bytes is over the budget of {limits.max_payload_bytes:,}"
+    missing = sorted(set(reference) - set(record))
+    extra = sorted(set(record) - set(reference))
+    if missing or extra:
+        return f"keys differ from the trainable set: missing {missing[:5]}, extra {extra[:5]}"
     metrics = next(iter(content.metric_records.values()))
-    weight = metrics.get(weight_key)
-    if isinstance(weight, bool) or not isinstance(weight, int) or weight <= 0:
-        return f"{weight_key}={weight!r} is not a positive integer"
+    weight = _weight(metrics, weight_key, limits)
+    if isinstance(weight, str):
+        return weight
+    arrays = _decode(record, reference)
+    if isinstance(arrays, str):
+        return arrays
+    if limits.max_update_norm and sent is not None:
+        norm = update_norm(arrays, sent)
+        if norm > limits.max_update_norm:
+            return f"update norm {norm:.4g} is above the bound {limits.max_update_norm:g}"
     for name, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value) and name != "train-loss":
             return f"metric {name!r} is {value}"
-    return None
+    return Checked(arrays, weight)

@@ -37,6 +37,14 @@ def test_flat_keys_parse_like_flower_passes_them(pyproject_config):
         ({"server.fraction-train": 1.5}, r"server.fraction-train=1.5"),
         ({"peft.lora.rank": 4}, r"unknown run-config key.*peft.lora.rank"),
         ({"model.img-size": 4}, r"model.img-size=4"),
+        ({"server.aggregation": "mean"}, r"server.aggregation='mean'.*trimmed-mean"),
+        ({"server.trim-beta": 0.5}, r"server.trim-beta=0.5.*\[0, 0.5\)"),
+        ({"server.krum.byzantine": -1}, r"server.krum.byzantine=-1"),
+        ({"server.min-replies": 0}, r"server.min-replies=0"),
+        ({"server.max-update-norm": -1.0}, r"server.max-update-norm=-1.0"),
+        ({"output.resume": True}, r"output.resume=True.*output.run-name"),
+        ({"fault.modes": "0:explode"}, r"fault.modes='0:explode'.*sign-flip"),
+        ({"fault.dropout": 1.0}, r"fault.dropout=1.0"),
     ],
 )
 def test_bad_values_name_the_key(flat, pattern):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, RecordDict
 
 from server_app.strategy import PeftFedAvg
-from server_app.validation import reference_specs
+from server_app.validation import Limits, reference_specs
+from tests.fakes import FakeGrid, reply
 
 REF = ArrayRecord(
     {
@@ -18,19 +18,6 @@ REF = ArrayRecord(
 )
 
 
-def _reply(node: int, arrays: dict[str, np.ndarray], n: object, extra_metrics=None) -> Message:
-    instr = Message(RecordDict({"config": ConfigRecord()}), dst_node_id=node, message_type="train")
-    metrics = {"num-examples": n, "train-loss": 1.0}
-    metrics.update(extra_metrics or {})
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-            "metrics": MetricRecord(metrics),
-        }
-    )
-    return Message(content, reply_to=instr)
-
-
 def _update(value: float) -> dict[str, np.ndarray]:
     return {
         "head.weight": np.full((2, 3), value, dtype=np.float32),
@@ -38,24 +25,34 @@ def _update(value: float) -> dict[str, np.ndarray]:
     }
 
 
-@pytest.fixture(autouse=True)
-def _task_identity():
-    # Messages read the running task's identity, as inside a ServerApp.
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+def _strategy(**kwargs) -> PeftFedAvg:
+    return PeftFedAvg(
+        reference=reference_specs(REF), min_train_nodes=1, min_available_nodes=1, **kwargs
+    )
 
 
-@pytest.fixture
-def strategy() -> PeftFedAvg:
-    return PeftFedAvg(reference=reference_specs(REF), min_train_nodes=1, min_available_nodes=1)
+def _sent(strategy: PeftFedAvg, nodes: list[int], server_round: int = 1) -> list[Message]:
+    """Configure a round on a fake grid whose nodes have partition id = node id."""
+    grid = FakeGrid({n: n for n in nodes}, {})
+    messages = list(strategy.configure_train(server_round, REF, ConfigRecord(), grid))
+    grid.send_and_receive([])  # nothing yet
+    for i, msg in enumerate(messages):  # give them ids, as pushing them would
+        msg.metadata.__dict__["_message_id"] = f"id{server_round}-{i}"
+    return messages
 
 
-def test_weighted_mean_golden_values(strategy):
+def _replies(strategy, specs, server_round=1):
+    """specs: [(node, arrays, n)] → replies to the messages sent to those nodes."""
+    by_node = {m.metadata.dst_node_id: m for m in _sent(strategy, [s[0] for s in specs])}
+    return [reply(by_node[node], arrays, n) for node, arrays, n in specs]
+
+
+def test_weighted_mean_golden_values():
     # Prepare: weights 10, 30, 60 on values 1, 2, 4 → (10 + 60 + 240) / 100 = 3.1
-    replies = [
-        _reply(1, _update(1.0), 10),
-        _reply(2, _update(2.0), 30),
-        _reply(3, _update(4.0), 60),
-    ]
+    strategy = _strategy()
+    replies = _replies(
+        strategy, [(3, _update(4.0), 60), (1, _update(1.0), 10), (2, _update(2.0), 30)]
+    )
     # Execute
     arrays, _metrics = strategy.aggregate_train(1, replies)
     # Assert
@@ -63,84 +60,154 @@ def test_weighted_mean_golden_values(strategy):
     np.testing.assert_allclose(arrays["head.bias"].numpy(), np.full(2, -3.1), rtol=1e-6)
     assert set(arrays) == set(REF)
     assert strategy.rounds[1].accepted == 3
+    assert strategy.rounds[1].weights == {1: 10, 2: 30, 3: 60}  # in partition order
 
 
-def test_two_replies_golden_values(strategy):
-    replies = [_reply(1, _update(0.5), 1), _reply(2, _update(-1.5), 3)]
+def test_two_replies_golden_values():
+    strategy = _strategy()
+    replies = _replies(strategy, [(1, _update(0.5), 1), (2, _update(-1.5), 3)])
     arrays, _ = strategy.aggregate_train(1, replies)
     # (0.5·1 − 1.5·3) / 4 = −1.0
     np.testing.assert_allclose(arrays["head.weight"].numpy(), -1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize(
-    ("bad", "reason"),
-    [
-        ({"head.weight": np.zeros((2, 3), np.float32)}, "missing"),
-        ({**_update(1.0), "blocks.0.attn.qkv.weight": np.zeros((3, 3), np.float32)}, "extra"),
-        (
-            {"head.weight": np.zeros((3, 3), np.float32), "head.bias": np.zeros(2, np.float32)},
-            "expected float32",
-        ),
-        (
-            {"head.weight": np.zeros((2, 3), np.float64), "head.bias": np.zeros(2, np.float32)},
-            "float64",
-        ),
-        (
-            {
-                "head.weight": np.full((2, 3), np.nan, np.float32),
-                "head.bias": np.zeros(2, np.float32),
-            },
-            "NaN or Inf",
-        ),
-    ],
-)
-def test_bad_reply_is_dropped_and_round_continues(strategy, bad, reason):
+def test_arrival_order_does_not_change_a_bit():
+    # Prepare: values whose float sum depends on the order of summation
+    values = [(1, 1e8, 1), (2, -1e8, 1), (3, 1.0, 1), (4, 3.3, 7)]
+    outs = []
+    for order in (values, values[::-1], values[1:] + values[:1]):
+        strategy = _strategy()
+        replies = _replies(strategy, [(n, _update(v), w) for n, v, w in order])
+        # Execute
+        arrays, _ = strategy.aggregate_train(1, replies)
+        outs.append(arrays["head.weight"].numpy().tobytes())
+    # Assert
+    assert outs[0] == outs[1] == outs[2]
+
+
+BAD = [
+    ({"head.weight": np.zeros((2, 3), np.float32)}, 10, "missing"),
+    ({**_update(1.0), "blocks.0.attn.qkv.weight": np.zeros((3, 3), np.float32)}, 10, "extra"),
+    (
+        {"head.weight": np.zeros((3, 3), np.float32), "head.bias": np.zeros(2, np.float32)},
+        10,
+        "expected float32",
+    ),
+    (
+        {"head.weight": np.zeros((2, 3), np.float64), "head.bias": np.zeros(2, np.float32)},
+        10,
+        "float64",
+    ),
+    (
+        {"head.weight": np.full((2, 3), np.nan, np.float32), "head.bias": np.zeros(2, np.float32)},
+        10,
+        "NaN or Inf",
+    ),
+    (
+        {"head.weight": np.full((2, 3), np.inf, np.float32), "head.bias": np.zeros(2, np.float32)},
+        10,
+        "NaN or Inf",
+    ),
+    (_update(1.0), 0, "not a positive integer"),
+    (_update(1.0), -5, "not a positive integer"),
+    (_update(1.0), 2.5, "not a positive integer"),
+    (_update(1.0), 10**9, "implausibly large"),
+    (_update(50.0), 10, "update norm"),
+    (
+        {"head.weight": np.zeros((2, 3), np.float32), "head.bias": np.zeros(2000, np.float32)},
+        10,
+        "over the budget",
+    ),
+]
+
+
+@pytest.mark.parametrize(("bad", "n", "reason"), BAD)
+def test_bad_reply_is_dropped_and_round_continues(bad, n, reason):
     # Prepare
-    replies = [_reply(1, _update(2.0), 10), _reply(7, bad, 10)]
+    strategy = _strategy(
+        limits=Limits(max_payload_bytes=1000, max_num_examples=1000, max_update_norm=10.0)
+    )
+    replies = _replies(strategy, [(1, _update(2.0), 10), (7, bad, n)])
     # Execute
     arrays, _ = strategy.aggregate_train(1, replies)
     # Assert: only the good reply is aggregated; the bad one is logged with a reason
     np.testing.assert_allclose(arrays["head.weight"].numpy(), 2.0)
-    assert 7 in strategy.rounds[1].rejected
     assert reason in strategy.rounds[1].rejected[7]
+    assert strategy.rounds[1].accepted == 1
 
 
-@pytest.mark.parametrize("n", [0, -5, 2.5, None])
-def test_bad_weight_is_rejected(strategy, n):
-    replies = [_reply(1, _update(2.0), 10), _reply(2, _update(9.0), n if n is not None else 1)]
-    if n is None:  # metric missing entirely
-        del replies[1].content["metrics"]["num-examples"]
+def test_missing_num_examples_is_rejected():
+    strategy = _strategy()
+    replies = _replies(strategy, [(1, _update(2.0), 10), (2, _update(9.0), 1)])
+    del replies[1].content["metrics"]["num-examples"]
     arrays, _ = strategy.aggregate_train(1, replies)
     np.testing.assert_allclose(arrays["head.weight"].numpy(), 2.0)
-    assert "num-examples" in strategy.rounds[1].rejected[2]
+    assert "num-examples=None" in strategy.rounds[1].rejected[2]
 
 
-def test_error_reply_is_logged_and_skipped(strategy):
-    instr = Message(RecordDict(), dst_node_id=5, message_type="train")
-    err = Message(Error(code=0, reason="boom"), reply_to=instr)
-    arrays, _ = strategy.aggregate_train(1, [err, _reply(1, _update(3.0), 4)])
+def test_same_node_twice_is_rejected():
+    # Prepare: node 2 answers twice (a Grid never delivers this; a fake one can)
+    strategy = _strategy()
+    replies = _replies(strategy, [(1, _update(2.0), 10), (2, _update(9.0), 10)])
+    replies.append(reply(strategy._sent[1].messages[1], _update(9.0), 10))
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies)
+    # Assert
+    np.testing.assert_allclose(arrays["head.weight"].numpy(), 2.0)
+    assert "replied 2 times" in strategy.rounds[1].rejected[2]
+
+
+def test_reply_for_another_round_is_rejected():
+    # Prepare: round 1's message answered, but delivered while round 2 is aggregated
+    strategy = _strategy()
+    old = _sent(strategy, [1, 2], server_round=1)
+    stale = reply(old[1], _update(9.0), 10)
+    fresh = {m.metadata.dst_node_id: m for m in _sent(strategy, [1, 2], server_round=2)}
+    # Execute
+    arrays, _ = strategy.aggregate_train(2, [reply(fresh[1], _update(2.0), 10), stale])
+    # Assert
+    np.testing.assert_allclose(arrays["head.weight"].numpy(), 2.0)
+    assert "reply for round '1', expected round 2" in strategy.rounds[2].rejected[2]
+
+
+def test_reply_to_a_message_not_sent_is_rejected():
+    strategy = _strategy()
+    replies = _replies(strategy, [(1, _update(2.0), 10), (2, _update(9.0), 10)])
+    forged = Message(RecordDict(), dst_node_id=2, message_type="train", group_id="1")
+    forged.metadata.__dict__["_message_id"] = "forged"
+    replies[1] = reply(forged, _update(9.0), 10)
+    arrays, _ = strategy.aggregate_train(1, replies)
+    np.testing.assert_allclose(arrays["head.weight"].numpy(), 2.0)
+    assert "not sent this round" in strategy.rounds[1].rejected[2]
+
+
+def test_error_reply_is_logged_and_skipped():
+    strategy = _strategy()
+    replies = _replies(strategy, [(1, _update(3.0), 4), (5, _update(0.0), 1)])
+    replies[1] = Message(Error(code=0, reason="boom"), reply_to=strategy._sent[1].messages[1])
+    arrays, _ = strategy.aggregate_train(1, replies)
     np.testing.assert_allclose(arrays["head.weight"].numpy(), 3.0)
     assert strategy.rounds[1].errors == {5: "boom"}
 
 
-def test_no_valid_reply_leaves_state_unchanged(strategy):
-    arrays, metrics = strategy.aggregate_train(1, [_reply(1, {"x": np.zeros(1, np.float32)}, 3)])
+def test_too_few_valid_replies_fail_the_round():
+    # Prepare
+    strategy = _strategy(min_replies=2)
+    replies = _replies(strategy, [(1, _update(3.0), 4), (2, {"x": np.zeros(1, np.float32)}, 3)])
+    # Execute
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    # Assert
     assert arrays is None and metrics is None
+    assert "fewer than server.min-replies" in strategy.rounds[1].failure
 
 
-class _Grid:
-    def __init__(self, nodes):
-        self.nodes = nodes
-
-    def get_node_ids(self):
-        return self.nodes
-
-
-def test_configure_train_sends_only_the_trainable_set(strategy):
-    msgs = list(strategy.configure_train(1, REF, ConfigRecord(), _Grid([1, 2, 3])))
+def test_configure_train_sends_only_the_trainable_set():
+    strategy = _strategy()
+    msgs = _sent(strategy, [1, 2, 3])
     assert len(msgs) == 3
     for msg in msgs:
         assert set(msg.content["arrays"]) == set(REF)
+        assert msg.metadata.group_id == "1"
     bigger = ArrayRecord({**{k: v for k, v in REF.items()}, "blocks.0.x": Array(np.zeros(1))})
     with pytest.raises(ValueError, match="non-trainable"):
-        strategy.configure_train(2, bigger, ConfigRecord(), _Grid([1]))
+        strategy.configure_train(2, bigger, ConfigRecord(), FakeGrid({1: 1}, {}))

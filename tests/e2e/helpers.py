@@ -25,17 +25,34 @@ def run_app(
     timeout: int = 600,
     env: dict[str, str] | None = None,
     netns: str = "auto",
+    run_name: str = "e2e",
 ) -> tuple[int, str, dict]:
     """Run one simulation; return (exit code, output, metrics.json)."""
+    cmd = launch_cmd(tmp_path, overrides, supernodes, timeout, netns, run_name)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout + 60,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+    return proc.returncode, proc.stdout + proc.stderr, read_metrics(tmp_path, run_name)
+
+
+def read_metrics(tmp_path: Path, run_name: str = "e2e") -> dict:
+    """``metrics.json`` of a run under ``tmp_path`` ({} if absent)."""
+    path = tmp_path / "outputs" / run_name / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def launch_cmd(
+    tmp_path: Path,
+    overrides: str,
+    supernodes: int = 3,
+    timeout: int = 600,
+    netns: str = "auto",
+    run_name: str = "e2e",
+) -> list[str]:
+    """The ``fedpeft-sim`` command line of one tiny run."""
     out_dir = tmp_path / "outputs"
-    cmd = [
+    return [
         sys.executable, "-m", "fedpeft.launch", "--app", str(ROOT),
         "--num-supernodes", str(supernodes), "--cpus-per-client", "1", "--netns", netns,
         "--timeout", str(timeout), "-c", TINY, "-c", overrides,
-        "-c", f"output.dir='{out_dir}' output.run-name='e2e'",
+        "-c", f"output.dir='{out_dir}' output.run-name='{run_name}'",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout + 60,
-                          env={**os.environ, **(env or {})})  # fmt: skip
-    metrics_path = out_dir / "e2e" / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    return proc.returncode, proc.stdout + proc.stderr, metrics

@@ -1,0 +1,86 @@
+"""The baseline of ``benchmarks/throughput``: FedAvg as a plain sequential PyTorch loop.
+
+    .venv/bin/python -m benchmarks.plain_loop --num-clients 4 -c "server.num-rounds=2" --out r.json
+
+Same run config, same model, same partitions, same per-client seeds and the same
+local training function as the ClientApp, but one process trains every client of
+a round in turn and averages their tensors in memory: no Flower, no Ray, no
+serialisation. It writes the per-round training time and image count as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from flwr.common.config import flatten_dict, get_project_config
+
+from fedpeft.arrays import trainable_state
+from fedpeft.config import RunConfig, parse_run_config
+from fedpeft.data import load_partition, load_test
+from fedpeft.model import build_model
+from fedpeft.overrides import merge_overrides
+from fedpeft.training import client_seed, evaluate, train_local
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def app_config(overrides: list[str]) -> RunConfig:
+    """The app's run config: pyproject defaults fused with ``--run-config`` strings."""
+    flat = flatten_dict(get_project_config(ROOT)["tool"]["flwr"]["app"]["config"])
+    flat.update(merge_overrides(overrides))
+    return parse_run_config(flat)
+
+
+def run(cfg: RunConfig, num_clients: int) -> dict:
+    """Train every client of every round sequentially; time the training phase."""
+    start = time.perf_counter()
+    test = load_test(cfg.data, cfg.seed, cfg.model.img_size)
+    model = build_model(cfg.model, cfg.peft, test.num_classes, cfg.seed)
+    parts = [
+        load_partition(cfg.data, cfg.seed, cfg.model.img_size, pid, num_clients)
+        for pid in range(num_clients)
+    ]
+    glob = {k: v.clone() for k, v in trainable_state(model).items()}
+    rounds = []
+    for server_round in range(1, cfg.server.num_rounds + 1):
+        t0 = time.perf_counter()
+        total = {k: torch.zeros_like(v) for k, v in glob.items()}
+        images = examples = 0
+        for pid, data in enumerate(parts):
+            model.load_state_dict(glob, strict=False)
+            out = train_local(
+                model, data, cfg.train, cfg.lr, client_seed(cfg.seed, server_round, pid)
+            )
+            for k, v in trainable_state(model).items():
+                total[k] += v * out.num_examples
+            examples += out.num_examples
+            images += out.num_examples * cfg.train.epochs
+        glob = {k: v / examples for k, v in total.items()}
+        seconds = time.perf_counter() - t0
+        model.load_state_dict(glob, strict=False)
+        acc = evaluate(model, test, cfg.server.eval_batch_size).accuracy
+        rounds.append({"round": server_round, "images": images, "train_seconds": seconds,
+                       "accuracy": acc})  # fmt: skip
+    return {
+        "rounds": rounds,
+        "wall_seconds": time.perf_counter() - start,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--num-clients", type=int, required=True)
+    parser.add_argument("-c", "--run-config", action="append", default=[])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    result = run(app_config(args.run_config), args.num_clients)
+    args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

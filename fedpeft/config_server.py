@@ -1,0 +1,81 @@
+"""``server.*`` and ``output.*`` run-config sections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .flatconfig import check
+
+AGGREGATIONS = ("fedavg", "median", "trimmed-mean", "krum", "multi-krum")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``server.*``: rounds, client sampling, timeouts, reply limits and aggregation."""
+
+    num_rounds: int = 3
+    fraction_train: float = 1.0
+    min_train_nodes: int = 2
+    fraction_evaluate: float = 0.0
+    round_timeout: float = 600.0
+    eval_batch_size: int = 64
+    min_replies: int = 1
+    max_failed_rounds: int = 3
+    aggregation: str = "fedavg"
+    trim_beta: float = 0.1
+    krum__byzantine: int = 0
+    krum__keep: int = 0
+    max_payload_bytes: int = 0
+    max_num_examples: int = 0
+    max_update_norm: float = 0.0
+
+    def __post_init__(self) -> None:
+        positive = ("num_rounds", "min_train_nodes", "eval_batch_size", "min_replies",
+                    "max_failed_rounds")  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            check(value >= 1, f"server.{name.replace('_', '-')}", value, "must be >= 1")
+        frac = self.fraction_train
+        check(0 < frac <= 1, "server.fraction-train", frac, "must be in (0, 1]")
+        frac = self.fraction_evaluate
+        check(0 <= frac <= 1, "server.fraction-evaluate", frac, "must be in [0, 1]")
+        check(self.round_timeout > 0, "server.round-timeout", self.round_timeout, "must be > 0")
+        check(
+            self.aggregation in AGGREGATIONS,
+            "server.aggregation",
+            self.aggregation,
+            f"valid choices: {list(AGGREGATIONS)}",
+        )
+        check(0 <= self.trim_beta < 0.5, "server.trim-beta", self.trim_beta, "must be in [0, 0.5)")
+        for key, value in (
+            ("server.krum.byzantine", self.krum__byzantine),
+            ("server.krum.keep", self.krum__keep),
+            ("server.max-payload-bytes", self.max_payload_bytes),
+            ("server.max-num-examples", self.max_num_examples),
+            ("server.max-update-norm", self.max_update_norm),
+        ):
+            check(value >= 0, key, value, "must be >= 0 (0 = default/off)")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """``output.*``: where results go (``<dir>/<run-name>/``), checkpoints, resume."""
+
+    dir: str = "outputs"
+    run_name: str = ""
+    checkpoint: bool = True
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        check(
+            not self.resume or bool(self.run_name),
+            "output.resume",
+            self.resume,
+            "resuming needs output.run-name (the run folder to continue)",
+        )
+        check(
+            not self.resume or self.checkpoint,
+            "output.resume",
+            self.resume,
+            "resuming needs output.checkpoint = true",
+        )

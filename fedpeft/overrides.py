@@ -1,0 +1,47 @@
+"""Merge several ``--run-config`` arguments into one, key by key.
+
+``flwr run`` accepts ``--run-config`` more than once, but flwr 1.42's
+``parse_config_args`` merges the parsed TOML tables shallowly: a second
+argument that sets any ``server.*`` key replaces *every* ``server.*`` key
+of the first. With dotted namespaces (``peft.lora.r``) that silently drops
+settings, so the launchers merge the arguments themselves (later keys win,
+per flat key; a ``.toml`` argument is a preset file) and pass one string.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from flwr.common.config import parse_config_args
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    raise TypeError(f"run-config value {value!r} is not a bool, int, float or string")
+
+
+def merge_overrides(items: list[str]) -> dict[str, Any]:
+    """Flat key → value of all ``items`` in order; later items win per key."""
+    merged: dict[str, Any] = {}
+    for item in items:
+        if item.strip():
+            merged.update(parse_config_args([item]))
+    return merged
+
+
+def to_arg(overrides: dict[str, Any]) -> str:
+    """One ``--run-config`` string that ``flwr run`` parses back to ``overrides``."""
+    return " ".join(f"{key}={_literal(value)}" for key, value in overrides.items())

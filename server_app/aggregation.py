@@ -1,0 +1,102 @@
+"""Aggregation rules over the decoded trainable tensors of the accepted replies.
+
+Every rule takes the updates in a fixed order (the strategy sorts them by
+partition id), so a run aggregates bit-identically however replies arrive.
+``fedavg`` is the sample-weighted mean; the robust rules ignore weights, as
+their papers do, because a weight is as easy to forge as a tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
+from flwr.serverapp.strategy.multikrum import select_multikrum
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Update:
+    """One accepted reply: its decoded arrays, weight and where it came from."""
+
+    arrays: Arrays
+    weight: int
+    node_id: int
+    partition_id: int
+
+
+@dataclass(frozen=True)
+class RuleParams:
+    """Parameters of the robust rules (``server.*`` keys)."""
+
+    trim_beta: float = 0.1
+    byzantine: int = 0
+    keep: int = 0
+
+
+def _stack(updates: list[Update], key: str) -> np.ndarray:
+    return np.stack([u.arrays[key] for u in updates])
+
+
+def fedavg(updates: list[Update], params: RuleParams) -> Arrays:
+    """Sample-weighted mean, accumulated in float64 in the updates' order."""
+    total = sum(u.weight for u in updates)
+    out = {}
+    for key, first in updates[0].arrays.items():
+        acc = np.zeros(first.shape, dtype=np.float64)
+        for u in updates:
+            acc += u.arrays[key].astype(np.float64) * (u.weight / total)
+        out[key] = acc.astype(first.dtype)
+    return out
+
+
+def median(updates: list[Update], params: RuleParams) -> Arrays:
+    """Coordinate-wise median (unweighted)."""
+    return {k: np.median(_stack(updates, k), axis=0).astype(v.dtype)
+            for k, v in updates[0].arrays.items()}  # fmt: skip
+
+
+def trimmed_mean(updates: list[Update], params: RuleParams) -> Arrays:
+    """Coordinate-wise mean after cutting ``trim_beta`` of the values at each end."""
+    return {k: trim_mean(_stack(updates, k), params.trim_beta).astype(v.dtype)
+            for k, v in updates[0].arrays.items()}  # fmt: skip
+
+
+def _krum_select(updates: list[Update], params: RuleParams, keep: int) -> list[Update]:
+    if len(updates) < 2 * params.byzantine + 3:
+        raise ValueError(
+            f"Krum with server.krum.byzantine={params.byzantine} needs at least "
+            f"{2 * params.byzantine + 3} accepted replies, got {len(updates)}"
+        )
+    contents = [
+        RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in u.arrays.items()}),
+                    "metrics": MetricRecord({"i": i})})
+        for i, u in enumerate(updates)
+    ]  # fmt: skip
+    chosen = select_multikrum(contents, params.byzantine, keep)
+    return [updates[int(c["metrics"]["i"])] for c in chosen]
+
+
+def krum(updates: list[Update], params: RuleParams) -> Arrays:
+    """Krum (Blanchard et al., 2017): the one update closest to its n − f − 2 neighbours."""
+    return dict(_krum_select(updates, params, 1)[0].arrays)
+
+
+def multi_krum(updates: list[Update], params: RuleParams) -> Arrays:
+    """Multi-Krum: the weighted mean of the ``keep`` best-scored updates (n − f if 0)."""
+    keep = params.keep or len(updates) - params.byzantine
+    chosen = sorted(_krum_select(updates, params, keep), key=lambda u: u.partition_id)
+    return fedavg(chosen, params)
+
+
+RULES: dict[str, Callable[[list[Update], RuleParams], Arrays]] = {
+    "fedavg": fedavg,
+    "median": median,
+    "trimmed-mean": trimmed_mean,
+    "krum": krum,
+    "multi-krum": multi_krum,
+}

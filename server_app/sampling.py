@@ -1,0 +1,74 @@
+"""Seeded client sampling keyed on partition ids, not on Flower's node ids.
+
+Node ids are random and change every run; partition ids do not. Each node is
+asked its partition id once (a ``query`` message answered by the ClientApp),
+and every round samples partitions with a generator seeded by
+(seed, round) — so a resumed run samples the clients the original would have.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = 1 << 30  # nodes that did not tell their partition id sort last, by node id
+
+
+class NodeDirectory:
+    """Node id ↔ partition id, learned by querying each node once."""
+
+    def __init__(self, seed: int, query_timeout: float = 120.0) -> None:
+        self.seed = seed
+        self.query_timeout = query_timeout
+        self._partition: dict[int, int] = {}
+
+    def partition_of(self, node_id: int) -> int:
+        """The node's partition id, or a large value past every partition if unknown."""
+        return self._partition.get(node_id, UNKNOWN + node_id % UNKNOWN)
+
+    def label(self, node_id: int) -> str:
+        """The node's partition id as text, or ``"node <id>"`` if unknown."""
+        pid = self._partition.get(node_id)
+        return f"node {node_id}" if pid is None else str(pid)
+
+    def partitions(self, node_ids: list[int]) -> list[int | str]:
+        """Partition ids of ``node_ids`` (``"node <id>"`` where unknown), for logs."""
+        return [self._partition.get(n, f"node {n}") for n in node_ids]
+
+    def learn(self, grid: Grid, node_ids: list[int]) -> None:
+        """Query the nodes whose partition id is not known yet."""
+        new = [n for n in node_ids if n not in self._partition]
+        if not new:
+            return
+        queries = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in new]
+        for reply in grid.send_and_receive(queries, timeout=self.query_timeout):
+            node = reply.metadata.src_node_id
+            if reply.has_error() or "node" not in reply.content.metric_records:
+                log.warning("node %d did not tell its partition id; ordered by node id", node)
+                continue
+            pid = reply.content.metric_records["node"].get("partition-id")
+            if not isinstance(pid, int) or pid in self._partition.values():
+                log.warning("node %d: unusable or duplicate partition id %r", node, pid)
+                continue
+            self._partition[node] = pid
+
+    def sample(
+        self, grid: Grid, server_round: int, fraction: float, min_nodes: int, min_available: int
+    ) -> list[int]:
+        """Wait for enough nodes, then sample ``max(fraction·N, min_nodes)`` of them."""
+        wanted = max(min_available, min_nodes)
+        while len(node_ids := list(grid.get_node_ids())) < wanted:
+            log.info("Waiting for nodes: %d connected, %d needed", len(node_ids), wanted)
+            time.sleep(1)
+        self.learn(grid, node_ids)
+        ordered = sorted(node_ids, key=lambda n: (self.partition_of(n), n))
+        size = min(len(ordered), max(int(len(ordered) * fraction), min_nodes))
+        rng = np.random.default_rng([self.seed, server_round])
+        picked = np.sort(rng.choice(len(ordered), size=size, replace=False))
+        return [ordered[i] for i in picked]

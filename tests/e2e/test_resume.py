@@ -1,0 +1,94 @@
+"""Checkpoint and resume: a run SIGKILLed in round 3 and resumed equals an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from flwr.app import Array, ArrayRecord
+from safetensors import safe_open
+
+from server_app import checkpoint
+from tests.e2e.helpers import ROOT, launch_cmd, read_metrics, run_app
+
+# 4 clients, 2 sampled per round (seeded by partition id), 4 rounds.
+SETUP = "server.num-rounds=4 server.fraction-train=0.5 server.min-train-nodes=2"
+SAME = ("round", "accuracy", "loss", "clients", "accepted", "bytes_down", "bytes_up",
+        "cum_bytes", "weights")  # fmt: skip
+
+
+def _checkpoint_round(run_dir: Path) -> int:
+    with safe_open(str(run_dir / "checkpoint.safetensors"), framework="numpy") as f:
+        return int(json.loads(f.metadata()["fedpeft"])["round"])
+
+
+def _tensors(run_dir: Path) -> dict[str, bytes]:
+    with safe_open(str(run_dir / "final_trainable.safetensors"), framework="numpy") as f:
+        return {k: f.get_tensor(k).tobytes() for k in f.keys()}
+
+
+def _kill_serverapp_in_round_3(proc: subprocess.Popen, run_dir: Path, timeout: float) -> None:
+    """SIGKILL the process running the ServerApp once round 2 is checkpointed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run_dir / "checkpoint.safetensors").exists() and _checkpoint_round(run_dir) == 2:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("round 2 was never checkpointed")
+    server = [p for p in psutil.Process(proc.pid).children(recursive=True)
+              if any("flwr-simulation" in part for part in p.cmdline())]  # fmt: skip
+    assert len(server) == 1, server
+    os.kill(server[0].pid, signal.SIGKILL)
+
+
+def test_killed_in_round_3_and_resumed_equals_uninterrupted(tmp_path):
+    # Prepare: the uninterrupted reference run
+    code, out, reference = run_app(tmp_path, SETUP, supernodes=4, run_name="full")
+    assert code == 0, out[-4000:]
+    # Execute: the same run, killed during round 3 ...
+    killed = tmp_path / "outputs" / "killed"
+    cmd = launch_cmd(tmp_path, SETUP, supernodes=4, run_name="killed")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    try:
+        _kill_serverapp_in_round_3(proc, killed, timeout=300)
+        proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:  # the launcher stops its SuperLink on SIGTERM
+            proc.terminate()
+            proc.communicate(timeout=60)
+    assert proc.returncode != 0, "the killed run must not report success"
+    assert _checkpoint_round(killed) == 2, "killed after round 3 finished: test did not bite"
+    assert read_metrics(tmp_path, "killed")["status"] == "running"  # died without finishing
+    # ... then resumed from its checkpoint
+    code, out, resumed = run_app(tmp_path, SETUP + " output.resume=true", supernodes=4,
+                                 run_name="killed")  # fmt: skip
+    # Assert
+    assert code == 0, out[-4000:]
+    assert resumed["resumed_after_round"] == 2
+    assert _tensors(killed) == _tensors(tmp_path / "outputs" / "full")
+    rows = [{k: r.get(k) for k in SAME} for r in resumed["rounds"]]
+    assert rows == [{k: r.get(k) for k in SAME} for r in reference["rounds"]]
+    assert [r["round"] for r in rows] == [0, 1, 2, 3, 4]
+
+
+def test_resume_of_another_method_fails_at_startup_naming_the_mismatch(tmp_path):
+    # Prepare: a checkpoint left by a LoRA run (only the fingerprint matters here)
+    run_dir = tmp_path / "outputs" / "r"
+    run_dir.mkdir(parents=True)
+    arrays = ArrayRecord({"head.bias": Array(np.zeros(10, np.float32))})
+    checkpoint.save(run_dir, arrays, 1, {"fingerprint": {"dataset": "digits", "method": "lora"}})
+    # Execute: resume it as bias tuning
+    code, out, _ = run_app(
+        tmp_path, "server.num-rounds=2 output.resume=true peft.method='bias'", run_name="r"
+    )
+    # Assert
+    assert code != 0
+    assert "method: checkpoint has 'lora', this run has 'bias'" in out

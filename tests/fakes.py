@@ -1,0 +1,53 @@
+"""A fake Grid for strategy tests: in-process nodes that answer query and train messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+
+# node id → (sent arrays, round) → (arrays, num-examples) or None for no reply
+Behaviour = Callable[[dict[str, np.ndarray], int], tuple[dict[str, np.ndarray], int] | None]
+
+
+def reply(instr: Message, arrays: dict[str, np.ndarray], n: object) -> Message:
+    """A train reply to ``instr`` carrying ``arrays`` and ``num-examples`` ``n``."""
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+            "metrics": MetricRecord({"num-examples": n, "train-loss": 1.0}),
+        }
+    )
+    return Message(content, reply_to=instr)
+
+
+class FakeGrid:
+    """Nodes ``{node id: partition id}``; ``behaviour[node]`` makes its train replies."""
+
+    def __init__(self, partitions: dict[int, int], behaviour: dict[int, Behaviour]) -> None:
+        self.partitions = partitions
+        self.behaviour = behaviour
+        self.sent: list[Message] = []
+        self._next_id = 0
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.partitions)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
+        out = []
+        for msg in messages:
+            self._next_id += 1
+            msg.metadata.__dict__["_message_id"] = f"m{self._next_id}"  # as a Grid's push does
+            self.sent.append(msg)
+            node = msg.metadata.dst_node_id
+            if msg.metadata.message_type == "query":
+                pid = MetricRecord({"partition-id": self.partitions[node]})
+                out.append(Message(RecordDict({"node": pid}), reply_to=msg))
+                continue
+            sent = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+            server_round = int(msg.content["config"]["server-round"])
+            made = self.behaviour[node](sent, server_round)
+            if made is not None:
+                out.append(reply(msg, *made))
+        return out

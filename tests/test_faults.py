@@ -1,0 +1,38 @@
+"""Fault injection config and behaviour (used by the fault-tolerance e2e tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedpeft import faults
+from fedpeft.flatconfig import ConfigError
+
+
+def test_modes_parse_by_partition():
+    assert faults.FaultConfig(modes="0:nan, 3:raise").by_partition() == {0: "nan", 3: "raise"}
+
+
+@pytest.mark.parametrize("modes", ["0:explode", "x:nan", "nan"])
+def test_bad_mode_names_the_entry_and_the_choices(modes):
+    with pytest.raises(ConfigError, match=r"fault.modes.*expected '<partition id>:<mode>'"):
+        faults.FaultConfig(modes=modes)
+
+
+def test_dropout_is_seeded_and_close_to_the_rate():
+    cfg = faults.FaultConfig(dropout=0.3)
+    draws = [faults.drops_out(cfg, 42, r, p) for r in range(1, 51) for p in range(20)]
+    assert draws == [faults.drops_out(cfg, 42, r, p) for r in range(1, 51) for p in range(20)]
+    assert 0.25 < np.mean(draws) < 0.35  # 1,000 draws at p = 0.3
+
+
+def test_raise_and_dropout_raise_before_training():
+    with pytest.raises(faults.InjectedFaultError, match="partition 2 raises"):
+        faults.before_training(faults.FaultConfig(modes="2:raise"), 0, 1, 2)
+    assert faults.before_training(faults.FaultConfig(modes="2:nan"), 0, 1, 2) == "nan"
+
+
+def test_scale_and_sign_flip_act_on_the_update():
+    sent, honest = {"w": np.ones(2, np.float32)}, {"w": np.full(2, 1.5, np.float32)}
+    np.testing.assert_allclose(faults.corrupt("scale", honest, sent, 10.0)["w"], 6.0)
+    np.testing.assert_allclose(faults.corrupt("sign-flip", honest, sent, 10.0)["w"], -4.0)

@@ -1,0 +1,46 @@
+"""Seeded sampling keyed on partition ids: reproducible across runs with new node ids."""
+
+from __future__ import annotations
+
+from server_app.sampling import NodeDirectory
+from tests.fakes import FakeGrid
+
+
+def _sampled_partitions(node_ids: list[int], seed: int, server_round: int) -> list[int]:
+    grid = FakeGrid({n: i for i, n in enumerate(node_ids)}, {})
+    directory = NodeDirectory(seed)
+    picked = directory.sample(grid, server_round, fraction=0.5, min_nodes=2, min_available=2)
+    return [grid.partitions[n] for n in picked]
+
+
+def test_same_partitions_whatever_the_node_ids():
+    # Prepare: two "runs" whose 8 nodes got different random ids
+    run_a = [9001, 17, 4242, 5, 77777, 31, 8, 123456]
+    run_b = [3, 99, 100, 12, 4, 5555, 6, 1]
+    # Execute
+    a = [_sampled_partitions(run_a, 42, r) for r in range(1, 6)]
+    b = [_sampled_partitions(run_b, 42, r) for r in range(1, 6)]
+    # Assert
+    assert a == b
+    assert all(len(s) == 4 for s in a)
+    assert len({tuple(s) for s in a}) > 1  # rounds differ
+
+
+def test_seed_changes_the_sample():
+    nodes = list(range(100, 120))
+    assert [_sampled_partitions(nodes, 1, r) for r in range(1, 4)] != [
+        _sampled_partitions(nodes, 2, r) for r in range(1, 4)
+    ]
+
+
+def test_each_node_is_queried_once():
+    # Prepare
+    grid = FakeGrid({10: 0, 11: 1, 12: 2}, {})
+    directory = NodeDirectory(0)
+    # Execute
+    for server_round in (1, 2, 3):
+        directory.sample(grid, server_round, fraction=1.0, min_nodes=1, min_available=1)
+    # Assert
+    queries = [m for m in grid.sent if m.metadata.message_type == "query"]
+    assert sorted(m.metadata.dst_node_id for m in queries) == [10, 11, 12]
+    assert directory.partition_of(12) == 2
