@@ -55,6 +55,15 @@ class ServerConfig:
             ("server.max-update-norm", self.max_update_norm),
         ):
             check(value >= 0, key, value, "must be >= 0 (0 = default/off)")
+        if self.aggregation in ("krum", "multi-krum"):
+            need = 2 * self.krum__byzantine + 3
+            check(
+                self.min_train_nodes >= need,
+                "server.min-train-nodes",
+                self.min_train_nodes,
+                f"{self.aggregation} with server.krum.byzantine={self.krum__byzantine} needs "
+                f"at least 2f + 3 = {need} clients per round",
+            )
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,10 @@ def test_flat_keys_parse_like_flower_passes_them(pyproject_config):
         ({"server.aggregation": "mean"}, r"server.aggregation='mean'.*trimmed-mean"),
         ({"server.trim-beta": 0.5}, r"server.trim-beta=0.5.*\[0, 0.5\)"),
         ({"server.krum.byzantine": -1}, r"server.krum.byzantine=-1"),
+        (
+            {"server.aggregation": "krum", "server.krum.byzantine": 2},
+            r"server.min-train-nodes=2: krum with .*byzantine=2 needs at least 2f \+ 3 = 7",
+        ),
         ({"server.min-replies": 0}, r"server.min-replies=0"),
         ({"server.max-update-norm": -1.0}, r"server.max-update-norm=-1.0"),
         ({"output.resume": True}, r"output.resume=True.*output.run-name"),
