@@ -15,6 +15,8 @@ class ServerConfig:
 
     num_rounds: int = 3
     fraction_train: float = 1.0
+    clients_per_round: int = 0
+    exclude_partitions: str = ""
     min_train_nodes: int = 2
     fraction_evaluate: float = 0.0
     round_timeout: float = 600.0
@@ -35,6 +37,7 @@ class ServerConfig:
         for name in positive:
             value = getattr(self, name)
             check(value >= 1, f"server.{name.replace('_', '-')}", value, "must be >= 1")
+        self.excluded()  # validates
         frac = self.fraction_train
         check(0 < frac <= 1, "server.fraction-train", frac, "must be in (0, 1]")
         frac = self.fraction_evaluate
@@ -48,6 +51,7 @@ class ServerConfig:
         )
         check(0 <= self.trim_beta < 0.5, "server.trim-beta", self.trim_beta, "must be in [0, 0.5)")
         for key, value in (
+            ("server.clients-per-round", self.clients_per_round),
             ("server.krum.byzantine", self.krum__byzantine),
             ("server.krum.keep", self.krum__keep),
             ("server.max-payload-bytes", self.max_payload_bytes),
@@ -58,12 +62,23 @@ class ServerConfig:
         if self.aggregation in ("krum", "multi-krum"):
             need = 2 * self.krum__byzantine + 3
             check(
-                self.min_train_nodes >= need,
+                max(self.min_train_nodes, self.clients_per_round) >= need,
                 "server.min-train-nodes",
                 self.min_train_nodes,
                 f"{self.aggregation} with server.krum.byzantine={self.krum__byzantine} needs "
                 f"at least 2f + 3 = {need} clients per round",
             )
+
+    def excluded(self) -> frozenset[int]:
+        """Partition ids never sampled (``server.exclude-partitions``, e.g. ``"0,3"``)."""
+        items = [s.strip() for s in self.exclude_partitions.split(",") if s.strip()]
+        check(
+            all(s.isdigit() for s in items),
+            "server.exclude-partitions",
+            self.exclude_partitions,
+            "expected comma-separated partition ids, e.g. '0,3'",
+        )
+        return frozenset(int(s) for s in items)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 A client whose partition id is listed in ``fault.modes`` misbehaves in that way
 every round it is sampled; ``fault.dropout`` makes any sampled client fail with
-that probability, seeded by (seed, round, partition) so a run is reproducible
-and a test can predict who drops. Nothing here runs unless configured.
+that probability — raise (``fault.dropout-mode = "raise"``) or stall for
+``fault.sleep`` seconds, past the round timeout (``"sleep"``) — seeded by
+(seed, round, partition) so a run is reproducible and a test can predict who
+drops. Nothing here runs unless configured.
 """
 
 from __future__ import annotations
@@ -35,11 +37,18 @@ class FaultConfig:
 
     modes: str = ""
     dropout: float = 0.0
+    dropout_mode: str = "raise"
     scale: float = 100.0
     sleep: float = 0.0
 
     def __post_init__(self) -> None:
         check(0 <= self.dropout < 1, "fault.dropout", self.dropout, "must be in [0, 1)")
+        check(
+            self.dropout_mode in ("raise", "sleep"),
+            "fault.dropout-mode",
+            self.dropout_mode,
+            "valid choices: ['raise', 'sleep']",
+        )
         check(self.sleep >= 0, "fault.sleep", self.sleep, "must be >= 0")
         self.by_partition()  # validates
 
@@ -104,6 +113,9 @@ def before_training(cfg: FaultConfig, seed: int, server_round: int, partition_id
     if mode == "raise":
         raise InjectedFaultError(f"fault.modes: partition {partition_id} raises in training")
     if drops_out(cfg, seed, server_round, partition_id):
+        if cfg.dropout_mode == "sleep":  # a straggler: replies after fault.sleep seconds
+            time.sleep(cfg.sleep)
+            return mode
         raise InjectedFaultError(
             f"fault.dropout={cfg.dropout}: partition {partition_id} drops out in round "
             f"{server_round}"

@@ -59,6 +59,8 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         min_replies=server.min_replies,
         max_failed_rounds=server.max_failed_rounds,
         query_timeout=server.round_timeout,
+        clients_per_round=server.clients_per_round,
+        exclude_partitions=server.excluded(),
         fraction_train=server.fraction_train,
         fraction_evaluate=server.fraction_evaluate,
         min_train_nodes=server.min_train_nodes,

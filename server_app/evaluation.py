@@ -48,6 +48,7 @@ def make_evaluate_fn(
             "accepted": stats.accepted,
             "rejected": len(stats.rejected),
             "failed": len(stats.errors),
+            "no_reply": stats.sent_to - stats.accepted - len(stats.rejected) - len(stats.errors),
             "bytes_down": stats.bytes_down,
             "bytes_up": stats.bytes_up,
             "theoretical_down": stats.theoretical_down,

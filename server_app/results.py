@@ -15,7 +15,7 @@ from safetensors.numpy import save_file
 log = logging.getLogger(__name__)
 
 CSV_FIELDS = (
-    "round", "accuracy", "loss", "clients", "accepted", "rejected", "failed",
+    "round", "accuracy", "loss", "clients", "accepted", "rejected", "failed", "no_reply",
     "bytes_down", "bytes_up", "theoretical_down", "theoretical_up",
     "cum_bytes", "wall_seconds", "train_seconds", "failed_round",
 )  # fmt: skip

@@ -23,9 +23,12 @@ UNKNOWN = 1 << 30  # nodes that did not tell their partition id sort last, by no
 class NodeDirectory:
     """Node id ↔ partition id, learned by querying each node once."""
 
-    def __init__(self, seed: int, query_timeout: float = 120.0) -> None:
+    def __init__(
+        self, seed: int, query_timeout: float = 120.0, exclude: frozenset[int] = frozenset()
+    ) -> None:
         self.seed = seed
         self.query_timeout = query_timeout
+        self.exclude = exclude
         self._partition: dict[int, int] = {}
 
     def partition_of(self, node_id: int) -> int:
@@ -59,16 +62,23 @@ class NodeDirectory:
             self._partition[node] = pid
 
     def sample(
-        self, grid: Grid, server_round: int, fraction: float, min_nodes: int, min_available: int
+        self,
+        grid: Grid,
+        server_round: int,
+        fraction: float,
+        min_nodes: int,
+        min_available: int,
+        count: int = 0,
     ) -> list[int]:
-        """Wait for enough nodes, then sample ``max(fraction·N, min_nodes)`` of them."""
-        wanted = max(min_available, min_nodes)
+        """Wait for enough nodes, then sample ``count`` (or ``max(fraction·N, min_nodes)``)."""
+        wanted = max(min_available, min_nodes, count)
         while len(node_ids := list(grid.get_node_ids())) < wanted:
             log.info("Waiting for nodes: %d connected, %d needed", len(node_ids), wanted)
             time.sleep(1)
         self.learn(grid, node_ids)
-        ordered = sorted(node_ids, key=lambda n: (self.partition_of(n), n))
-        size = min(len(ordered), max(int(len(ordered) * fraction), min_nodes))
+        eligible = [n for n in node_ids if self._partition.get(n) not in self.exclude]
+        ordered = sorted(eligible, key=lambda n: (self.partition_of(n), n))
+        size = min(len(ordered), count or max(int(len(ordered) * fraction), min_nodes))
         rng = np.random.default_rng([self.seed, server_round])
         picked = np.sort(rng.choice(len(ordered), size=size, replace=False))
         return [ordered[i] for i in picked]

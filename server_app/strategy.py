@@ -79,6 +79,10 @@ class PeftFedAvg(FedAvg):
         Parameters of the robust rules.
     min_replies : int
         Fewest valid replies that make a round.
+    clients_per_round : int
+        Clients sampled per round; 0 = ``max(fraction_train·N, min_train_nodes)``.
+    exclude_partitions : frozenset[int]
+        Partition ids never sampled (quarantined clients).
     max_failed_rounds : int
         Consecutive failed rounds after which :meth:`start` raises.
     **kwargs
@@ -97,6 +101,8 @@ class PeftFedAvg(FedAvg):
         min_replies: int = 1,
         max_failed_rounds: int = 3,
         query_timeout: float = 120.0,
+        clients_per_round: int = 0,
+        exclude_partitions: frozenset[int] = frozenset(),
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -108,8 +114,9 @@ class PeftFedAvg(FedAvg):
         self.rule_params = rule_params or RuleParams()
         self.min_replies = min_replies
         self.max_failed_rounds = max_failed_rounds
+        self.clients_per_round = clients_per_round
         self.failed_streak = 0
-        self.nodes = NodeDirectory(seed, query_timeout)
+        self.nodes = NodeDirectory(seed, query_timeout, exclude_partitions)
         self.rounds: dict[int, RoundStats] = {}
         self._sent: dict[int, _Sent] = {}
 
@@ -130,7 +137,12 @@ class PeftFedAvg(FedAvg):
             raise ValueError(f"refusing to send non-trainable arrays {extra[:5]}")
         stats = self.rounds[server_round] = RoundStats()
         node_ids = self.nodes.sample(
-            grid, server_round, self.fraction_train, self.min_train_nodes, self.min_available_nodes
+            grid,
+            server_round,
+            self.fraction_train,
+            self.min_train_nodes,
+            self.min_available_nodes,
+            self.clients_per_round,
         )
         config["server-round"] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})

@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
-import pytest
-
 from fedpeft.faults import FaultConfig, drops_out
 from tests.e2e.helpers import run_app
 
 SEED = 42  # pyproject's default seed
-# 6 clients, all sampled, 3 rounds; head tuning converges within these rounds, so
-# losing two clients' data changes little (the baseline is the same run, all honest).
-SETUP = ("server.num-rounds=3 server.min-train-nodes=6 peft.method='head' peft.head.lr=0.05 "
-         "train.epochs=2")  # fmt: skip
+SETUP = "server.num-rounds=2 server.min-train-nodes=6"  # 6 clients, all sampled
 
 
-@pytest.fixture(scope="module")
-def honest(tmp_path_factory):
-    code, out, metrics = run_app(tmp_path_factory.mktemp("honest"), SETUP, supernodes=6)
+def test_raising_and_nan_clients_cost_under_two_points(tmp_path):
+    # Prepare: the same run without the faulty clients — partitions 0 and 1 quarantined
+    # (same 6-way partitioning, so the other clients' data and seeds are unchanged)
+    code, out, without = run_app(tmp_path, SETUP + " server.exclude-partitions='0,1'",
+                                 supernodes=6, run_name="without")  # fmt: skip
     assert code == 0, out[-4000:]
-    return metrics
-
-
-def test_raising_and_nan_clients_cost_under_two_points(tmp_path, honest):
     # Execute: partition 0 raises mid-training every round, partition 1 returns NaN
-    code, out, faulty = run_app(tmp_path, SETUP + " fault.modes='0:raise,1:nan'", supernodes=6)
-    # Assert
+    code, out, faulty = run_app(tmp_path, SETUP + " fault.modes='0:raise,1:nan'", supernodes=6,
+                                run_name="faulty")  # fmt: skip
+    # Assert: the run completes, the faults are recorded, and the global model is the
+    # one the healthy clients alone produce (plain FedAvg would average the NaN in)
     assert code == 0, out[-4000:]
     for row in faulty["rounds"][1:]:
         assert row["accepted"] == 4 and not row["failed_round"]
         assert "raises in training" in row["errors"]["0"]
         assert "NaN" in row["rejections"]["1"]
-    base, got = honest["rounds"][-1]["accuracy"], faulty["rounds"][-1]["accuracy"]
+    base, got = without["rounds"][-1]["accuracy"], faulty["rounds"][-1]["accuracy"]
     assert abs(got - base) <= 0.02, (base, got)
+    assert got > 2 * 0.1  # and it learned: twice chance on 10 classes
 
 
 def test_thirty_percent_dropouts_are_weighted_out(tmp_path):
@@ -66,3 +62,19 @@ def test_consecutive_failed_rounds_stop_the_run(tmp_path):
     assert "2 consecutive failed rounds" in metrics["error"]
     assert [r["round"] for r in metrics["rounds"]] == [0, 1, 2]
     assert all(r["failed_round"] for r in metrics["rounds"][1:])
+
+
+def test_straggler_past_the_round_timeout_is_left_out(tmp_path):
+    # Prepare: 3 clients, 1 round; partition 2 stalls 40 s before training. Baseline:
+    # the two others (on two Ray workers) finish a cold round here in ≈ 10 s, so a
+    # 25 s timeout leaves them 2.5× headroom and the straggler out.
+    overrides = ("server.num-rounds=1 server.round-timeout=25.0 fault.modes='2:sleep' "
+                 "fault.sleep=40.0")  # fmt: skip
+    # Execute
+    code, out, metrics = run_app(tmp_path, overrides)
+    # Assert: the round aggregates the two replies that came; the straggler is recorded
+    assert code == 0, out[-4000:]
+    row = metrics["rounds"][1]
+    assert row["clients"] == 3 and row["accepted"] == 2 and row["no_reply"] == 1
+    assert set(row["weights"]) == {"0", "1"}
+    assert not row["failed_round"]
