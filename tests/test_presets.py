@@ -9,8 +9,12 @@ import tomllib
 from flwr.common.config import flatten_dict
 
 from fedpeft.config import parse_run_config
+from fedpeft.overrides import merge_overrides
+from fedpeft.sweep import load_sweep
 
-PRESETS = sorted((Path(__file__).resolve().parents[1] / "conf").glob("*.toml"))
+CONF = Path(__file__).resolve().parents[1] / "conf"
+PRESETS = sorted(p for p in CONF.glob("*.toml") if not p.stem.startswith("sweep-"))
+SWEEPS = sorted(CONF.glob("sweep-*.toml"))
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
@@ -27,3 +31,17 @@ def test_paper_presets_use_paper_settings():
         cfg = parse_run_config(flatten_dict(tomllib.load(f)))
     assert (cfg.train.batch_size, cfg.train.epochs, cfg.server.num_rounds) == (64, 10, 50)
     assert cfg.model.img_size == 224 and cfg.model.weights == "hub"
+
+
+@pytest.mark.parametrize("sweep_file", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_every_run_of_every_sweep_parses(sweep_file, pyproject_config, monkeypatch):
+    # Prepare: sweep files name presets relative to the repository root
+    monkeypatch.chdir(CONF.parent)
+    sweep = load_sweep(sweep_file)
+    # Execute / Assert: each run's merged run config is valid, as flwr run would get it
+    for run in sweep.runs:
+        cfg = parse_run_config(
+            {**flatten_dict(pyproject_config), **merge_overrides(list(run.overrides))}
+        )
+        assert (cfg.peft.method, cfg.seed) == (run.method, run.seed)
+    assert len({r.name for r in sweep.runs}) == len(sweep.runs)

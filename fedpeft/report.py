@@ -1,0 +1,152 @@
+"""Aggregate a sweep's finished runs into ``RESULTS.md``, a CSV and matplotlib plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from fedpeft.sweep import Sweep
+
+BEGIN, END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
+FIELDS = ("run", "setting", "method", "seed", "final_accuracy", "best_accuracy", "rounds",
+          "trainable_params", "bytes_per_transfer", "total_bytes", "epsilon")  # fmt: skip
+
+
+def epsilon(metrics: dict[str, Any]) -> float | None:
+    """The run's final ε: server-side (central DP) or the largest client's (local DP)."""
+    last = metrics["rounds"][-1]
+    if last.get("dp_epsilon") is not None:
+        return float(last["dp_epsilon"])
+    values = [float(m["dp-epsilon"]) for m in last.get("client_metrics", []) if "dp-epsilon" in m]
+    return max(values) if values else None
+
+
+def collect(sweep: Sweep) -> list[dict[str, Any]]:
+    """One summary row per finished run, plus its per-round curve under ``_rounds``."""
+    rows = []
+    for run in sweep.runs:
+        path = sweep.results / run.name / "metrics.json"
+        if not path.exists():
+            continue
+        metrics = json.loads(path.read_text())
+        if metrics.get("status") != "completed":
+            continue
+        rounds = metrics["rounds"]
+        rows.append({
+            "run": run.name, "setting": run.setting, "method": run.method, "seed": run.seed,
+            "final_accuracy": rounds[-1]["accuracy"],
+            "best_accuracy": max(r["accuracy"] for r in rounds),
+            "rounds": rounds[-1]["round"], "trainable_params": metrics["trainable_params"],
+            "bytes_per_transfer": metrics["bytes_per_transfer"],
+            "total_bytes": rounds[-1]["cum_bytes"], "epsilon": epsilon(metrics),
+            "_rounds": [(r["round"], r["cum_bytes"], r["accuracy"]) for r in rounds],
+        })  # fmt: skip
+    return rows
+
+
+def _by(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str, Any]]]:
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return groups
+
+
+def _mean_curve(runs: list[dict[str, Any]]) -> tuple[list[float], list[float], list[float]]:
+    length = min(len(r["_rounds"]) for r in runs)
+    cols = [[r["_rounds"][i] for r in runs] for i in range(length)]
+    return ([statistics.mean(c[0] for c in col) for col in cols],
+            [statistics.mean(c[1] for c in col) for col in cols],
+            [statistics.mean(c[2] for c in col) for col in cols])  # fmt: skip
+
+
+def plot_curves(rows: list[dict[str, Any]], x: str, target: float) -> Figure:
+    """Accuracy (mean over seeds) vs ``x`` ("round" or "bytes"), a panel per setting."""
+    settings = sorted({r["setting"] for r in rows})
+    fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 4), squeeze=False)
+    for ax, setting in zip(axes[0], settings, strict=True):
+        for (method,), runs in sorted(_by([r for r in rows if r["setting"] == setting],
+                                          "method").items()):  # fmt: skip
+            rnd, cum, acc = _mean_curve(runs)
+            ax.plot(rnd if x == "round" else [max(c, 1) for c in cum], acc, marker="o",
+                    label=method)  # fmt: skip
+        if target:
+            ax.axhline(target, color="grey", linestyle="--", label=f"target {target:g}")
+        if x == "bytes":
+            ax.set_xscale("log")
+        ax.set(title=setting, xlabel="round" if x == "round" else "cumulative bytes (up + down)",
+               ylabel="server accuracy")  # fmt: skip
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_epsilon(rows: list[dict[str, Any]]) -> Figure | None:
+    """Final accuracy vs ε of the DP runs, a point per run, coloured by method."""
+    dp = [r for r in rows if r["epsilon"] is not None]
+    if not dp:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for (method,), runs in sorted(_by(dp, "method").items()):
+        ax.scatter([r["epsilon"] for r in runs], [r["final_accuracy"] for r in runs], label=method)
+    ax.set(xlabel="ε (δ fixed)", ylabel="final server accuracy", title="privacy vs accuracy")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| setting | method | seeds | final acc (mean ± sd) | best acc | trainable params "
+             "| bytes / client / round (each way) | total bytes | ε |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for (setting, method), runs in sorted(_by(rows, "setting", "method").items()):
+        acc = [r["final_accuracy"] for r in runs]
+        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        eps = [r["epsilon"] for r in runs if r["epsilon"] is not None]
+        lines.append(
+            f"| {setting} | {method} | {len(runs)} | {statistics.mean(acc):.3f} ± {sd:.3f} "
+            f"| {max(r['best_accuracy'] for r in runs):.3f} | {runs[0]['trainable_params']:,} "
+            f"| {runs[0]['bytes_per_transfer']:,} "
+            f"| {statistics.mean(r['total_bytes'] for r in runs):,.0f} "
+            f"| {f'{max(eps):.2f}' if eps else '—'} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(sweep: Sweep, command: str) -> list[Path]:
+    """Write the CSV, the plots and the generated part of ``RESULTS.md``; return paths."""
+    rows = collect(sweep)
+    sweep.results.mkdir(parents=True, exist_ok=True)
+    written = [sweep.results / "summary.csv"]
+    with written[0].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plots = sweep.report / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    figures = {"accuracy_vs_bytes.png": plot_curves(rows, "bytes", sweep.target_accuracy),
+               "accuracy_vs_round.png": plot_curves(rows, "round", sweep.target_accuracy),
+               "epsilon_vs_accuracy.png": plot_epsilon(rows)} if rows else {}  # fmt: skip
+    for name, fig in figures.items():
+        if fig is not None:
+            fig.savefig(plots / name, dpi=110)
+            plt.close(fig)
+            written.append(plots / name)
+    generated = (f"{BEGIN}\n{len(rows)} of {len(sweep.runs)} runs finished. "
+                 f"Regenerate with `{command} --report`.\n\n{_table(rows)}\n{END}")  # fmt: skip
+    results_md = sweep.report / "RESULTS.md"
+    text = results_md.read_text() if results_md.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    results_md.write_text(head + generated + tail)
+    return [*written, results_md]

@@ -1,0 +1,137 @@
+"""Run methods × settings × seeds of a sweep file, skipping finished runs (``fedpeft-sweep``).
+
+    .venv/bin/fedpeft-sweep conf/sweep-cpu.toml            # run what is missing, then report
+    .venv/bin/fedpeft-sweep conf/sweep-cpu.toml --report   # only rebuild RESULTS.md and plots
+
+A sweep file names a base preset, the methods, the seeds and the settings (each a
+run-config string). Every finished run's ``metrics.json`` / ``metrics.csv`` (never
+tensors) is copied to ``<results>/<setting>-<method>-s<seed>/``; a run whose copy
+says ``completed`` is skipped, so an interrupted sweep resumes where it stopped,
+on any machine with the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomllib
+
+log = logging.getLogger("fedpeft.sweep")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of the sweep."""
+
+    name: str
+    setting: str
+    method: str
+    seed: int
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A parsed sweep file."""
+
+    runs: tuple[Run, ...]
+    num_supernodes: int
+    results: Path
+    report: Path
+    target_accuracy: float
+
+
+def load_sweep(path: Path) -> Sweep:
+    """Parse a sweep file; paths in it are relative to the current directory."""
+    with path.open("rb") as f:
+        raw = tomllib.load(f)
+    top, settings = raw.get("sweep", {}), raw.get("settings", {})
+    if not settings:
+        raise ValueError(f"{path}: no [settings.<name>] tables")
+    runs = []
+    for setting, spec in settings.items():
+        for method in top.get("methods", []):
+            for seed in top.get("seeds", [42]):
+                overrides = (top.get("base", ""), spec.get("run-config", ""),
+                             f"peft.method='{method}' seed={seed}")  # fmt: skip
+                runs.append(Run(f"{setting}-{method}-s{seed}", setting, method, seed,
+                                tuple(o for o in overrides if o)))  # fmt: skip
+    return Sweep(tuple(runs), int(top.get("num-supernodes", 10)),
+                 Path(top.get("results", "docs/results")), Path(top.get("report", "docs")),
+                 float(top.get("target-accuracy", 0.0)))  # fmt: skip
+
+
+def is_done(results: Path, run: Run) -> bool:
+    """Whether ``run`` has a completed copy in ``results``."""
+    path = results / run.name / "metrics.json"
+    return path.exists() and json.loads(path.read_text()).get("status") == "completed"
+
+
+def simulate(run: Run, num_supernodes: int, out_dir: Path) -> Path:
+    """Run one simulation with ``fedpeft-sim``; return its run folder."""
+    cmd = [sys.executable, "-m", "fedpeft.launch", "--num-supernodes", str(num_supernodes)]
+    for item in (*run.overrides, f"output.dir='{out_dir}' output.run-name='{run.name}'"):
+        cmd += ["-c", item]
+    with (out_dir / f"{run.name}.log").open("w") as logfile:
+        subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, check=False)
+    return out_dir / run.name
+
+
+def run_sweep(
+    sweep: Sweep, runner: Callable[[Run, int, Path], Path] = simulate
+) -> list[tuple[Run, str]]:
+    """Run every unfinished run in order; copy its metrics; return (run, status) pairs."""
+    todo = [r for r in sweep.runs if not is_done(sweep.results, r)]
+    log.info("%d of %d runs to do (%d already done)", len(todo), len(sweep.runs),
+             len(sweep.runs) - len(todo))  # fmt: skip
+    done = []
+    with tempfile.TemporaryDirectory(prefix="fedpeft-sweep-") as tmp:
+        for i, run in enumerate(todo, 1):
+            start = time.monotonic()
+            log.info("[%d/%d] %s ...", i, len(todo), run.name)
+            run_dir = runner(run, sweep.num_supernodes, Path(tmp))
+            metrics = run_dir / "metrics.json"
+            status = json.loads(metrics.read_text()).get("status") if metrics.exists() else None
+            status = status or "no metrics"
+            if status == "completed":
+                dest = sweep.results / run.name
+                dest.mkdir(parents=True, exist_ok=True)
+                for name in ("metrics.json", "metrics.csv"):
+                    shutil.copy2(run_dir / name, dest / name)
+            log.info("[%d/%d] %s: %s in %.0f s", i, len(todo), run.name, status,
+                     time.monotonic() - start)  # fmt: skip
+            done.append((run, status))
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (``fedpeft-sweep``)."""
+    from fedpeft.report import write_report
+
+    parser = argparse.ArgumentParser(prog="fedpeft-sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("sweep", type=Path, help="sweep file, e.g. conf/sweep-cpu.toml")
+    parser.add_argument("--report", action="store_true", help="only rebuild the report")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    sweep = load_sweep(args.sweep)
+    failed = []
+    if not args.report:
+        failed = [r.name for r, status in run_sweep(sweep) if status != "completed"]
+    write_report(sweep, command=f"fedpeft-sweep {args.sweep}")
+    if failed:
+        log.error("runs that did not complete: %s", failed)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Sweep runner and report on tiny fake run outputs (no simulation involved)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from fedpeft import report
+from fedpeft.sweep import Run, load_sweep, run_sweep
+
+SWEEP = """
+[sweep]
+base = "conf/base.toml"
+methods = ["head", "lora"]
+seeds = [1, 2]
+num-supernodes = 4
+results = "{root}/results"
+report = "{root}/docs"
+target-accuracy = 0.8
+
+[settings.iid]
+run-config = "data.partitioner='iid'"
+
+[settings.dp]
+run-config = "data.partitioner='iid'"
+"""
+
+
+def _fake_metrics(run: Run, status: str = "completed") -> dict:
+    bump = 0.1 if run.method == "lora" else 0.0
+    rounds = [
+        {"round": r, "accuracy": 0.1 + 0.2 * r + bump + 0.01 * run.seed, "cum_bytes": 1000 * r,
+         "client_metrics": [{"dp-epsilon": 1.5 * r}] if run.setting == "dp" else []}
+        for r in range(4)
+    ]  # fmt: skip
+    return {"status": status, "trainable_params": 10 if run.method == "head" else 99,
+            "bytes_per_transfer": 500, "rounds": rounds}  # fmt: skip
+
+
+class FakeRunner:
+    """Writes a run folder like the ServerApp would; optionally dies after ``stop_after``."""
+
+    def __init__(self, stop_after: int | None = None, fail: set[str] | None = None) -> None:
+        self.calls: list[str] = []
+        self.stop_after = stop_after
+        self.fail = fail or set()
+
+    def __call__(self, run: Run, num_supernodes: int, out_dir: Path) -> Path:
+        if self.stop_after is not None and len(self.calls) == self.stop_after:
+            raise KeyboardInterrupt  # the machine went away mid-sweep
+        self.calls.append(run.name)
+        run_dir = out_dir / run.name
+        run_dir.mkdir(parents=True)
+        status = "failed" if run.name in self.fail else "completed"
+        (run_dir / "metrics.json").write_text(json.dumps(_fake_metrics(run, status)))
+        (run_dir / "metrics.csv").write_text("round,accuracy\n")
+        (run_dir / "final_trainable.safetensors").write_bytes(b"tensors")
+        return run_dir
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP.format(root=tmp_path))
+    return load_sweep(path)
+
+
+def test_interrupted_sweep_resumes_where_it_stopped(sweep):
+    # Prepare: 2 settings × 2 methods × 2 seeds = 8 runs; the first attempt dies after 3
+    assert len(sweep.runs) == 8
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, FakeRunner(stop_after=3))
+    # Execute
+    second = FakeRunner()
+    run_sweep(sweep, second)
+    # Assert: only the 5 missing runs ran again; metrics copied, tensors never
+    assert second.calls == [r.name for r in sweep.runs[3:]]
+    for run in sweep.runs:
+        copied = sorted(p.name for p in (sweep.results / run.name).iterdir())
+        assert copied == ["metrics.csv", "metrics.json"]
+
+
+def test_failed_runs_are_not_recorded_and_are_retried(sweep):
+    first = run_sweep(sweep, FakeRunner(fail={"iid-lora-s1"}))
+    assert dict((r.name, s) for r, s in first)["iid-lora-s1"] == "failed"
+    retry = FakeRunner()
+    run_sweep(sweep, retry)
+    assert retry.calls == ["iid-lora-s1"]
+
+
+def test_report_table_csv_and_plots(sweep):
+    # Prepare
+    run_sweep(sweep, FakeRunner())
+    results_md = sweep.report / "RESULTS.md"
+    sweep.report.mkdir(parents=True, exist_ok=True)
+    results_md.write_text(f"# Results\n\nhand-written intro\n\n{report.BEGIN}\nold\n{report.END}\n"
+                          "\n## Discussion\nkept\n")  # fmt: skip
+    # Execute
+    written = report.write_report(sweep, command="fedpeft-sweep sweep.toml")
+    # Assert: the table replaced the generated part only
+    text = results_md.read_text()
+    assert "hand-written intro" in text and "## Discussion\nkept" in text and "old" not in text
+    # lora, seeds 1 and 2: final accuracy 0.1 + 0.6 + 0.1 + 0.01·seed → mean 0.815 ± 0.007
+    assert "| iid | lora | 2 | 0.815 ± 0.007 | 0.820 | 99 | 500 | 3,000 | — |" in text
+    assert "| dp | head | 2 | 0.715 ± 0.007 | 0.720 | 10 | 500 | 3,000 | 4.50 |" in text
+    with (sweep.results / "summary.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 8
+    names = {p.name for p in written}
+    assert {"accuracy_vs_bytes.png", "accuracy_vs_round.png", "epsilon_vs_accuracy.png"} <= names
+
+
+def test_accuracy_vs_bytes_has_a_series_per_method_and_the_target(sweep):
+    run_sweep(sweep, FakeRunner())
+    fig = report.plot_curves(report.collect(sweep), "bytes", 0.8)
+    for ax in fig.axes:  # one panel per setting
+        labels = [line.get_label() for line in ax.get_lines()]
+        assert labels == ["head", "lora", "target 0.8"]
+        head = ax.get_lines()[0]
+        assert list(head.get_xdata()) == [1, 1000, 2000, 3000]  # round 0's 0 bytes shown at 1
+        assert list(head.get_ydata()) == pytest.approx([0.115, 0.315, 0.515, 0.715])
+    assert [ax.get_title() for ax in fig.axes] == ["dp", "iid"]
