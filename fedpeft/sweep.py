@@ -59,9 +59,9 @@ def load_sweep(path: Path) -> Sweep:
     if not settings:
         raise ValueError(f"{path}: no [settings.<name>] tables")
     runs = []
-    for setting, spec in settings.items():
-        for method in top.get("methods", []):
-            for seed in top.get("seeds", [42]):
+    for seed in top.get("seeds", [42]):  # seed-major: a partial sweep covers every cell once
+        for setting, spec in settings.items():
+            for method in top.get("methods", []):
                 overrides = (top.get("base", ""), spec.get("run-config", ""),
                              f"peft.method='{method}' seed={seed}")  # fmt: skip
                 runs.append(Run(f"{setting}-{method}-s{seed}", setting, method, seed,
