@@ -68,8 +68,8 @@ def make_evaluate_fn(
             row["rejections"] = {strategy.nodes.label(k): v for k, v in stats.rejected.items()}
             row["errors"] = {strategy.nodes.label(k): v for k, v in stats.errors.items()}
             row["client_metrics"] = stats.client_metrics
-            row["weights"] = {str(k): v for k, v in stats.weights.items()}
-            row["update_norms"] = {str(k): v for k, v in stats.update_norms.items()}
+            row["weights"] = stats.weights
+            row["update_norms"] = stats.update_norms
             row["failure"] = stats.failure
         recorder.add(row)
         log.info(

@@ -40,8 +40,8 @@ class RoundStats:
     rejected: dict[int, str] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     client_metrics: list[dict[str, float | int]] = field(default_factory=list)
-    weights: dict[int, int] = field(default_factory=dict)
-    update_norms: dict[int, float] = field(default_factory=dict)
+    weights: dict[str, int] = field(default_factory=dict)  # by partition label
+    update_norms: dict[str, float] = field(default_factory=dict)
     aggregated: bool = False
     failure: str = ""
     started: float = field(default_factory=time.perf_counter)
@@ -186,7 +186,8 @@ class PeftFedAvg(FedAvg):
             node = msg.metadata.src_node_id
             if msg.has_error():
                 stats.errors[node] = msg.error.reason
-                log.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
+                log.warning("round %d: node %d (partition %s) failed: %s", server_round, node,
+                            self.nodes.label(node), msg.error.reason)  # fmt: skip
                 continue
             for record in msg.content.array_records.values():
                 stats.bytes_up += wire_bytes(record)
@@ -201,7 +202,8 @@ class PeftFedAvg(FedAvg):
             )
             if not isinstance(result, Checked):
                 stats.rejected[node] = result
-                log.warning("round %d: rejected reply of node %d: %s", server_round, node, result)
+                log.warning("round %d: rejected the reply of node %d (partition %s): %s",
+                            server_round, node, self.nodes.label(node), result)  # fmt: skip
                 continue
             update = Update(result.arrays, result.weight, node, self.nodes.partition_of(node))
             accepted.append((update, msg))
@@ -212,9 +214,10 @@ class PeftFedAvg(FedAvg):
             stats.client_metrics.append(
                 {k: v for k, v in metrics.items() if not isinstance(v, list)}
             )
-            stats.weights[update.partition_id] = update.weight
+            label = self.nodes.label(update.node_id)
+            stats.weights[label] = update.weight
             if sent is not None:
-                stats.update_norms[update.partition_id] = update_norm(update.arrays, sent.arrays)
+                stats.update_norms[label] = update_norm(update.arrays, sent.arrays)
         arrays = self._aggregate(server_round, stats, [u for u, _ in accepted])
         stats.train_seconds = time.perf_counter() - stats.started
         if arrays is None:

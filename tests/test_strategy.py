@@ -60,7 +60,8 @@ def test_weighted_mean_golden_values():
     np.testing.assert_allclose(arrays["head.bias"].numpy(), np.full(2, -3.1), rtol=1e-6)
     assert set(arrays) == set(REF)
     assert strategy.rounds[1].accepted == 3
-    assert strategy.rounds[1].weights == {1: 10, 2: 30, 3: 60}  # in partition order
+    assert strategy.rounds[1].weights == {"1": 10, "2": 30, "3": 60}  # in partition order
+    assert list(strategy.rounds[1].weights) == ["1", "2", "3"]
 
 
 def test_two_replies_golden_values():
