@@ -158,14 +158,18 @@ def _stream(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float) -> t
     with subprocess.Popen(cmd, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT) as proc:  # fmt: skip
         assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            lines.append(line)
-            if time.monotonic() > deadline:
-                proc.kill()
-                lines.append(f"fedpeft-sim: timed out after {timeout}s\n")
-                break
+        try:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                lines.append(line)
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    lines.append(f"fedpeft-sim: timed out after {timeout}s\n")
+                    break
+        except BaseException:  # SIGTERM / Ctrl-C: don't wait for the stream to end
+            proc.kill()
+            raise
     return "".join(lines), proc.returncode
 
 
