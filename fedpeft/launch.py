@@ -16,6 +16,8 @@ Ray cluster instead of starting one.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -30,12 +32,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from fedpeft.overrides import merge_overrides, to_arg
 
 log = logging.getLogger("fedpeft.launch")
 
 CONNECTION = "fedpeft-local"
 NETNS_ENV = "FEDPEFT_IN_NETNS"
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def _free_port() -> int:
@@ -81,6 +86,32 @@ def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> N
     raise RuntimeError(f"flower-superlink not healthy on 127.0.0.1:{port} after {timeout}s")
 
 
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (Linux), so :func:`kill_descendants` still finds them.
+
+    Ray starts its processes in sessions of their own, and a killed ``flwr-simulation``
+    orphans them; as a child subreaper they are re-parented to this process, not init.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: process groups only
+        log.debug("no child subreaper on this platform")
+
+
+def kill_descendants(grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL, every process below this one (all started by this run)."""
+    procs = psutil.Process().children(recursive=True)
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace)
+
+
 def stop_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
     """SIGTERM the process group led by ``proc`` (ours), then SIGKILL it."""
     if proc.poll() is None:
@@ -104,6 +135,7 @@ def run_simulation(
     timeout: float,
 ) -> tuple[int, str]:
     """Start a SuperLink, run the app, stop the SuperLink; return (run id, status)."""
+    become_subreaper()
     home = Path(tempfile.mkdtemp(prefix="fedpeft-flwr-"))
     port = _free_port()
     (home / "config.toml").write_text(
@@ -145,6 +177,7 @@ def run_simulation(
         return run_id, status
     finally:
         stop_group(proc)
+        kill_descendants()  # Ray's own sessions and orphans adopted as subreaper
         if os.environ.get("FEDPEFT_KEEP_FLWR_HOME"):
             log.info("kept %s", home)
         else:

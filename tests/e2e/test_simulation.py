@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+
+import psutil
 import pytest
 import torch
 from flwr.common.config import parse_config_args
@@ -10,7 +14,7 @@ from fedpeft.arrays import NPY_HEADER_BYTES, to_arrayrecord, trainable_state, wi
 from fedpeft.config import parse_run_config
 from fedpeft.model import build_model
 
-from .helpers import TINY, run_app
+from .helpers import ROOT, TINY, launch_cmd, read_metrics, run_app
 
 pytestmark = pytest.mark.e2e
 CHANCE = 0.1  # digits: 10 balanced classes
@@ -76,3 +80,22 @@ def test_bad_run_config_fails_at_startup(tmp_path):
     assert code != 0
     assert "peft.method='nope'" in output and "lora" in output
     assert not metrics  # nothing ran
+
+
+def test_sigterm_stops_the_run_and_leaves_no_process(tmp_path):
+    # Prepare: a run long enough to be interrupted
+    cmd = launch_cmd(tmp_path, "server.num-rounds=50")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    launcher = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 300
+    while not read_metrics(tmp_path).get("rounds") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert read_metrics(tmp_path).get("rounds"), "the run never started"
+    tree = launcher.children(recursive=True)
+    assert any("flower-superlink" in " ".join(p.cmdline()) for p in tree)
+    # Execute
+    proc.terminate()
+    # Assert: the launcher exits promptly and takes its SuperLink, Ray and workers along
+    assert proc.wait(timeout=60) != 0
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    assert not alive, [p.cmdline()[:3] for p in alive]
