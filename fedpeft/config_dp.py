@@ -52,6 +52,13 @@ class DpConfig:
             self.epsilon,
             "the privacy budget ε must be a finite number > 0",
         )
+        check(
+            math.isfinite(self.clip_norm) or (self.noise_multiplier == 0 and not self.calibrate),
+            "dp.clip-norm",
+            self.clip_norm,
+            "no clipping means unbounded sensitivity: only with dp.noise-multiplier = 0 "
+            "and dp.calibrate = false (a no-privacy baseline)",
+        )
         check(0 < self.delta < 1, "dp.delta", self.delta, "δ must be in (0, 1)")
         check(
             self.accountant in ACCOUNTANTS,

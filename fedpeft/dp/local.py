@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -101,7 +102,8 @@ def train_private(
     optimizer = DPOptimizer(
         sgd,
         noise_multiplier=noise_multiplier,
-        max_grad_norm=clip_norm,
+        # C = inf (no clipping, noise 0 only): Opacus's std σ·C would be nan
+        max_grad_norm=clip_norm if math.isfinite(clip_norm) else sys.float_info.max,
         expected_batch_size=sample_rate * len(data),
         loss_reduction="mean",
         generator=_generator(seed + 1, secure_rng),
