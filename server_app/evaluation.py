@@ -70,6 +70,7 @@ def make_evaluate_fn(
             row["weights"] = {str(k): v for k, v in stats.weights.items()}
             row["update_norms"] = {str(k): v for k, v in stats.update_norms.items()}
             row["failure"] = stats.failure
+            row.update(stats.dp)  # dp_epsilon (central) / dp_epsilon_max (local), cumulative
         recorder.add(row)
         log.info(
             "round %d: server accuracy %.4f, loss %.4f | bytes down %s (theory %s), "
