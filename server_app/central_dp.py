@@ -111,6 +111,13 @@ class CentralDp:
         )  # fmt: skip
         return out, info
 
+    def spent(self) -> dict[str, float | int]:
+        """ε so far and the number of releases (for a round that released nothing)."""
+        return {
+            "dp_epsilon": accounting.epsilon(self.accountant, self.cfg.delta),
+            "dp_releases": accounting.total_steps(self.accountant),
+        }
+
     def state(self) -> dict[str, object]:
         """JSON-able accountant history and σ, for the checkpoint."""
         return {"history": [list(h) for h in self.accountant.history], "sigma": self.sigma}

@@ -226,6 +226,8 @@ class PeftFedAvg(FedAvg):
         if self.client_epsilon:
             stats.dp["dp_epsilon_max"] = max(self.client_epsilon.values())
         arrays = self._aggregate(server_round, stats, [u for u, _ in accepted])
+        if self.central_dp is not None and not stats.dp:  # failed round: nothing released
+            stats.dp.update(self.central_dp.spent())
         stats.train_seconds = time.perf_counter() - stats.started
         if arrays is None:
             return None, None
