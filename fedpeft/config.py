@@ -206,6 +206,13 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
     check(isinstance(seed, int) and not isinstance(seed, bool), "seed", seed, "expected an integer")
     dp, server = sections["dp."], sections["server."]
     check(
+        dp.mode != "local" or not sections["output."].resume,
+        "output.resume",
+        True,
+        "resuming a local-DP run would restart every client's privacy accountant "
+        "(Context.state does not outlive a run), under-reporting ε; not supported",
+    )
+    check(
         dp.mode != "central" or server.aggregation == "fedavg",
         "server.aggregation",
         server.aggregation,

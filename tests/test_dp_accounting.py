@@ -71,6 +71,10 @@ def test_stored_accountant_must_match_the_config():
         ({"dp.mode": "global"}, r"dp.mode='global'.*central"),
         ({"dp.accountant": "moments"}, r"dp.accountant='moments'.*prv"),
         (
+            {"dp.mode": "local", "output.resume": True, "output.run-name": "r"},
+            r"output.resume=True: resuming a local-DP run would restart",
+        ),
+        (
             {"dp.mode": "central", "server.aggregation": "median"},
             r"server.aggregation='median': central DP .* use 'fedavg'",
         ),
