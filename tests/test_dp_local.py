@@ -144,3 +144,34 @@ def test_delta_above_one_over_n_warns(caplog):
         private_round(_model(), _data(4), cfg, 0, RecordDict(), 7)
     # Assert
     assert "client 7: dp.delta=0.3 is >= 1/4" in caplog.text
+
+
+@pytest.mark.parametrize(("secure", "same"), [(False, True), (True, False)])
+def test_noise_is_seeded_unless_secure_rng(secure, same):
+    # Prepare: two identical models, same seed, σ = 1
+    runs = []
+    for _ in range(2):
+        model = _model()
+        # Execute
+        train_private(model, _data(8), NO_MOMENTUM, 0.1, 11, noise_multiplier=1.0,
+                      clip_norm=1.0, accountant=RDPAccountant(), secure_rng=secure)  # fmt: skip
+        runs.append(model.head.weight.detach().clone())
+    # Assert: seeded runs repeat bit for bit; OS-entropy runs do not
+    assert torch.equal(runs[0], runs[1]) is same
+
+
+def test_server_warns_when_delta_is_evidently_too_large(caplog):
+    # Prepare: 400 training images over 10 nodes → 40 per client → 1/N = 0.025
+    from server_app.app import warn_dp_delta
+
+    local = parse_run_config({"dp.mode": "local", "dp.delta": 0.05, "data.train-size": 400})
+    central = parse_run_config({"dp.mode": "central", "dp.delta": 0.2})
+    # Execute
+    with caplog.at_level(logging.WARNING, logger="fedpeft.dp.client"):
+        warn_dp_delta(local, 10)
+        warn_dp_delta(central, 10)
+        warn_dp_delta(central, 0)  # no node connected yet: nothing to say
+    # Assert
+    assert "server (images per client): dp.delta=0.05 is >= 1/40" in caplog.text
+    assert "server (clients): dp.delta=0.2 is >= 1/10" in caplog.text
+    assert caplog.text.count("WARNING") == 2
