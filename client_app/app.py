@@ -45,7 +45,13 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(msg.content["config"]["server-round"])
     fault = faults.before_training(cfg.fault, cfg.seed, server_round, partition_id)
     seed = client_seed(cfg.seed, server_round, partition_id)
-    outcome = train_local(model, data, cfg.train, cfg.lr, seed)
+    dp_metrics: dict[str, float | int] = {}
+    if cfg.dp.mode == "local":  # DP-SGD; the accountant persists in context.state
+        from fedpeft.dp.client import private_round
+
+        outcome, dp_metrics = private_round(model, data, cfg, seed, context.state, partition_id)
+    else:
+        outcome = train_local(model, data, cfg.train, cfg.lr, seed)
     if not math.isfinite(outcome.loss):
         log.warning(
             "client %d round %d: training loss is %s", partition_id, server_round, outcome.loss
@@ -68,6 +74,7 @@ def train(msg: Message, context: Context) -> Message:
         "worker-model-builds": model_lib.builds(),
         "bytes-up": wire_bytes(arrays),
         "train-seconds": time.perf_counter() - start,
+        **dp_metrics,
     }
     metrics = MetricRecord({k: v for k, v in values.items() if v is not None})
     return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)

@@ -12,6 +12,7 @@ from typing import Any
 
 from flwr.common.config import flatten_dict
 
+from .config_dp import DpConfig
 from .config_server import OutputConfig, ServerConfig
 from .faults import FaultConfig
 from .flatconfig import ConfigError, check, from_flat, known_keys
@@ -143,6 +144,7 @@ class RunConfig:
     server: ServerConfig
     output: OutputConfig
     fault: FaultConfig = field(default_factory=FaultConfig)
+    dp: DpConfig = field(default_factory=DpConfig)
 
     @property
     def lr(self) -> float:
@@ -157,6 +159,7 @@ _SECTIONS: dict[str, type] = {
     "server.": ServerConfig,
     "output.": OutputConfig,
     "fault.": FaultConfig,
+    "dp.": DpConfig,
 }
 
 
@@ -201,6 +204,20 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
         raise ConfigError(f"unknown run-config key(s) {unknown}; valid keys: {sorted(known)}")
     seed = flat.get("seed", 42)
     check(isinstance(seed, int) and not isinstance(seed, bool), "seed", seed, "expected an integer")
+    dp, server = sections["dp."], sections["server."]
+    check(
+        dp.mode != "local" or not sections["output."].resume,
+        "output.resume",
+        True,
+        "resuming a local-DP run would restart every client's privacy accountant "
+        "(Context.state does not outlive a run), under-reporting ε; not supported",
+    )
+    check(
+        dp.mode != "central" or server.aggregation == "fedavg",
+        "server.aggregation",
+        server.aggregation,
+        "central DP (dp.mode='central') bounds the sensitivity of the mean only; use 'fedavg'",
+    )
     return RunConfig(
         seed=seed,
         model=sections["model."],
@@ -210,4 +227,5 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
         server=sections["server."],
         output=sections["output."],
         fault=sections["fault."],
+        dp=dp,
     )

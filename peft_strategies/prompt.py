@@ -22,31 +22,47 @@ class DeepPrompts(nn.Module):
     """``depth × num_tokens × dim`` prompt tokens with prompt dropout."""
 
     def __init__(
-        self, depth: int, num_tokens: int, dim: int, patch_area: int, dropout: float
+        self,
+        depth: int,
+        num_tokens: int,
+        dim: int,
+        patch_area: int,
+        dropout: float,
+        prefix: int = 1,
     ) -> None:
         super().__init__()
+        self.prefix = prefix
         self.tokens = nn.Parameter(torch.empty(depth, num_tokens, dim))
         # VPT's initialisation: uniform with Xavier bound over patch_dim + dim.
         bound = math.sqrt(6.0 / float(3 * patch_area + dim))
         nn.init.uniform_(self.tokens, -bound, bound)
         self.dropout = nn.Dropout(dropout)
 
-    def layer(self, index: int, batch: int) -> torch.Tensor:
-        """Prompt tokens of layer ``index``, expanded to ``batch``."""
-        return self.dropout(self.tokens[index]).unsqueeze(0).expand(batch, -1, -1)
+    def mask(self, index: int) -> torch.Tensor:
+        """Prompt-dropout scale of layer ``index`` (0 or ``1/(1-p)``; ones in eval mode)."""
+        return self.dropout(torch.ones_like(self.tokens[index]))
+
+    def forward(self, index: torch.Tensor, scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Insert layer ``index``'s prompts (times dropout ``scale``) after the prefix tokens.
+
+        Layer 0 inserts; later layers replace the previous layer's prompts. The
+        inputs are tensors, ``x`` last, so that Opacus's hooks can record them
+        (:mod:`fedpeft.dp.grad_samplers` computes per-sample gradients from them).
+        """
+        i = int(index)
+        keep_from = self.prefix if i == 0 else self.prefix + self.tokens.shape[1]
+        p = (self.tokens[i] * scale).unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
+        return torch.cat([x[:, : self.prefix], p, x[:, keep_from:]], dim=1)
 
 
-def _attach(model: nn.Module, prompts: DeepPrompts, prefix: int) -> None:
-    num = prompts.tokens.shape[1]
+def _attach(model: nn.Module, prompts: DeepPrompts) -> None:
+    prefix, num = prompts.prefix, prompts.tokens.shape[1]
     last = len(model.blocks) - 1
 
     def make_pre_hook(index: int):  # noqa: ANN202
         def hook(_module: nn.Module, args: tuple) -> tuple:
-            x = args[0]
-            keep_from = prefix if index == 0 else prefix + num
-            p = prompts.layer(index, x.shape[0]).to(x.dtype)
-            x = torch.cat([x[:, :prefix], p, x[:, keep_from:]], dim=1)
-            return (x, *args[1:])
+            i = torch.tensor(index)
+            return (prompts(i, prompts.mask(index), args[0]), *args[1:])
 
         return hook
 
@@ -89,9 +105,10 @@ class PromptTuning(PeftMethod):
             dim=model.embed_dim,
             patch_area=int(patch[0] * patch[1]),
             dropout=cfg.dropout,
+            prefix=model.num_prefix_tokens,
         )
         model.add_module("prompts", prompts)
-        _attach(model, prompts, prefix=model.num_prefix_tokens)
+        _attach(model, prompts)
         return model
 
     def num_trainable(self, dims: ViTDims, cfg: PromptConfig) -> int:

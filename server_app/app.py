@@ -20,11 +20,13 @@ from fedpeft.arrays import (
 )
 from fedpeft.config import RunConfig
 from fedpeft.data import load_test
+from fedpeft.dp.client import warn_delta
 from fedpeft.model import build_model
 from fedpeft.runtime import run_config, setup_logging
 
 from . import checkpoint
 from .aggregation import RuleParams
+from .central_dp import CentralDp
 from .evaluation import make_evaluate_fn
 from .results import RunRecorder
 from .strategy import PeftFedAvg
@@ -40,6 +42,19 @@ def _run_name(cfg_name: str, method: str, dataset: str, run_id: int) -> str:
         return cfg_name
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return f"{method}-{Path(dataset).name}-{stamp}-{run_id}"
+
+
+def warn_dp_delta(cfg: RunConfig, num_nodes: int) -> None:
+    """Warn at start-up where δ >= 1/(records protected) is evident.
+
+    Local DP protects each client's images (about ``data.train-size / nodes`` of
+    them; each client also checks its exact count); central DP protects whole
+    clients (``nodes`` of them). ``num_nodes`` is 0 when no node has connected yet.
+    """
+    if cfg.dp.mode == "local" and num_nodes and cfg.data.train_size:
+        warn_delta(cfg.dp.delta, cfg.data.train_size // num_nodes, "server (images per client)")
+    elif cfg.dp.mode == "central" and num_nodes:
+        warn_delta(cfg.dp.delta, num_nodes, "server (clients)")
 
 
 def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
@@ -66,6 +81,9 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         min_train_nodes=server.min_train_nodes,
         min_evaluate_nodes=server.min_train_nodes if server.fraction_evaluate else 0,
         min_available_nodes=server.min_train_nodes,
+        central_dp=CentralDp(cfg.dp, server.num_rounds, cfg.seed)
+        if cfg.dp.mode == "central"
+        else None,
     )
 
 
@@ -83,6 +101,7 @@ def main(grid: Grid, context: Context) -> None:
     config = dataclasses.asdict(cfg)
     fingerprint = checkpoint.fingerprint(config, initial)
     strategy = make_strategy(cfg, initial)
+    warn_dp_delta(cfg, len(list(grid.get_node_ids())))
     start_arrays, first_round, rows = initial, 1, []
     if cfg.output.resume:  # a missing or mismatched checkpoint fails here, at start-up
         ck = checkpoint.load(out_dir, fingerprint)

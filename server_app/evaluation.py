@@ -71,6 +71,7 @@ def make_evaluate_fn(
             row["weights"] = stats.weights
             row["update_norms"] = stats.update_norms
             row["failure"] = stats.failure
+            row.update(stats.dp)  # dp_epsilon (central) / dp_epsilon_max (local), cumulative
         recorder.add(row)
         log.info(
             "round %d: server accuracy %.4f, loss %.4f | bytes down %s (theory %s), "

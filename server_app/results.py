@@ -18,6 +18,7 @@ CSV_FIELDS = (
     "round", "accuracy", "loss", "clients", "accepted", "rejected", "failed", "no_reply",
     "bytes_down", "bytes_up", "theoretical_down", "theoretical_up",
     "cum_bytes", "wall_seconds", "train_seconds", "failed_round",
+    "dp_epsilon", "dp_epsilon_max",
 )  # fmt: skip
 
 

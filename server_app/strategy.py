@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -16,8 +17,9 @@ from flwr.serverapp.strategy import FedAvg, Result
 from fedpeft.arrays import payload_bytes, theoretical_bytes, wire_bytes
 
 from .aggregation import RULES, RuleParams, Update
+from .central_dp import CentralDp
 from .sampling import NodeDirectory
-from .validation import Checked, Limits, TensorSpec, check_reply, update_norm
+from .validation import Arrays, Checked, Limits, TensorSpec, check_reply, update_norm
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ class RoundStats:
     update_norms: dict[str, float] = field(default_factory=dict)
     aggregated: bool = False
     failure: str = ""
+    population: int = 0
+    dp: dict[str, float | int] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     train_seconds: float = 0.0
 
@@ -85,6 +89,8 @@ class PeftFedAvg(FedAvg):
         Partition ids never sampled (quarantined clients).
     max_failed_rounds : int
         Consecutive failed rounds after which :meth:`start` raises.
+    central_dp : CentralDp, optional
+        Server-side clipping and noise (``dp.mode = "central"``) instead of ``aggregation``.
     **kwargs
         Passed to :class:`~flwr.serverapp.strategy.FedAvg`.
 
@@ -103,6 +109,7 @@ class PeftFedAvg(FedAvg):
         query_timeout: float = 120.0,
         clients_per_round: int = 0,
         exclude_partitions: frozenset[int] = frozenset(),
+        central_dp: CentralDp | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -119,14 +126,24 @@ class PeftFedAvg(FedAvg):
         self.nodes = NodeDirectory(seed, query_timeout, exclude_partitions)
         self.rounds: dict[int, RoundStats] = {}
         self._sent: dict[int, _Sent] = {}
+        self.central_dp = central_dp
+        self.client_epsilon: dict[int, float] = {}  # local DP: latest ε per partition
 
-    def state(self) -> dict[str, int]:
+    def state(self) -> dict[str, Any]:
         """What a checkpoint must keep to resume the strategy."""
-        return {"failed_streak": self.failed_streak}
+        state: dict[str, Any] = {"failed_streak": self.failed_streak}
+        if self.client_epsilon:
+            state["client_epsilon"] = {str(k): v for k, v in self.client_epsilon.items()}
+        if self.central_dp is not None:
+            state["central_dp"] = self.central_dp.state()
+        return state
 
-    def load_state(self, state: dict[str, int]) -> None:
+    def load_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state`."""
         self.failed_streak = int(state.get("failed_streak", 0))
+        self.client_epsilon = {int(k): v for k, v in state.get("client_epsilon", {}).items()}
+        if self.central_dp is not None and "central_dp" in state:
+            self.central_dp.load_state(state["central_dp"])
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -153,6 +170,7 @@ class PeftFedAvg(FedAvg):
         self._sent = {server_round: _Sent(messages, {k: v.numpy() for k, v in arrays.items()})}
         per_client = wire_bytes(arrays)
         stats.sent_to = len(messages)
+        stats.population = len(list(grid.get_node_ids()))
         stats.bytes_down = per_client * len(messages)
         stats.theoretical_down = theoretical_bytes(arrays) * len(messages)
         log.info("round %d: sampled partitions %s", server_round, self.nodes.partitions(node_ids))
@@ -216,9 +234,15 @@ class PeftFedAvg(FedAvg):
             )
             label = self.nodes.label(update.node_id)
             stats.weights[label] = update.weight
+            if "dp-epsilon" in metrics:  # local DP: each client's cumulative ε
+                self.client_epsilon[update.partition_id] = float(metrics["dp-epsilon"])
             if sent is not None:
                 stats.update_norms[label] = update_norm(update.arrays, sent.arrays)
+        if self.client_epsilon:
+            stats.dp["dp_epsilon_max"] = max(self.client_epsilon.values())
         arrays = self._aggregate(server_round, stats, [u for u, _ in accepted])
+        if self.central_dp is not None and not stats.dp:  # failed round: nothing released
+            stats.dp.update(self.central_dp.spent())
         stats.train_seconds = time.perf_counter() - stats.started
         if arrays is None:
             return None, None
@@ -232,7 +256,7 @@ class PeftFedAvg(FedAvg):
             stats.failure = f"{len(updates)} valid replies, fewer than server.min-replies"
         else:
             try:
-                aggregated = self.rule(updates, self.rule_params)
+                aggregated = self._rule(server_round, stats, updates)
             except ValueError as exc:  # e.g. too few replies for Krum's f
                 stats.failure = str(exc)
             else:
@@ -242,6 +266,18 @@ class PeftFedAvg(FedAvg):
                 )
         log.warning("round %d failed (%s); global state unchanged", server_round, stats.failure)
         return None
+
+    def _rule(self, server_round: int, stats: RoundStats, updates: list[Update]) -> Arrays:
+        if self.central_dp is None:
+            return self.rule(updates, self.rule_params)
+        sent = self._sent.get(server_round)
+        if sent is None:
+            raise ValueError(f"central DP: no arrays were sent in round {server_round}")
+        aggregated, info = self.central_dp.aggregate(
+            updates, sent.arrays, stats.sent_to, stats.population, server_round
+        )
+        stats.dp.update(info)
+        return aggregated
 
     def start(  # type: ignore[override]
         self,

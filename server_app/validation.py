@@ -10,6 +10,10 @@ from flwr.app import ArrayRecord, RecordDict
 
 Arrays = dict[str, np.ndarray]
 
+# Metrics that may legitimately be non-finite: a diverged loss (the server warns),
+# ε = inf under DP with noise multiplier 0.
+NON_FINITE_OK = ("train-loss", "dp-epsilon")
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -115,6 +119,6 @@ def check_reply(
         if norm > limits.max_update_norm:
             return f"update norm {norm:.4g} is above the bound {limits.max_update_norm:g}"
     for name, value in metrics.items():
-        if isinstance(value, float) and not math.isfinite(value) and name != "train-loss":
+        if isinstance(value, float) and not math.isfinite(value) and name not in NON_FINITE_OK:
             return f"metric {name!r} is {value}"
     return Checked(arrays, weight)

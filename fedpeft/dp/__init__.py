@@ -1,0 +1,1 @@
+"""Differential privacy: Opacus DP-SGD on clients, accounting, central-DP helpers."""
