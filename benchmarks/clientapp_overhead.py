@@ -1,0 +1,107 @@
+"""What a deployed ClientApp process costs per message, beyond training (run by hand).
+
+    .venv/bin/python -m benchmarks.clientapp_overhead [--repeats 3]
+
+In deployment every message starts a fresh ``flwr-clientapp`` process (both
+``--isolation subprocess`` and ``process`` in flwr 1.42), so nothing a process
+builds survives to the next message. Each sample here is such a fresh
+process doing what ``flwr-clientapp`` + our ``train`` handler do, timed by phase:
+
+* ``python``   interpreter start-up (spawn → first line)
+* ``flwr``     importing Flower's ClientApp runtime
+* ``app``      importing ``client_app.app`` (torch, timm, peft, datasets, ...)
+* ``data``     the node's data (partition or image folder) as tensors
+* ``model``    backbone + PEFT method; ``cold`` = empty ``$FEDPEFT_CACHE`` (the ONNX
+  file is converted in the message), ``warm`` = converted backbone cached on disk
+* ``train``    one local epoch (the work itself)
+
+overhead = everything but ``train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PHASES = ("python", "flwr", "app", "data", "model", "train")
+JOBS = {
+    "tiny (ViT-S/14 28 px, digits, 899 images)": {
+        "model.img-size": 28, "data.dataset": "digits", "data.train-size": 0,
+        "data.test-size": 0,
+    },
+    "default job (ViT-S/14 112 px, Fashion-MNIST, 200 images)": {},
+}  # fmt: skip
+NODE = {"tiny": {"partition-id": 0, "num-partitions": 2},
+        "default": {"partition-id": 0, "num-partitions": 10}}  # fmt: skip
+
+CHILD = r"""
+import json, sys, time
+t = [float(sys.argv[1]), time.time()]
+import flwr.clientapp, flwr.supernode.runtime.run_clientapp
+t.append(time.time())
+import client_app.app
+t.append(time.time())
+from flwr.app import ArrayRecord
+from client_app.node_data import node_setup
+from fedpeft import model as model_lib
+from fedpeft.runtime import run_config
+from fedpeft.training import train_local
+cfg = run_config(json.loads(sys.argv[2]))
+node = node_setup(cfg, json.loads(sys.argv[3]), ArrayRecord(), 0)
+t.append(time.time())
+model = model_lib.cached_model(node.model, cfg.peft, node.data.num_classes, cfg.seed)
+t.append(time.time())
+train_local(model, node.data, cfg.train, cfg.lr, 1)
+t.append(time.time())
+print(json.dumps([b - a for a, b in zip(t, t[1:])]))
+"""
+
+
+def sample(run_config: dict, node_config: dict, cache: Path) -> list[float]:
+    env = dict(os.environ, FEDPEFT_CACHE=str(cache), FLWR_DISABLE_UPDATE_CHECK="1")
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, repr(time.time()), json.dumps(run_config),
+         json.dumps(node_config)],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print("| job | backbone cache | " + " | ".join(PHASES) + " | overhead | overhead share |")
+    print("|---|---|" + "---:|" * (len(PHASES) + 2))
+    for job, run_config in JOBS.items():
+        node = NODE["tiny" if job.startswith("tiny") else "default"]
+        warm = Path(tempfile.mkdtemp(prefix="fp-cache-"))
+        sample(run_config, node, warm)  # fills the warm cache (not timed)
+        for label in ("cold", "warm"):
+            runs = []
+            for _ in range(args.repeats):
+                cache = warm if label == "warm" else Path(tempfile.mkdtemp(prefix="fp-cold-"))
+                runs.append(sample(run_config, node, cache))
+                if cache != warm:
+                    shutil.rmtree(cache)
+            med = [statistics.median(r[i] for r in runs) for i in range(len(PHASES))]
+            overhead = sum(med[:-1])
+            cells = " | ".join(f"{v:.2f}" for v in med)
+            share = overhead / (overhead + med[-1])
+            print(f"| {job} | {label} | {cells} | **{overhead:.2f}** | {share:.0%} |")
+        shutil.rmtree(warm)
+    print(f"\nmedian seconds of {args.repeats} fresh processes per row")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
