@@ -11,9 +11,13 @@ process doing what ``flwr-clientapp`` + our ``train`` handler do, timed by phase
 * ``flwr``     importing Flower's ClientApp runtime
 * ``app``      importing ``client_app.app`` (torch, timm, peft, datasets, ...)
 * ``data``     the node's data (partition or image folder) as tensors
-* ``model``    backbone + PEFT method; ``cold`` = empty ``$FEDPEFT_CACHE`` (the ONNX
-  file is converted in the message), ``warm`` = converted backbone cached on disk
+* ``model``    backbone + PEFT method
 * ``train``    one local epoch (the work itself)
+
+Three cache states: ``none`` (empty ``$FEDPEFT_CACHE``: the ONNX backbone is
+converted in the message, the data decoded), ``backbone`` (converted backbone
+cached on disk, as after the first message), ``backbone+data`` (also the node's
+decoded tensors, ``FEDPEFT_DATA_CACHE=1``).
 
 overhead = everything but ``train``.
 """
@@ -66,8 +70,12 @@ print(json.dumps([b - a for a, b in zip(t, t[1:])]))
 """
 
 
-def sample(run_config: dict, node_config: dict, cache: Path) -> list[float]:
-    env = dict(os.environ, FEDPEFT_CACHE=str(cache), FLWR_DISABLE_UPDATE_CHECK="1")
+STATES = (("none", False), ("backbone", False), ("backbone+data", True))
+
+
+def sample(run_config: dict, node_config: dict, cache: Path, data_cache: bool) -> list[float]:
+    env = dict(os.environ, FEDPEFT_CACHE=str(cache), FLWR_DISABLE_UPDATE_CHECK="1",
+               FEDPEFT_DATA_CACHE="1" if data_cache else "0")  # fmt: skip
     res = subprocess.run(
         [sys.executable, "-c", CHILD, repr(time.time()), json.dumps(run_config),
          json.dumps(node_config)],
@@ -80,17 +88,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print("| job | backbone cache | " + " | ".join(PHASES) + " | overhead | overhead share |")
+    print("| job | on disk | " + " | ".join(PHASES) + " | overhead | overhead share |")
     print("|---|---|" + "---:|" * (len(PHASES) + 2))
     for job, run_config in JOBS.items():
         node = NODE["tiny" if job.startswith("tiny") else "default"]
         warm = Path(tempfile.mkdtemp(prefix="fp-cache-"))
-        sample(run_config, node, warm)  # fills the warm cache (not timed)
-        for label in ("cold", "warm"):
+        sample(run_config, node, warm, True)  # fills the backbone and data caches (not timed)
+        for label, data_cache in STATES:
             runs = []
             for _ in range(args.repeats):
-                cache = warm if label == "warm" else Path(tempfile.mkdtemp(prefix="fp-cold-"))
-                runs.append(sample(run_config, node, cache))
+                cache = Path(tempfile.mkdtemp(prefix="fp-cold-")) if label == "none" else warm
+                runs.append(sample(run_config, node, cache, data_cache))
                 if cache != warm:
                     shutil.rmtree(cache)
             med = [statistics.median(r[i] for r in runs) for i in range(len(PHASES))]

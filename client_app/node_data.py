@@ -20,6 +20,7 @@ from flwr.app import ArrayRecord
 
 from fedpeft.config import ModelConfig, RunConfig
 from fedpeft.data import ImageTensors, load_partition
+from fedpeft.data.diskcache import cached, folder_fingerprint
 from fedpeft.data.folder import load_image_folder
 
 KEYS = ("partition-id", "num-partitions", "data-path", "weights-path")
@@ -79,14 +80,24 @@ def check_node_config(config: Mapping[str, object], files: bool = True) -> None:
 
 def node_setup(cfg: RunConfig, node_config: Mapping[str, object], arrays: ArrayRecord,
                node_id: int) -> NodeSetup:  # fmt: skip
-    """Data, model config and client number for this node (data cached per process)."""
+    """Data, model config and client number for this node.
+
+    The data is cached per process and on disk (:mod:`fedpeft.data.diskcache`), so a
+    deployed node decodes its images once, not once per message.
+    """
     check_node_config(node_config)
     model = cfg.model
     if "weights-path" in node_config:
         path = str(Path(str(node_config["weights-path"])).expanduser())
         model = dataclasses.replace(cfg.model, weights=path)
+    size = model.img_size
     if "data-path" in node_config:
-        data = load_image_folder(str(node_config["data-path"]), model.img_size, head_classes(arrays))
+        root, classes = str(node_config["data-path"]), head_classes(arrays)
+        key = {"folder": str(Path(root).expanduser().resolve()), "size": size,
+               "classes": classes, "files": folder_fingerprint(root)}  # fmt: skip
+        data = cached(key, lambda: load_image_folder(root, size, classes))
         return NodeSetup(data, model, node_id % 1_000_003)
     pid, n = _int(node_config, "partition-id"), _int(node_config, "num-partitions")
-    return NodeSetup(load_partition(cfg.data, cfg.seed, model.img_size, pid, n), model, pid)
+    key = {"data": dataclasses.asdict(cfg.data), "seed": cfg.seed, "size": size, "partition": [pid, n]}
+    data = cached(key, lambda: load_partition(cfg.data, cfg.seed, size, pid, n))
+    return NodeSetup(data, model, pid)

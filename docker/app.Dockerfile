@@ -16,7 +16,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
     FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 \
     FLWR_DISABLE_UPDATE_CHECK=1 \
-    FEDPEFT_CACHE=/app/cache
+    FEDPEFT_CACHE=/app/cache \
+    FEDPEFT_DATA_CACHE=1
 
 # The same unprivileged user id as Flower's images (mounted secrets must be readable by it).
 RUN useradd --uid 49999 --create-home --home-dir /home/app app \

@@ -100,6 +100,26 @@ def descendants(roots: Iterable[int]) -> set[int]:
     return found
 
 
+def tagged(var: str, prefix: str) -> set[int]:
+    """Live processes (not this one) whose environment has ``var`` starting with ``prefix``.
+
+    Children inherit the environment, so this finds the processes started under a
+    tag (e.g. ``FLWR_HOME`` inside a work directory) even after they were reparented.
+    """
+    found = set()
+    needle = f"{var}={prefix}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if any(item.startswith(needle) for item in environ.split(b"\0")) and alive(int(entry.name)):
+            found.add(int(entry.name))
+    return found
+
+
 def _signal_tree(pids: set[int], sig: int) -> None:
     for pid in pids:
         for kill in (os.killpg, os.kill):  # its group if it leads one, else itself

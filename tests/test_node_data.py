@@ -116,3 +116,33 @@ def test_head_classes_reads_the_received_head():
     assert head_classes(_arrays(37)) == 37
     with pytest.raises(ValueError, match="no head weight"):
         head_classes(ArrayRecord({"blocks.0.w": Array(np.zeros(2, dtype=np.float32))}))
+
+
+def test_disk_cache_is_opt_in_and_round_trips(tmp_path, monkeypatch):
+    # Prepare
+    from fedpeft.data import diskcache
+
+    monkeypatch.setenv("FEDPEFT_CACHE", str(tmp_path / "cache"))
+    _write_images(tmp_path / "imgs", {"2": 3})
+    calls = []
+
+    def build():
+        calls.append(1)
+        return load_image_folder(str(tmp_path / "imgs"), 8, 5)
+
+    key = {"folder": str(tmp_path / "imgs"), "files": diskcache.folder_fingerprint(str(tmp_path / "imgs"))}
+    # Execute: off by default, then on
+    monkeypatch.delenv("FEDPEFT_DATA_CACHE", raising=False)
+    diskcache.cached(key, build)
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setenv("FEDPEFT_DATA_CACHE", "1")
+    first = diskcache.cached(key, build)
+    second = diskcache.cached(key, build)
+    # Assert: built twice (off, then the first cached call); the third came from disk
+    assert len(calls) == 2
+    assert diskcache.path_for(key).is_file()
+    assert (second.images == first.images).all() and second.labels.tolist() == [2, 2, 2]
+    assert second.num_classes == 5
+    # A changed folder is a different key
+    _write_images(tmp_path / "imgs", {"4": 1})
+    assert diskcache.path_for({**key, "files": diskcache.folder_fingerprint(str(tmp_path / "imgs"))}) != diskcache.path_for(key)

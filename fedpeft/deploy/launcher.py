@@ -42,6 +42,7 @@ class FederationSpec:
     auth: bool = True
     cert_dir: Path | None = None
     database: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
 
     def __post_init__(self) -> None:
         if self.num_supernodes < 1:
@@ -91,6 +92,8 @@ class Federation:
         env = dict(os.environ, FLWR_HOME=str(home), FLWR_DISABLE_UPDATE_CHECK="1")
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+        env.setdefault("FEDPEFT_DATA_CACHE", "1")  # one process per message: keep data on disk
+        env.update(self.spec.env)
         return env
 
     def _spawn(self, name: str, cmd: list[str], home: Path) -> subprocess.Popen:
@@ -98,7 +101,6 @@ class Federation:
             proc = subprocess.Popen(cmd, env=self.env(home), cwd=self.spec.app, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         log.info("%s: pid %d (log %s)", name, proc.pid, self.work / f"{name}.log")
-        self._write_pids()
         return proc
 
     def _write_pids(self) -> None:
@@ -126,6 +128,7 @@ class Federation:
     def start_superlink(self) -> None:
         """Start ``flower-superlink`` and wait until it is healthy."""
         self.superlink = self._spawn("superlink", self.superlink_cmd(), self.work / "superlink")
+        self._write_pids()
         ca = Path(self.tls.ca) if self.tls else None
         procs.wait_healthy(self.port, self.superlink, ca_file=ca)
 
@@ -165,11 +168,25 @@ class Federation:
         proc.wait()
         self._write_pids()
 
+    def leftovers(self) -> set[int]:
+        """Live processes started under this work dir (by their ``FLWR_HOME``)."""
+        return procs.tagged("FLWR_HOME", str(self.work))
+
     def stop(self) -> set[int]:
-        """Stop every process this federation started; return all PIDs signalled."""
-        nodes = list(self.supernodes.values())
-        self.signalled |= procs.stop_tree(nodes)
+        """Stop every process this federation started; return all PIDs signalled.
+
+        Process trees first (SIGTERM, then SIGKILL); then anything still carrying this
+        work dir's ``FLWR_HOME`` (children whose parent died first) gets SIGKILL.
+        """
+        self.signalled |= procs.stop_tree(list(self.supernodes.values()))
         self.stop_superlink()
+        for pid in self.leftovers():
+            log.warning("killing leftover pid %d", pid)
+            self.signalled.add(pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self._write_pids()
         return self.signalled
 

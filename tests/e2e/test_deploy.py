@@ -20,6 +20,7 @@ from sklearn.datasets import load_digits
 
 from fedpeft.deploy.launcher import Federation, FederationSpec
 from fedpeft.deploy.weights import export_offline_backbone
+from fedpeft.offline_vit import CACHE_FILE
 from fedpeft.procs import alive
 
 from .helpers import ROOT, TINY
@@ -46,8 +47,10 @@ def _config(out: Path, extra: str) -> list[str]:
 def fed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deploy")
     weights = export_offline_backbone(tmp / "weights" / "backbone.safetensors")
+    export_offline_backbone(tmp / "cache" / CACHE_FILE)  # this test's own $FEDPEFT_CACHE
     spec = FederationSpec(
         app=ROOT, workdir=tmp / "work", num_supernodes=2, tls=True, auth=True,
+        env={"FEDPEFT_CACHE": str(tmp / "cache")},
         node_configs=[
             {"partition-id": 0, "num-partitions": 2},
             {"data-path": str(_digits_folder(tmp / "device-images")),
@@ -113,13 +116,16 @@ def test_stop_leaves_no_process(fed):
     # Assert
     assert pids <= signalled
     assert [pid for pid in signalled if alive(pid)] == []
+    assert fed.leftovers() == set()  # nothing started under this work dir survives
     assert json.loads((fed.work / "pids.json").read_text()) == {}
 
 
 def test_run_completes_after_a_supernode_is_killed(tmp_path):
     # Prepare: TLS without authentication; a round needs one reply
     out = tmp_path / "outputs"
-    spec = FederationSpec(app=ROOT, workdir=tmp_path / "work", tls=True, auth=False)
+    export_offline_backbone(tmp_path / "cache" / CACHE_FILE)
+    spec = FederationSpec(app=ROOT, workdir=tmp_path / "work", tls=True, auth=False,
+                          env={"FEDPEFT_CACHE": str(tmp_path / "cache")})
     config = _config(out, "server.min-train-nodes=1 server.round-timeout=30.0")
     with Federation(spec) as fed:
         run = fed.start_run(config)
@@ -138,3 +144,4 @@ def test_run_completes_after_a_supernode_is_killed(tmp_path):
     rows = json.loads(metrics.read_text())["rounds"]
     assert [r["accepted"] for r in rows[1:]] == [2, 1]
     assert not [pid for pid in fed.signalled if alive(pid)]
+    assert fed.leftovers() == set()
