@@ -11,7 +11,8 @@ from flwr.common.config import parse_config_args
 
 from client_app.node_data import check_node_config
 from fedpeft.deploy import compose
-from fedpeft.deploy.launcher import Federation, FederationSpec
+from fedpeft.deploy.launcher import Federation
+from fedpeft.deploy.spec import FederationSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ("docker-compose.yml", "docker/with-state.yml", "docker/with-tls.yml",

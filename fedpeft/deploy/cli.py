@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from flwr.common.config import parse_config_args
 
-from .launcher import Federation, FederationSpec
+from .launcher import Federation
+from .spec import FederationSpec
 
 log = logging.getLogger("fedpeft.deploy")
 
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with Federation(spec) as fed:
         log.info("%d SuperNodes online; submitting the app", spec.num_supernodes)
-        run_id, status, output = fed.run(args.run_config, timeout=args.timeout)
-        sys.stdout.write(output)
+        run_id, status, _ = fed.run(args.run_config, timeout=args.timeout, echo=True)
         log.info("run %d: %s (logs and pids.json in %s)", run_id, status, fed.work)
     return 0 if status == "finished:completed" else 1
 

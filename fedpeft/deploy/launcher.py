@@ -12,53 +12,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import procs
 from .flags import Tls, superlink_args, supernode_args
+from .flwr_cli import FlwrCli
 from .secrets import ensure_certs, ensure_node_key
+from .spec import FederationSpec
 
 log = logging.getLogger(__name__)
 
-CONNECTION = "fedpeft-deploy"
 HOST = "127.0.0.1"
-
-
-@dataclass
-class FederationSpec:
-    """What to start: the app, where its state lives, TLS and authentication."""
-
-    app: Path
-    workdir: Path
-    num_supernodes: int = 2
-    node_configs: list[dict[str, object]] = field(default_factory=list)
-    tls: bool = True
-    auth: bool = True
-    cert_dir: Path | None = None
-    database: Path | None = None
-    env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
-
-    def __post_init__(self) -> None:
-        if self.num_supernodes < 1:
-            raise ValueError(f"num_supernodes={self.num_supernodes}: must be >= 1")
-        if self.auth and not self.tls:
-            raise ValueError("SuperNode authentication needs TLS: drop --insecure or add --no-auth")
-        if len(self.node_configs) > self.num_supernodes:
-            raise ValueError(
-                f"{len(self.node_configs)} node configs for {self.num_supernodes} SuperNodes"
-            )
-
-    def node_config(self, index: int) -> dict[str, object]:
-        """SuperNode ``index``'s node-config; by default partition ``index`` of N."""
-        if index < len(self.node_configs):
-            return self.node_configs[index]
-        return {"partition-id": index, "num-partitions": self.num_supernodes}
 
 
 class Federation:
@@ -77,13 +45,8 @@ class Federation:
         self.superlink: subprocess.Popen | None = None
         self.supernodes: dict[str, subprocess.Popen] = {}
         self.signalled: set[int] = set()
-        self.cli_home = self.work / "cli-home"
-        self.cli_home.mkdir(exist_ok=True)
-        tls_line = f'root-certificates = "{self.tls.ca}"' if self.tls else "insecure = true"
-        (self.cli_home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            f'address = "{HOST}:{self.port}"\n{tls_line}\n'
-        )
+        self.cli = FlwrCli(spec.app, self.work / "cli-home", f"{HOST}:{self.port}",
+                           self.tls.ca if self.tls else None, self.env)  # fmt: skip
 
     # -- processes -------------------------------------------------------------------
     def env(self, home: Path) -> dict[str, str]:
@@ -153,7 +116,7 @@ class Federation:
         if self.spec.auth:
             key, public = ensure_node_key(self.work / "keys", name)
             if register:
-                self.register(public)
+                self.cli.register(public)
         cmd = self.supernode_cmd(index, key, procs.free_port(), max_retries)
         proc = self._spawn(name, cmd, self.work / name)
         self.supernodes[name] = proc
@@ -208,31 +171,6 @@ class Federation:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- flwr CLI --------------------------------------------------------------------
-    def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-        """Run ``flwr ARGS`` against this federation."""
-        return subprocess.run([procs.bin_path("flwr"), *args], env=self.env(self.cli_home),
-                              cwd=self.spec.app, capture_output=True, text=True,
-                              timeout=timeout)  # fmt: skip
-
-    def register(self, public_key: Path) -> str:
-        """``flwr supernode register``: allow the key's owner to join; returns the node id."""
-        res = self.flwr("supernode", "register", str(public_key), CONNECTION, "--format", "json")
-        match = re.search(r'"node-id":\s*"?(\d+)', res.stdout)
-        if not match:
-            raise RuntimeError(f"registering {public_key} failed: {res.stdout}{res.stderr}")
-        return match.group(1)
-
-    def nodes(self) -> list[dict]:
-        """``flwr supernode ls``: the SuperNodes the SuperLink knows, with their status."""
-        return procs.flwr_json(["supernode", "ls", CONNECTION], self.env(self.cli_home),
-                               self.spec.app).get("nodes", [])  # fmt: skip
-
-    def runs(self) -> list[dict]:
-        """``flwr ls``: the runs the SuperLink knows."""
-        data = procs.flwr_json(["ls", CONNECTION], self.env(self.cli_home), self.spec.app)
-        return data.get("runs", [])
-
     def wait_online(self, count: int, timeout: float = 120.0) -> None:
         """Wait until ``count`` SuperNodes are online.
 
@@ -247,36 +185,14 @@ class Federation:
             dead = [n for n, p in self.supernodes.items() if p.poll() is not None]
             if len(self.supernodes) - len(dead) < count:
                 raise RuntimeError(f"{dead} exited; see their logs in {self.work}")
-            if sum(n.get("status") == "online" for n in self.nodes()) >= count:
+            if sum(n.get("status") == "online" for n in self.cli.nodes()) >= count:
                 return
             time.sleep(1)
         raise RuntimeError(f"fewer than {count} SuperNodes online after {timeout}s")
 
-    def start_run(self, run_config: list[str]) -> subprocess.Popen:
-        """Submit the app with ``flwr run --stream`` (returns at once; see :meth:`finish_run`)."""
-        cmd = [procs.bin_path("flwr"), "run", str(self.spec.app), CONNECTION, "--stream"]
-        for item in run_config:
-            cmd += ["--run-config", item]
-        return subprocess.Popen(cmd, env=self.env(self.cli_home), cwd=self.spec.app, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-
-    def finish_run(self, proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
-        """Wait for a submitted run; return (run id or -1, final status, output)."""
-        try:
-            output, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
-            output += f"\nfedpeft-deploy: flwr run timed out after {timeout}s\n"
-        with (self.work / "runs.log").open("a") as f:
-            f.write(output)
-        match = re.search(r"Successfully started run (\d+)", output)
-        if not match:
-            return -1, f"not started (flwr run exit code {proc.returncode})", output
-        run_id = int(match.group(1))
-        status = procs.run_status(run_id, self.env(self.cli_home), self.spec.app, CONNECTION)
-        return run_id, status, output
-
-    def run(self, run_config: list[str], timeout: float = 3600.0) -> tuple[int, str, str]:
-        """Submit the app and wait for its final status."""
-        return self.finish_run(self.start_run(run_config), timeout)
+    def run(
+        self, run_config: list[str], timeout: float = 3600.0, echo: bool = False
+    ) -> tuple[int, str, str]:
+        """Submit the app with ``flwr run`` and wait for its final status."""
+        run = self.cli.start_run(run_config)
+        return self.cli.finish_run(run, timeout, echo, log=self.work / "runs.log")

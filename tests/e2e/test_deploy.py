@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from fedpeft.deploy.launcher import Federation, FederationSpec
+from fedpeft.deploy.launcher import Federation
+from fedpeft.deploy.spec import FederationSpec
 from fedpeft.deploy.weights import export_offline_backbone
 from fedpeft.offline_vit import CACHE_FILE
 from fedpeft.procs import alive
@@ -78,7 +79,7 @@ def test_unregistered_supernode_is_refused(fed):
     assert code != 0
     log = (fed.work / "intruder.log").read_text()
     assert "Failed to initialize the connection" in log, log[-2000:]
-    assert len(fed.nodes()) == 2  # only the two registered nodes are known
+    assert len(fed.cli.nodes()) == 2  # only the two registered nodes are known
 
 
 def test_tls_auth_run_completes_on_both_supernodes(first_run):
@@ -102,7 +103,7 @@ def test_superlink_restart_keeps_runs_and_nodes(fed, first_run):
     fed.stop_superlink()
     fed.start_superlink()
     # Assert
-    runs = {int(r["run-id"]): r["status"] for r in fed.runs()}
+    runs = {int(r["run-id"]): r["status"] for r in fed.cli.runs()}
     assert runs.get(run_id) == "finished:completed", runs
     fed.wait_online(2)  # the registered SuperNodes reconnect on their own
 
@@ -128,7 +129,7 @@ def test_run_completes_after_a_supernode_is_killed(tmp_path):
                           env={"FEDPEFT_CACHE": str(tmp_path / "cache")})
     config = _config(out, "server.min-train-nodes=1 server.round-timeout=30.0")
     with Federation(spec) as fed:
-        run = fed.start_run(config)
+        run = fed.cli.start_run(config)
         metrics = out / "deploy" / "metrics.json"
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:  # wait until round 1 is done
@@ -138,7 +139,7 @@ def test_run_completes_after_a_supernode_is_killed(tmp_path):
             time.sleep(0.5)
         # Execute: the second device dies (SIGKILL, whole process group) mid-run
         fed.kill_supernode(1)
-        run_id, status, output = fed.finish_run(run, timeout=300)
+        run_id, status, output = fed.cli.finish_run(run, timeout=300)
     # Assert
     assert status == "finished:completed", output[-4000:]
     rows = json.loads(metrics.read_text())["rounds"]
