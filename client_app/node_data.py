@@ -98,6 +98,11 @@ def node_setup(cfg: RunConfig, node_config: Mapping[str, object], arrays: ArrayR
         data = cached(key, lambda: load_image_folder(root, size, classes))
         return NodeSetup(data, model, node_id % 1_000_003)
     pid, n = _int(node_config, "partition-id"), _int(node_config, "num-partitions")
-    key = {"data": dataclasses.asdict(cfg.data), "seed": cfg.seed, "size": size, "partition": [pid, n]}
+    key = {
+        "data": dataclasses.asdict(cfg.data),
+        "seed": cfg.seed,
+        "size": size,
+        "partition": [pid, n],
+    }
     data = cached(key, lambda: load_partition(cfg.data, cfg.seed, size, pid, n))
     return NodeSetup(data, model, pid)

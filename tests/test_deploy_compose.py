@@ -24,6 +24,7 @@ def _merge_service(base: dict, over: dict) -> dict:
     merged = dict(base)
     for key, value in over.items():
         if key in ("volumes", "secrets"):  # merged by mount target
+
             def target(v):
                 return v["target"] if isinstance(v, dict) else v.split(":")[1]
 
@@ -76,7 +77,8 @@ def test_tls_auth_stack_runs_the_launchers_flags(launcher):
         f for f in _flags(link_cmd) if f != "--disable-runtime-dependency-installation"
     ]
     assert "--enable-supernode-auth" in services["superlink"]["command"]
-    assert services["superlink"]["command"][services["superlink"]["command"].index("--isolation") + 1] == "process"
+    link = services["superlink"]["command"]
+    assert link[link.index("--isolation") + 1] == "process"
     for name in ("supernode-1", "supernode-2"):
         assert _flags(services[name]["command"]) == _flags(node_cmd)
     assert "--root-certificates" in services["serverapp"]["command"]
@@ -99,7 +101,7 @@ def test_every_stack_is_complete(depth):
         assert "./weights:/app/weights:ro" in node["volumes"]
         config = parse_config_args([node["command"][node["command"].index("--node-config") + 1]])
         check_node_config(config, files=False)
-        assert (("--insecure" in node["command"]) == (depth < 3)), name
+        assert ("--insecure" in node["command"]) == (depth < 3), name
     state = depth >= 2
     assert ("--database" in services["superlink"]["command"]) == state
     assert ("./state:/app/state" in services["superlink"].get("volumes", [])) == state

@@ -128,9 +128,10 @@ def test_disk_cache_is_opt_in_and_round_trips(tmp_path, monkeypatch):
 
     def build():
         calls.append(1)
-        return load_image_folder(str(tmp_path / "imgs"), 8, 5)
+        return load_image_folder(imgs, 8, 5)
 
-    key = {"folder": str(tmp_path / "imgs"), "files": diskcache.folder_fingerprint(str(tmp_path / "imgs"))}
+    imgs = str(tmp_path / "imgs")
+    key = {"folder": imgs, "files": diskcache.folder_fingerprint(imgs)}
     # Execute: off by default, then on
     monkeypatch.delenv("FEDPEFT_DATA_CACHE", raising=False)
     diskcache.cached(key, build)
@@ -145,4 +146,5 @@ def test_disk_cache_is_opt_in_and_round_trips(tmp_path, monkeypatch):
     assert second.num_classes == 5
     # A changed folder is a different key
     _write_images(tmp_path / "imgs", {"4": 1})
-    assert diskcache.path_for({**key, "files": diskcache.folder_fingerprint(str(tmp_path / "imgs"))}) != diskcache.path_for(key)
+    changed = {**key, "files": diskcache.folder_fingerprint(imgs)}
+    assert diskcache.path_for(changed) != diskcache.path_for(key)

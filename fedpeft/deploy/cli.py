@@ -24,19 +24,36 @@ log = logging.getLogger("fedpeft.deploy")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedpeft-deploy", description=__doc__.split("\n")[0])
     p.add_argument("--app", type=Path, default=Path.cwd(), help="Flower app directory")
-    p.add_argument("--workdir", type=Path, default=Path("deployment"),
-                   help="logs, pids.json, keys, certificates and state (default: ./deployment)")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("deployment"),
+        help="logs, pids.json, keys, certificates and state (default: ./deployment)",
+    )
     p.add_argument("--num-supernodes", type=int, default=2)
-    p.add_argument("--node-config", action="append", default=[], metavar="KEY=VALUE ...",
-                   help="node-config of the i-th SuperNode (repeat per node; default: "
-                        "partition-id=i num-partitions=N)")
-    p.add_argument("--insecure", action="store_true",
-                   help="no TLS and no SuperNode authentication (explicit opt-in)")
+    p.add_argument(
+        "--node-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE ...",
+        help="node-config of the i-th SuperNode (repeat per node; default: "
+        "partition-id=i num-partitions=N)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no TLS and no SuperNode authentication (explicit opt-in)",
+    )
     p.add_argument("--no-auth", action="store_true", help="TLS, but no SuperNode authentication")
     p.add_argument("--cert-dir", type=Path, help="ca.crt, server.pem, server.key (made if empty)")
     p.add_argument("--database", type=Path, help="SuperLink state (default: WORKDIR/state/...)")
-    p.add_argument("--run-config", "-c", action="append", default=[],
-                   help="passed to flwr run --run-config (repeatable)")
+    p.add_argument(
+        "--run-config",
+        "-c",
+        action="append",
+        default=[],
+        help="passed to flwr run --run-config (repeatable)",
+    )
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole run")
     return p  # fmt: skip
 

@@ -46,9 +46,14 @@ SECRET_FILES = {
 
 
 def _link(tls: bool, auth: bool, state: bool) -> list[str]:
-    return superlink_args(host="0.0.0.0", port=SUPERLINK_PORT,
-                          database=DATABASE if state else None,
-                          tls=Tls.in_dir(CERTS) if tls else None, auth=auth, isolation="process")  # fmt: skip
+    return superlink_args(
+        host="0.0.0.0",
+        port=SUPERLINK_PORT,
+        database=DATABASE if state else None,
+        tls=Tls.in_dir(CERTS) if tls else None,
+        auth=auth,
+        isolation="process",
+    )
 
 
 def _node(i: int, tls: bool, auth: bool) -> list[str]:
@@ -141,7 +146,10 @@ def render() -> dict[str, str]:
         "docker/with-tls.yml": with_tls(),
         "docker/with-auth.yml": with_auth(),
     }
-    return {p: HEADER + yaml.dump(d, Dumper=_NoAliases, sort_keys=False, width=100) for p, d in files.items()}
+    return {
+        p: HEADER + yaml.dump(d, Dumper=_NoAliases, sort_keys=False, width=100)
+        for p, d in files.items()
+    }
 
 
 def main() -> int:

@@ -102,8 +102,8 @@ def supernode_args(
     """Arguments of ``flower-supernode``: ClientApps run in subprocesses of the SuperNode."""
     if auth_key and root_ca is None:
         raise ValueError("a SuperNode auth key needs TLS; pass root_ca")
-    args = ["--superlink", superlink, "--host", host, "--port", str(port),
-            "--isolation", "subprocess", "--node-config", format_node_config(node_config)]  # fmt: skip
+    args = ["--superlink", superlink, "--host", host, "--port", str(port), "--isolation",
+            "subprocess", "--node-config", format_node_config(node_config)]  # fmt: skip
     args += ["--insecure"] if root_ca is None else ["--root-certificates", root_ca]
     if auth_key:
         args += ["--auth-supernode-private-key", auth_key]

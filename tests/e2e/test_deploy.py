@@ -10,6 +10,7 @@ and still completes.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -125,11 +126,19 @@ def test_run_completes_after_a_supernode_is_killed(tmp_path):
     # Prepare: TLS without authentication; a round needs one reply
     out = tmp_path / "outputs"
     export_offline_backbone(tmp_path / "cache" / CACHE_FILE)
-    spec = FederationSpec(app=ROOT, workdir=tmp_path / "work", tls=True, auth=False,
-                          env={"FEDPEFT_CACHE": str(tmp_path / "cache")})
+    spec = FederationSpec(
+        app=ROOT,
+        workdir=tmp_path / "work",
+        tls=True,
+        auth=False,
+        env={"FEDPEFT_CACHE": str(tmp_path / "cache")},
+    )
     config = _config(out, "server.min-train-nodes=1 server.round-timeout=30.0")
     with Federation(spec) as fed:
         run = fed.cli.start_run(config)
+        result: list = []  # drained in a thread so flwr run never blocks on a full pipe
+        waiter = threading.Thread(target=lambda: result.extend(fed.cli.finish_run(run, 300)))
+        waiter.start()
         metrics = out / "deploy" / "metrics.json"
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:  # wait until round 1 is done
@@ -139,7 +148,8 @@ def test_run_completes_after_a_supernode_is_killed(tmp_path):
             time.sleep(0.5)
         # Execute: the second device dies (SIGKILL, whole process group) mid-run
         fed.kill_supernode(1)
-        run_id, status, output = fed.cli.finish_run(run, timeout=300)
+        waiter.join()
+        _, status, output = result
     # Assert
     assert status == "finished:completed", output[-4000:]
     rows = json.loads(metrics.read_text())["rounds"]
