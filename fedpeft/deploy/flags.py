@@ -37,6 +37,8 @@ class Tls:
 def format_node_config(config: Mapping[str, object]) -> str:
     """``{"partition-id": 0, "data-path": "/d"}`` → ``partition-id=0 data-path="/d"``.
 
+    The same ``key=value`` syntax serves ``--run-config``.
+
     Raises
     ------
     ValueError

@@ -14,9 +14,22 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from flwr.common.config import parse_config_args
+
 from .. import procs
+from .flags import format_node_config
 
 CONNECTION = "fedpeft-deploy"
+
+
+def merge_run_config(items: list[str]) -> list[str]:
+    """Merge ``key=value`` strings into one (later keys win); a ``.toml`` file passes as is."""
+    if len(items) < 2 or any(i.strip().endswith(".toml") for i in items):
+        return items
+    merged: dict[str, object] = {}
+    for item in items:
+        merged.update(parse_config_args([item]))
+    return [format_node_config(merged)]
 
 
 class FlwrCli:
@@ -60,9 +73,14 @@ class FlwrCli:
         return data.get("runs", [])
 
     def start_run(self, run_config: list[str]) -> subprocess.Popen:
-        """Submit the app with ``flwr run --stream`` (returns at once; see :meth:`finish_run`)."""
+        """Submit the app with ``flwr run --stream`` (returns at once; see :meth:`finish_run`).
+
+        Several ``key=value`` strings are merged key by key into one ``--run-config``:
+        flwr 1.42 applies repeated ``--run-config`` options table by table, so a later
+        ``server.x=1`` would drop every ``server.*`` key of an earlier one.
+        """
         cmd = [procs.bin_path("flwr"), "run", str(self.app), CONNECTION, "--stream"]
-        for item in run_config:
+        for item in merge_run_config(run_config):
             cmd += ["--run-config", item]
         return subprocess.Popen(cmd, env=self.env(), cwd=self.app, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
