@@ -49,11 +49,13 @@ NODE = {"tiny": {"partition-id": 0, "num-partitions": 2},
 
 CHILD = r"""
 import json, sys, time
-t = [float(sys.argv[1]), time.time()]
+t = [(float(sys.argv[1]), 0.0), (time.time(), time.process_time())]
+def mark():
+    t.append((time.time(), time.process_time()))
 import flwr.clientapp, flwr.supernode.runtime.run_clientapp
-t.append(time.time())
+mark()
 import client_app.app
-t.append(time.time())
+mark()
 from flwr.app import ArrayRecord
 from client_app.node_data import node_setup
 from fedpeft import model as model_lib
@@ -61,19 +63,21 @@ from fedpeft.runtime import run_config
 from fedpeft.training import train_local
 cfg = run_config(json.loads(sys.argv[2]))
 node = node_setup(cfg, json.loads(sys.argv[3]), ArrayRecord(), 0)
-t.append(time.time())
+mark()
 model = model_lib.cached_model(node.model, cfg.peft, node.data.num_classes, cfg.seed)
-t.append(time.time())
+mark()
 train_local(model, node.data, cfg.train, cfg.lr, 1)
-t.append(time.time())
-print(json.dumps([b - a for a, b in zip(t, t[1:])]))
+mark()
+wall = [b[0] - a[0] for a, b in zip(t, t[1:])]
+cpu = [t[1][1]] + [b[1] - a[1] for a, b in zip(t[1:], t[2:])]
+print(json.dumps([wall, cpu]))
 """
 
 
 STATES = (("none", False), ("backbone", False), ("backbone+data", True))
 
 
-def sample(run_config: dict, node_config: dict, cache: Path, data_cache: bool) -> list[float]:
+def sample(run_config: dict, node_config: dict, cache: Path, data_cache: bool) -> list[list[float]]:
     env = dict(os.environ, FEDPEFT_CACHE=str(cache), FLWR_DISABLE_UPDATE_CHECK="1",
                FEDPEFT_DATA_CACHE="1" if data_cache else "0")  # fmt: skip
     res = subprocess.run(
@@ -84,12 +88,23 @@ def sample(run_config: dict, node_config: dict, cache: Path, data_cache: bool) -
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def table(results: list[tuple[str, str, list[float]]], what: str) -> None:
+    print(f"\n{what}\n")
+    print("| job | on disk | " + " | ".join(PHASES) + " | overhead | overhead share |")
+    print("|---|---|" + "---:|" * (len(PHASES) + 2))
+    for job, label, med in results:
+        overhead = sum(med[:-1])
+        cells = " | ".join(f"{v:.2f}" for v in med)
+        share = overhead / (overhead + med[-1])
+        print(f"| {job} | {label} | {cells} | **{overhead:.2f}** | {share:.0%} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print("| job | on disk | " + " | ".join(PHASES) + " | overhead | overhead share |")
-    print("|---|---|" + "---:|" * (len(PHASES) + 2))
+    load = os.getloadavg()[0]
+    walls, cpus = [], []
     for job, run_config in JOBS.items():
         node = NODE["tiny" if job.startswith("tiny") else "default"]
         warm = Path(tempfile.mkdtemp(prefix="fp-cache-"))
@@ -101,13 +116,16 @@ def main() -> int:
                 runs.append(sample(run_config, node, cache, data_cache))
                 if cache != warm:
                     shutil.rmtree(cache)
-            med = [statistics.median(r[i] for r in runs) for i in range(len(PHASES))]
-            overhead = sum(med[:-1])
-            cells = " | ".join(f"{v:.2f}" for v in med)
-            share = overhead / (overhead + med[-1])
-            print(f"| {job} | {label} | {cells} | **{overhead:.2f}** | {share:.0%} |")
+            for kind, out in ((0, walls), (1, cpus)):
+                med = [statistics.median(r[kind][i] for r in runs) for i in range(len(PHASES))]
+                out.append((job, label, med))
         shutil.rmtree(warm)
-    print(f"\nmedian seconds of {args.repeats} fresh processes per row")
+    table(walls, "Wall seconds (median of fresh processes)")
+    table(cpus, "CPU seconds of the process (all its threads; python = its start-up)")
+    print(
+        f"\n{args.repeats} fresh processes per row; 1-min load average {load:.2f} at start, "
+        f"{os.getloadavg()[0]:.2f} at end; {os.cpu_count()} CPUs"
+    )
     return 0
 
 
