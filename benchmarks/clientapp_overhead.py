@@ -1,6 +1,7 @@
 """What a deployed ClientApp process costs per message, beyond training (run by hand).
 
     .venv/bin/python -m benchmarks.clientapp_overhead [--repeats 3]
+    .venv/bin/python -m benchmarks.clientapp_overhead --compare-imports 0266ead --repeats 5
 
 In deployment every message starts a fresh ``flwr-clientapp`` process (both
 ``--isolation subprocess`` and ``process`` in flwr 1.42), so nothing a process
@@ -88,6 +89,32 @@ def sample(run_config: dict, node_config: dict, cache: Path, data_cache: bool) -
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+IMPORTS = r"""
+import json, time
+t0, c0 = time.time(), time.process_time()
+import flwr.clientapp, flwr.supernode.runtime.run_clientapp, client_app.app
+print(json.dumps([time.time() - t0, time.process_time() - c0]))
+"""
+
+
+def compare_imports(ref: str, repeats: int) -> None:
+    """Import cost of ``client_app.app`` at git ``ref`` vs the working tree."""
+    with tempfile.TemporaryDirectory(prefix="fp-ref-") as tmp:
+        archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True,
+                                 check=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        print(f"\nImporting Flower's ClientApp runtime + client_app.app, {repeats} processes\n")
+        print("| code | wall s | CPU s |\n|---|---:|---:|")
+        for label, cwd in ((f"`{ref}`", tmp), ("this tree", str(ROOT))):
+            runs = [
+                json.loads(subprocess.run([sys.executable, "-c", IMPORTS], cwd=cwd, check=True,
+                                          capture_output=True, text=True).stdout)
+                for _ in range(repeats)
+            ]  # fmt: skip
+            wall, cpu = (statistics.median(r[i] for r in runs) for i in (0, 1))
+            print(f"| {label} | {wall:.2f} | {cpu:.2f} |")
+
+
 def table(results: list[tuple[str, str, list[float]]], what: str) -> None:
     print(f"\n{what}\n")
     print("| job | on disk | " + " | ".join(PHASES) + " | overhead | overhead share |")
@@ -102,7 +129,11 @@ def table(results: list[tuple[str, str, list[float]]], what: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare-imports", metavar="GIT_REF", help="only compare import cost")
     args = parser.parse_args()
+    if args.compare_imports:
+        compare_imports(args.compare_imports, args.repeats)
+        return 0
     load = os.getloadavg()[0]
     walls, cpus = [], []
     for job, run_config in JOBS.items():
