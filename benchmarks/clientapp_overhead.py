@@ -1,7 +1,7 @@
 """What a deployed ClientApp process costs per message, beyond training (run by hand).
 
     .venv/bin/python -m benchmarks.clientapp_overhead [--repeats 3]
-    .venv/bin/python -m benchmarks.clientapp_overhead --compare-imports 0266ead --repeats 5
+    .venv/bin/python -m benchmarks.clientapp_overhead --compare 0266ead --repeats 5
 
 In deployment every message starts a fresh ``flwr-clientapp`` process (both
 ``--isolation subprocess`` and ``process`` in flwr 1.42), so nothing a process
@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("python", "flwr", "app", "data", "model", "train")
 JOBS = {
-    "tiny (ViT-S/14 28 px, digits, 899 images)": {
+    "tiny (ViT-S/14 28 px, digits, 719 images)": {
         "model.img-size": 28, "data.dataset": "digits", "data.train-size": 0,
         "data.test-size": 0,
     },
@@ -78,40 +78,59 @@ print(json.dumps([wall, cpu]))
 STATES = (("none", False), ("backbone", False), ("backbone+data", True))
 
 
-def sample(run_config: dict, node_config: dict, cache: Path, data_cache: bool) -> list[list[float]]:
+def sample(
+    run_config: dict,
+    node_config: dict,
+    cache: Path,
+    data_cache: bool,
+    child: str = CHILD,
+    cwd: str = str(ROOT),
+) -> list[list[float]]:
     env = dict(os.environ, FEDPEFT_CACHE=str(cache), FLWR_DISABLE_UPDATE_CHECK="1",
                FEDPEFT_DATA_CACHE="1" if data_cache else "0")  # fmt: skip
     res = subprocess.run(
-        [sys.executable, "-c", CHILD, repr(time.time()), json.dumps(run_config),
+        [sys.executable, "-c", child, repr(time.time()), json.dumps(run_config),
          json.dumps(node_config)],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+        cwd=cwd, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-IMPORTS = r"""
-import json, time
-t0, c0 = time.time(), time.process_time()
+BEFORE = r"""
+import json, sys, time
+t0, c0 = float(sys.argv[1]), time.process_time()
 import flwr.clientapp, flwr.supernode.runtime.run_clientapp, client_app.app
-print(json.dumps([time.time() - t0, time.process_time() - c0]))
+from fedpeft import model as model_lib
+from fedpeft.data import load_partition
+from fedpeft.runtime import run_config
+cfg = run_config(json.loads(sys.argv[2]))
+node = json.loads(sys.argv[3])
+data = load_partition(cfg.data, cfg.seed, cfg.model.img_size, node["partition-id"],
+                      node["num-partitions"])
+model_lib.cached_model(cfg.model, cfg.peft, data.num_classes, cfg.seed)
+print(json.dumps([[time.time() - t0], [time.process_time() - c0]]))
 """
 
 
-def compare_imports(ref: str, repeats: int) -> None:
-    """Import cost of ``client_app.app`` at git ``ref`` vs the working tree."""
+def compare(ref: str, repeats: int) -> None:
+    """Overhead per message (start to model ready) at git ``ref`` vs this tree.
+
+    Both with the converted backbone cached; this tree also with the node data cached.
+    """
+    job = "default job (ViT-S/14 112 px, Fashion-MNIST, 200 images)"
+    run_config, node = JOBS[job], NODE["default"]
+    print(f"\n{job}: seconds from process start to model ready, median of {repeats}\n")
+    print("| code | wall s | CPU s |\n|---|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="fp-ref-") as tmp:
         archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True,
                                  check=True).stdout  # fmt: skip
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        print(f"\nImporting Flower's ClientApp runtime + client_app.app, {repeats} processes\n")
-        print("| code | wall s | CPU s |\n|---|---:|---:|")
-        for label, cwd in ((f"`{ref}`", tmp), ("this tree", str(ROOT))):
-            runs = [
-                json.loads(subprocess.run([sys.executable, "-c", IMPORTS], cwd=cwd, check=True,
-                                          capture_output=True, text=True).stdout)
-                for _ in range(repeats)
-            ]  # fmt: skip
-            wall, cpu = (statistics.median(r[i] for r in runs) for i in (0, 1))
+        cache = Path(tmp) / "cache"
+        for label, child, cwd in ((f"`{ref}`", BEFORE, tmp), ("this tree", CHILD, str(ROOT))):
+            sample(run_config, node, cache, True, child, cwd)  # warm the caches
+            runs = [sample(run_config, node, cache, True, child, cwd) for _ in range(repeats)]
+            wall = statistics.median(sum(r[0][:5]) for r in runs)
+            cpu = statistics.median(sum(r[1][:5]) for r in runs)
             print(f"| {label} | {wall:.2f} | {cpu:.2f} |")
 
 
@@ -129,10 +148,10 @@ def table(results: list[tuple[str, str, list[float]]], what: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--compare-imports", metavar="GIT_REF", help="only compare import cost")
+    parser.add_argument("--compare", metavar="GIT_REF", help="only compare overhead with REF")
     args = parser.parse_args()
-    if args.compare_imports:
-        compare_imports(args.compare_imports, args.repeats)
+    if args.compare:
+        compare(args.compare, args.repeats)
         return 0
     load = os.getloadavg()[0]
     walls, cpus = [], []
