@@ -17,9 +17,10 @@ from flwr.clientapp import ClientApp
 from fedpeft import faults
 from fedpeft import model as model_lib
 from fedpeft.arrays import load_trainable, to_arrayrecord, trainable_state, wire_bytes
-from fedpeft.data import load_partition
 from fedpeft.runtime import run_config, setup_logging
 from fedpeft.training import client_seed, evaluate, train_local
+
+from .node_data import node_setup
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,11 @@ app = ClientApp()
 def _prepare(msg: Message, context: Context):  # noqa: ANN202
     setup_logging()
     cfg = run_config(context.run_config)
-    partition_id = int(context.node_config["partition-id"])
-    num_partitions = int(context.node_config["num-partitions"])
-    data = load_partition(cfg.data, cfg.seed, cfg.model.img_size, partition_id, num_partitions)
-    model = model_lib.cached_model(cfg.model, cfg.peft, data.num_classes, cfg.seed)
+    # node-config picks a partition or a local image folder, and optionally a weights file
+    node = node_setup(cfg, context.node_config, msg.content["arrays"], context.node_id)
+    model = model_lib.cached_model(node.model, cfg.peft, node.data.num_classes, cfg.seed)
     load_trainable(model, msg.content["arrays"])
-    return cfg, model, data, partition_id
+    return cfg, model, node.data, node.client_id
 
 
 @app.train()

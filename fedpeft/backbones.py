@@ -110,7 +110,10 @@ def create_backbone(cfg: ModelConfig, num_classes: int) -> nn.Module:
     else:
         path = Path(cfg.weights).expanduser()
         model = _new_model(cfg, num_classes, pretrained=False)
-        load_backbone_state(model, _read_file(path), str(path))
+        # DINOv2 grids resample without antialiasing (as 'offline' does), so a file holding
+        # the offline weights gives a device exactly the server's backbone.
+        antialias = "dinov2" not in cfg.name
+        load_backbone_state(model, _read_file(path), str(path), antialias=antialias)
         origin = f"local file {path}"
     log.info(
         "Backbone %s (%d px, %d classes): weights from %s",

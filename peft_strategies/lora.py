@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
 from .base import MethodConfig, PeftMethod, ViTDims, freeze_all_but_head
@@ -43,6 +42,9 @@ class LoraTuning(PeftMethod):
     config_cls = LoraMethodConfig
 
     def apply(self, model: nn.Module, cfg: LoraMethodConfig) -> nn.Module:
+        # Imported here: peft pulls in transformers (seconds), paid only when LoRA is used.
+        from peft import LoraConfig, inject_adapter_in_model
+
         lora_cfg = LoraConfig(
             r=cfg.r,
             lora_alpha=cfg.alpha,

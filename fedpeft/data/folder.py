@@ -1,0 +1,82 @@
+"""A device's own labelled images: ``<root>/<class>/<image>``, read with PIL.
+
+Labels must mean the same on every device, so class folders are either the
+integer class ids (``0/``, ``7/``) or names listed, in class-id order, one per
+line in ``<root>/classes.txt``. A device may hold any subset of the classes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .tensors import ImageTensors, _to_rgb_uint8
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def _class_ids(root: Path) -> dict[str, int]:
+    listing = root / "classes.txt"
+    if listing.is_file():
+        names = [n.strip() for n in listing.read_text().splitlines() if n.strip()]
+        return {name: i for i, name in enumerate(names)}
+    return {}
+
+
+def _label(folder: Path, ids: dict[str, int], num_classes: int) -> int:
+    if ids:
+        if folder.name not in ids:
+            raise ValueError(f"data-path: class folder {str(folder)!r} is not in classes.txt")
+        label = ids[folder.name]
+    elif folder.name.isdigit():
+        label = int(folder.name)
+    else:
+        raise ValueError(
+            f"data-path: class folder {str(folder)!r} is not an integer class id; "
+            "name folders 0, 1, ... or list the class names in classes.txt"
+        )
+    if label >= num_classes:
+        raise ValueError(
+            f"data-path: class folder {str(folder)!r} is class {label}, "
+            f"but the run's model has {num_classes} classes"
+        )
+    return label
+
+
+@functools.lru_cache(maxsize=4)
+def load_image_folder(root: str, img_size: int, num_classes: int) -> ImageTensors:
+    """All images under ``root`` as :class:`ImageTensors` (cached per process).
+
+    Raises
+    ------
+    ValueError
+        If ``root`` is not a folder, holds no images, or a class folder is unknown.
+
+    """
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"data-path={root!r}: not a folder")
+    ids = _class_ids(path)
+    images, labels = [], []
+    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+        label = _label(folder, ids, num_classes)
+        for file in sorted(folder.iterdir()):
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(file) as img:
+                    images.append(_to_rgb_uint8(img, img_size))
+                labels.append(label)
+    if not images:
+        raise ValueError(f"data-path={root!r}: no images in <class>/ folders ({IMAGE_SUFFIXES})")
+    log.info("Loaded %d images of %d classes from %s", len(images), len(set(labels)), path)
+    return ImageTensors(
+        torch.from_numpy(np.stack(images)),
+        torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+        num_classes,
+    )

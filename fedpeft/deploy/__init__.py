@@ -1,0 +1,4 @@
+"""Deployment: SuperLink and SuperNodes as processes (``launcher``) or containers (``compose``).
+
+Both take their command lines from :mod:`fedpeft.deploy.flags`.
+"""

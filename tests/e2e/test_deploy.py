@@ -1,0 +1,159 @@
+"""Deployment end to end: a SuperLink and SuperNodes as separate processes on 127.0.0.1.
+
+One TLS + authentication federation of 2 SuperNodes (one on a partition, one on
+its own image folder with a local weights file) runs 2 rounds, refuses an
+unregistered node, survives a SuperLink restart on the same database and stops
+with no process left. A second federation loses a SuperNode to SIGKILL mid-run
+and still completes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from fedpeft.deploy.launcher import Federation
+from fedpeft.deploy.spec import FederationSpec
+from fedpeft.deploy.weights import export_offline_backbone
+from fedpeft.offline_vit import CACHE_FILE
+from fedpeft.procs import alive
+
+from .helpers import ROOT, TINY
+
+pytestmark = pytest.mark.e2e
+
+
+def _digits_folder(root: Path, count: int = 120) -> Path:
+    """A device's own images: sklearn digits as PNGs in <label>/ folders."""
+    digits = load_digits()
+    for i in range(count):
+        folder = root / str(int(digits.target[i]))
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (digits.images[i] * (255 / 16)).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def _config(out: Path, extra: str) -> list[str]:
+    return [TINY, f"output.dir='{out}' output.run-name='deploy' {extra}"]
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("deploy")
+    weights = export_offline_backbone(tmp / "weights" / "backbone.safetensors")
+    export_offline_backbone(tmp / "cache" / CACHE_FILE)  # this test's own $FEDPEFT_CACHE
+    spec = FederationSpec(
+        app=ROOT, workdir=tmp / "work", num_supernodes=2, tls=True, auth=True,
+        env={"FEDPEFT_CACHE": str(tmp / "cache")},
+        node_configs=[
+            {"partition-id": 0, "num-partitions": 2},
+            {"data-path": str(_digits_folder(tmp / "device-images")),
+             "weights-path": str(weights)},
+        ],
+    )  # fmt: skip
+    federation = Federation(spec)
+    with federation:
+        yield federation
+
+
+@pytest.fixture(scope="module")
+def first_run(fed):
+    out = fed.work.parent / "outputs"
+    started = time.monotonic()
+    run_id, status, output = fed.run(_config(out, "server.min-train-nodes=2"), timeout=600)
+    return run_id, status, output, out / "deploy", time.monotonic() - started
+
+
+def test_unregistered_supernode_is_refused(fed):
+    # Execute: a SuperNode with a valid key pair that nobody registered
+    proc = fed.start_supernode(0, name="intruder", register=False, max_retries=0)
+    code = proc.wait(timeout=120)
+    # Assert
+    assert code != 0
+    log = (fed.work / "intruder.log").read_text()
+    assert "Failed to initialize the connection" in log, log[-2000:]
+    assert len(fed.cli.nodes()) == 2  # only the two registered nodes are known
+
+
+def test_tls_auth_run_completes_on_both_supernodes(first_run):
+    # Prepare
+    run_id, status, output, out, _ = first_run
+    # Assert
+    assert status == "finished:completed", output[-4000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["run_id"] == run_id
+    assert [r["round"] for r in metrics["rounds"]] == [0, 1, 2]
+    for row in metrics["rounds"][1:]:
+        assert row["accepted"] == 2, row  # the partition node and the image-folder node
+    assert (out / "final_trainable.safetensors").is_file()
+    assert (out / "metrics.csv").is_file()
+
+
+def test_superlink_restart_keeps_runs_and_nodes(fed, first_run):
+    # Prepare
+    run_id = first_run[0]
+    # Execute: stop and start the SuperLink on the same --database
+    fed.stop_superlink()
+    fed.start_superlink()
+    # Assert
+    runs = {int(r["run-id"]): r["status"] for r in fed.cli.runs()}
+    assert runs.get(run_id) == "finished:completed", runs
+    fed.wait_online(2)  # the registered SuperNodes reconnect on their own
+
+
+def test_stop_leaves_no_process(fed):
+    # Prepare
+    pids = set(json.loads((fed.work / "pids.json").read_text()).values())
+    assert len(pids) == 3  # SuperLink + 2 SuperNodes (the intruder exited)
+    # Execute
+    signalled = fed.stop()
+    # Assert
+    assert pids <= signalled
+    assert [pid for pid in signalled if alive(pid)] == []
+    assert fed.leftovers() == set()  # nothing started under this work dir survives
+    assert json.loads((fed.work / "pids.json").read_text()) == {}
+
+
+def test_run_completes_after_a_supernode_is_killed(tmp_path):
+    # Prepare: TLS without authentication; a round needs one reply. The round timeout is
+    # generous: the SuperLink answers for a dead node once its heartbeat lapses (<= 60 s).
+    out = tmp_path / "outputs"
+    export_offline_backbone(tmp_path / "cache" / CACHE_FILE)
+    spec = FederationSpec(
+        app=ROOT,
+        workdir=tmp_path / "work",
+        tls=True,
+        auth=False,
+        env={"FEDPEFT_CACHE": str(tmp_path / "cache")},
+    )
+    config = _config(out, "server.min-train-nodes=1 server.round-timeout=300.0")
+    with Federation(spec) as fed:
+        run = fed.cli.start_run(config)
+        result: list = []  # drained in a thread so flwr run never blocks on a full pipe
+        waiter = threading.Thread(target=lambda: result.extend(fed.cli.finish_run(run, 600)))
+        waiter.start()
+        node_log = fed.work / "supernode-2.log"
+        deadline = time.monotonic() + 300
+        while "Receiving: train message" not in node_log.read_text():
+            assert time.monotonic() < deadline and waiter.is_alive(), "no train message"
+            time.sleep(0.2)
+        # Execute: the second device dies (SIGKILL, whole process group) while training
+        fed.kill_supernode(1)
+        waiter.join()
+        _, status, output = result
+    # Assert: round 1 goes on with the survivor's reply, round 2 has only the survivor
+    assert status == "finished:completed", output[-4000:]
+    rows = json.loads((out / "deploy" / "metrics.json").read_text())["rounds"]
+    assert [r["accepted"] for r in rows[1:]] == [1, 1], rows
+    assert rows[1]["clients"] == 2 and rows[1]["failed"] == 1  # NODE_UNAVAILABLE for the dead
+    assert rows[2]["clients"] == 1
+    assert not [pid for pid in fed.signalled if alive(pid)]
+    assert fed.leftovers() == set()
