@@ -48,7 +48,9 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
             "final_accuracy": rounds[-1]["accuracy"],
             "best_accuracy": max(r["accuracy"] for r in rounds),
             "rounds": rounds[-1]["round"], "trainable_params": metrics["trainable_params"],
-            "bytes_per_transfer": metrics["bytes_per_transfer"],
+            # measured: the last round's uplink per reply (the initial record under-counts:
+            # identical zero-initialised tensors travel once in round 1)
+            "bytes_per_transfer": rounds[-1]["bytes_up"] // max(rounds[-1]["accepted"], 1),
             "total_bytes": rounds[-1]["cum_bytes"], "epsilon": epsilon(metrics),
             "_rounds": [(r["round"], r["cum_bytes"], r["accuracy"]) for r in rounds],
         })  # fmt: skip
@@ -78,8 +80,10 @@ def plot_curves(rows: list[dict[str, Any]], x: str, target: float) -> Figure:
         for (method,), runs in sorted(_by([r for r in rows if r["setting"] == setting],
                                           "method").items()):  # fmt: skip
             rnd, cum, acc = _mean_curve(runs)
-            ax.plot(rnd if x == "round" else [max(c, 1) for c in cum], acc, marker="o",
-                    label=method)  # fmt: skip
+            if x == "round":
+                ax.plot(rnd, acc, marker="o", label=method)
+            else:  # round 0 has sent nothing: no point on a log axis
+                ax.plot(cum[1:], acc[1:], marker="o", label=method)
         if target:
             ax.axhline(target, color="grey", linestyle="--", label=f"target {target:g}")
         if x == "bytes":
@@ -107,7 +111,7 @@ def plot_epsilon(rows: list[dict[str, Any]]) -> Figure | None:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     lines = ["| setting | method | seeds | final acc (mean ± sd) | best acc | trainable params "
-             "| bytes / client / round (each way) | total bytes | ε |",
+             "| bytes up / client / round (last round) | total bytes | ε |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for (setting, method), runs in sorted(_by(rows, "setting", "method").items()):
         acc = [r["final_accuracy"] for r in runs]

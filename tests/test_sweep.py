@@ -33,11 +33,12 @@ def _fake_metrics(run: Run, status: str = "completed") -> dict:
     bump = 0.1 if run.method == "lora" else 0.0
     rounds = [
         {"round": r, "accuracy": 0.1 + 0.2 * r + bump + 0.01 * run.seed, "cum_bytes": 1000 * r,
+         "bytes_up": 1000, "accepted": 2,
          "client_metrics": [{"dp-epsilon": 1.5 * r}] if run.setting == "dp" else []}
         for r in range(4)
     ]  # fmt: skip
     return {"status": status, "trainable_params": 10 if run.method == "head" else 99,
-            "bytes_per_transfer": 500, "rounds": rounds}  # fmt: skip
+            "bytes_per_transfer": 999, "rounds": rounds}  # fmt: skip
 
 
 class FakeRunner:
@@ -119,6 +120,6 @@ def test_accuracy_vs_bytes_has_a_series_per_method_and_the_target(sweep):
         labels = [line.get_label() for line in ax.get_lines()]
         assert labels == ["head", "lora", "target 0.8"]
         head = ax.get_lines()[0]
-        assert list(head.get_xdata()) == [1, 1000, 2000, 3000]  # round 0's 0 bytes shown at 1
-        assert list(head.get_ydata()) == pytest.approx([0.115, 0.315, 0.515, 0.715])
+        assert list(head.get_xdata()) == [1000, 2000, 3000]  # rounds 1-3 (round 0 sent nothing)
+        assert list(head.get_ydata()) == pytest.approx([0.315, 0.515, 0.715])
     assert [ax.get_title() for ax in fig.axes] == ["dp", "iid"]
