@@ -32,8 +32,10 @@ data:
 run: $(STAMP) data
 	$(VENV)/bin/fedpeft-sim --num-supernodes $(SUPERNODES) $(if $(RUN_CONFIG),-c "$(RUN_CONFIG)")
 
+# Two workers, one test file each (module fixtures stay in one process): the e2e
+# tests mostly wait on start-up, timeouts and heartbeats, so two overlap well.
 test: $(STAMP) data
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -65,11 +65,11 @@ def test_consecutive_failed_rounds_stop_the_run(tmp_path):
 
 
 def test_straggler_past_the_round_timeout_is_left_out(tmp_path):
-    # Prepare: 3 clients, 1 round; partition 2 stalls 40 s before training. Baseline:
-    # the two others (on two Ray workers) finish a cold round here in ≈ 10 s, so a
-    # 25 s timeout leaves them 2.5× headroom and the straggler out.
-    overrides = ("server.num-rounds=1 server.round-timeout=25.0 fault.modes='2:sleep' "
-                 "fault.sleep=40.0")  # fmt: skip
+    # Prepare: 3 clients, 1 round; partition 2 stalls 60 s before training. Baseline:
+    # the two others (on two Ray workers) finish a cold round here in ≈ 10 s idle, so a
+    # 40 s timeout leaves them 4× headroom (the suite runs two test files at once).
+    overrides = ("server.num-rounds=1 server.round-timeout=40.0 fault.modes='2:sleep' "
+                 "fault.sleep=60.0")  # fmt: skip
     # Execute
     code, out, metrics = run_app(tmp_path, overrides)
     # Assert: the round aggregates the two replies that came; the straggler is recorded
