@@ -19,7 +19,7 @@ from fedpeft.arrays import payload_bytes, theoretical_bytes, wire_bytes
 from .aggregation import RULES, RuleParams, Update
 from .central_dp import CentralDp
 from .sampling import NodeDirectory
-from .validation import Arrays, Checked, Limits, TensorSpec, check_reply, update_norm
+from .validation import Arrays, Checked, Limits, TensorSpec, check_reply
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,7 @@ class PeftFedAvg(FedAvg):
         counts = Counter(m.metadata.src_node_id for m in replies if not m.has_error())
         sent = self._sent.get(server_round)
         accepted: list[tuple[Update, Message]] = []
+        norms: dict[int, float] = {}  # by node, computed once by check_reply
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
@@ -225,6 +226,8 @@ class PeftFedAvg(FedAvg):
                 continue
             update = Update(result.arrays, result.weight, node, self.nodes.partition_of(node))
             accepted.append((update, msg))
+            if result.norm is not None:
+                norms[node] = result.norm
         accepted.sort(key=lambda pair: (pair[0].partition_id, pair[0].node_id))
         stats.accepted = len(accepted)
         for update, msg in accepted:
@@ -234,10 +237,10 @@ class PeftFedAvg(FedAvg):
             )
             label = self.nodes.label(update.node_id)
             stats.weights[label] = update.weight
+            if update.node_id in norms:
+                stats.update_norms[label] = norms[update.node_id]
             if "dp-epsilon" in metrics:  # local DP: each client's cumulative ε
                 self.client_epsilon[update.partition_id] = float(metrics["dp-epsilon"])
-            if sent is not None:
-                stats.update_norms[label] = update_norm(update.arrays, sent.arrays)
         if self.client_epsilon:
             stats.dp["dp_epsilon_max"] = max(self.client_epsilon.values())
         arrays = self._aggregate(server_round, stats, [u for u, _ in accepted])

@@ -34,10 +34,11 @@ class Limits:
 
 @dataclass(frozen=True)
 class Checked:
-    """A reply that passed every check: its decoded arrays and weight."""
+    """A reply that passed every check: its decoded arrays, weight and update norm."""
 
     arrays: Arrays
     weight: int
+    norm: float | None = None  # L2 norm of arrays - sent, when ``sent`` was given
 
 
 def reference_specs(record: ArrayRecord) -> dict[str, TensorSpec]:
@@ -114,11 +115,10 @@ def check_reply(
     arrays = _decode(record, reference)
     if isinstance(arrays, str):
         return arrays
-    if limits.max_update_norm and sent is not None:
-        norm = update_norm(arrays, sent)
-        if norm > limits.max_update_norm:
-            return f"update norm {norm:.4g} is above the bound {limits.max_update_norm:g}"
+    norm = update_norm(arrays, sent) if sent is not None else None
+    if limits.max_update_norm and norm is not None and norm > limits.max_update_norm:
+        return f"update norm {norm:.4g} is above the bound {limits.max_update_norm:g}"
     for name, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value) and name not in NON_FINITE_OK:
             return f"metric {name!r} is {value}"
-    return Checked(arrays, weight)
+    return Checked(arrays, weight, norm)
