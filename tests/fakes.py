@@ -7,6 +7,23 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
+# The trainable set of the strategy tests: a 2×3 head and its bias.
+HEAD_REF = ArrayRecord(
+    {
+        "head.weight": Array(np.zeros((2, 3), dtype=np.float32)),
+        "head.bias": Array(np.zeros(2, dtype=np.float32)),
+    }
+)
+
+
+def head_update(value: float) -> dict[str, np.ndarray]:
+    """Head arrays filled with ±``value`` (8 entries: L2 norm = value · √8)."""
+    return {
+        "head.weight": np.full((2, 3), value, dtype=np.float32),
+        "head.bias": np.full(2, -value, dtype=np.float32),
+    }
+
+
 # node id → (sent arrays, round) → (arrays, num-examples) or None for no reply
 Behaviour = Callable[[dict[str, np.ndarray], int], tuple[dict[str, np.ndarray], int] | None]
 

@@ -20,22 +20,10 @@ from fedpeft.config_dp import DpConfig
 from server_app.central_dp import CentralDp
 from server_app.strategy import PeftFedAvg
 from server_app.validation import reference_specs
-from tests.fakes import FakeGrid, reply
+from tests.fakes import HEAD_REF, FakeGrid, head_update, reply
 
-REF = ArrayRecord(
-    {
-        "head.weight": Array(np.zeros((2, 3), dtype=np.float32)),
-        "head.bias": Array(np.zeros(2, dtype=np.float32)),
-    }
-)
-
-
-def _update(value: float) -> dict[str, np.ndarray]:
-    # 8 entries of ±value: L2 norm = value · √8
-    return {
-        "head.weight": np.full((2, 3), value, dtype=np.float32),
-        "head.bias": np.full(2, -value, dtype=np.float32),
-    }
+REF = HEAD_REF
+_update = head_update
 
 
 def _strategy(ref=REF, seed=3, **dp) -> PeftFedAvg:

@@ -8,21 +8,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, RecordDic
 
 from server_app.strategy import PeftFedAvg
 from server_app.validation import Limits, reference_specs
-from tests.fakes import FakeGrid, reply
+from tests.fakes import HEAD_REF, FakeGrid, head_update, reply
 
-REF = ArrayRecord(
-    {
-        "head.weight": Array(np.zeros((2, 3), dtype=np.float32)),
-        "head.bias": Array(np.zeros(2, dtype=np.float32)),
-    }
-)
-
-
-def _update(value: float) -> dict[str, np.ndarray]:
-    return {
-        "head.weight": np.full((2, 3), value, dtype=np.float32),
-        "head.bias": np.full(2, -value, dtype=np.float32),
-    }
+REF = HEAD_REF
+_update = head_update
 
 
 def _strategy(**kwargs) -> PeftFedAvg:
