@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 import torch
-from flwr.common.config import flatten_dict, get_project_config
 
 from fedpeft.arrays import trainable_state
 from fedpeft.config import RunConfig, parse_run_config
 from fedpeft.data import load_partition, load_test
 from fedpeft.model import build_model
-from fedpeft.overrides import merge_overrides
+from fedpeft.overrides import app_config as flat_app_config
 from fedpeft.training import client_seed, evaluate, train_local
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def app_config(overrides: list[str]) -> RunConfig:
     """The app's run config: pyproject defaults fused with ``--run-config`` strings."""
-    flat = flatten_dict(get_project_config(ROOT)["tool"]["flwr"]["app"]["config"])
-    flat.update(merge_overrides(overrides))
-    return parse_run_config(flat)
+    return parse_run_config(flat_app_config(ROOT, overrides))
 
 
 def run(cfg: RunConfig, num_clients: int) -> dict:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
-from flwr.common.config import parse_config_args
+from flwr.common.config import flatten_dict, get_project_config, parse_config_args
 
 
 def _literal(value: Any) -> str:
@@ -40,6 +41,13 @@ def merge_overrides(items: list[str]) -> dict[str, Any]:
         if item.strip():
             merged.update(parse_config_args([item]))
     return merged
+
+
+def app_config(root: Path, items: list[str]) -> dict[str, Any]:
+    """The flat run config ``flwr run <root>`` gets: pyproject defaults, then ``items``."""
+    flat = flatten_dict(get_project_config(root)["tool"]["flwr"]["app"]["config"])
+    flat.update(merge_overrides(items))
+    return flat
 
 
 def to_arg(overrides: dict[str, Any]) -> str:

@@ -6,13 +6,16 @@
 A sweep file names a base preset, the methods, the seeds and the settings (each a
 run-config string). Every finished run's ``metrics.json`` / ``metrics.csv`` (never
 tensors) is copied to ``<results>/<setting>-<method>-s<seed>/``; a run whose copy
-says ``completed`` is skipped, so an interrupted sweep resumes where it stopped,
-on any machine with the same files.
+says ``completed`` and was made with the run config the sweep file now asks for is
+skipped, so an interrupted sweep resumes where it stopped, on any machine with the
+same files. A copy made with another config (the preset or a default changed since)
+is logged with the keys that differ and run again.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -23,8 +26,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tomllib
+
+from fedpeft.config import parse_run_config
+from fedpeft.overrides import app_config
 
 log = logging.getLogger("fedpeft.sweep")
 
@@ -71,10 +78,50 @@ def load_sweep(path: Path) -> Sweep:
                  float(top.get("target-accuracy", 0.0)))  # fmt: skip
 
 
-def is_done(results: Path, run: Run) -> bool:
-    """Whether ``run`` has a completed copy in ``results``."""
+Config = dict[str, Any]
+
+
+def resolved_config(run: Run) -> Config:
+    """The run config ``run`` gets from the app in the current directory.
+
+    As metrics.json records it, less ``output.*`` (where the run wrote, not what it did).
+    """
+    cfg = dataclasses.asdict(parse_run_config(app_config(Path.cwd(), list(run.overrides))))
+    cfg.pop("output", None)
+    return json.loads(json.dumps(cfg))
+
+
+def _differences(recorded: Config, expected: Config, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, as ``key: recorded -> expected``.
+
+    Keys the recorded run did not have are skipped: a key added later keeps, by this
+    project's rule, the old behaviour as its default.
+    """
+    out = []
+    for key, want in expected.items():
+        if key not in recorded:
+            continue
+        have = recorded[key]
+        if isinstance(want, dict) and isinstance(have, dict):
+            out += _differences(have, want, f"{prefix}{key}.")
+        elif have != want:
+            out.append(f"{prefix}{key}: {have!r} -> {want!r}")
+    return out
+
+
+def is_done(results: Path, run: Run, expected: Config | None = None) -> bool:
+    """Whether ``run`` has a completed copy in ``results`` made with ``expected``'s config."""
     path = results / run.name / "metrics.json"
-    return path.exists() and json.loads(path.read_text()).get("status") == "completed"
+    if not path.exists():
+        return False
+    metrics = json.loads(path.read_text())
+    if metrics.get("status") != "completed":
+        return False
+    stale = _differences(metrics.get("config", {}), expected) if expected is not None else []
+    if stale:
+        log.warning("%s was run with another config, running it again: %s", run.name,
+                    "; ".join(stale))  # fmt: skip
+    return not stale
 
 
 def simulate(run: Run, num_supernodes: int, out_dir: Path) -> Path:
@@ -88,10 +135,16 @@ def simulate(run: Run, num_supernodes: int, out_dir: Path) -> Path:
 
 
 def run_sweep(
-    sweep: Sweep, runner: Callable[[Run, int, Path], Path] = simulate
+    sweep: Sweep,
+    runner: Callable[[Run, int, Path], Path] = simulate,
+    resolve: Callable[[Run], Config] = resolved_config,
 ) -> list[tuple[Run, str]]:
-    """Run every unfinished run in order; copy its metrics; return (run, status) pairs."""
-    todo = [r for r in sweep.runs if not is_done(sweep.results, r)]
+    """Run every unfinished or stale run in order; copy its metrics.
+
+    ``resolve`` gives the config a run should have been made with. Returns the
+    (run, status) pairs of the runs made.
+    """
+    todo = [r for r in sweep.runs if not is_done(sweep.results, r, resolve(r))]
     log.info("%d of %d runs to do (%d already done)", len(todo), len(sweep.runs),
              len(sweep.runs) - len(todo))  # fmt: skip
     done = []

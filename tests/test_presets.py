@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from flwr.common.config import flatten_dict
 
 from fedpeft.config import parse_run_config
 from fedpeft.overrides import merge_overrides
-from fedpeft.sweep import load_sweep
+from fedpeft.sweep import load_sweep, resolved_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRESETS = sorted(p for p in CONF.glob("*.toml") if not p.stem.startswith("sweep-"))
@@ -38,10 +40,14 @@ def test_every_run_of_every_sweep_parses(sweep_file, pyproject_config, monkeypat
     # Prepare: sweep files name presets relative to the repository root
     monkeypatch.chdir(CONF.parent)
     sweep = load_sweep(sweep_file)
-    # Execute / Assert: each run's merged run config is valid, as flwr run would get it
+    # Execute / Assert: each run's merged run config is valid, as flwr run would get it,
+    # and what the sweep compares finished runs against is that config
     for run in sweep.runs:
         cfg = parse_run_config(
             {**flatten_dict(pyproject_config), **merge_overrides(list(run.overrides))}
         )
         assert (cfg.peft.method, cfg.seed) == (run.method, run.seed)
+        expected = json.loads(json.dumps({**dataclasses.asdict(cfg), "output": None}))
+        del expected["output"]
+        assert resolved_config(run) == expected
     assert len({r.name for r in sweep.runs}) == len(sweep.runs)

@@ -29,6 +29,10 @@ run-config = "data.partitioner='iid'"
 """
 
 
+def _fake_config(run: Run, lr: float = 0.01) -> dict:
+    return {"seed": run.seed, "peft": {"method": run.method, "params": {"lr": lr}}}
+
+
 def _fake_metrics(run: Run, status: str = "completed") -> dict:
     bump = 0.1 if run.method == "lora" else 0.0
     rounds = [
@@ -37,7 +41,8 @@ def _fake_metrics(run: Run, status: str = "completed") -> dict:
          "client_metrics": [{"dp-epsilon": 1.5 * r}] if run.setting == "dp" else []}
         for r in range(4)
     ]  # fmt: skip
-    return {"status": status, "trainable_params": 10 if run.method == "head" else 99,
+    return {"status": status, "config": _fake_config(run),
+            "trainable_params": 10 if run.method == "head" else 99,
             "bytes_per_transfer": 999, "rounds": rounds}  # fmt: skip
 
 
@@ -73,10 +78,10 @@ def test_interrupted_sweep_resumes_where_it_stopped(sweep):
     # Prepare: 2 settings × 2 methods × 2 seeds = 8 runs; the first attempt dies after 3
     assert len(sweep.runs) == 8
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, FakeRunner(stop_after=3))
+        run_sweep(sweep, FakeRunner(stop_after=3), _fake_config)
     # Execute
     second = FakeRunner()
-    run_sweep(sweep, second)
+    run_sweep(sweep, second, _fake_config)
     # Assert: only the 5 missing runs ran again; metrics copied, tensors never
     assert second.calls == [r.name for r in sweep.runs[3:]]
     for run in sweep.runs:
@@ -85,16 +90,39 @@ def test_interrupted_sweep_resumes_where_it_stopped(sweep):
 
 
 def test_failed_runs_are_not_recorded_and_are_retried(sweep):
-    first = run_sweep(sweep, FakeRunner(fail={"iid-lora-s1"}))
+    first = run_sweep(sweep, FakeRunner(fail={"iid-lora-s1"}), _fake_config)
     assert dict((r.name, s) for r, s in first)["iid-lora-s1"] == "failed"
     retry = FakeRunner()
-    run_sweep(sweep, retry)
+    run_sweep(sweep, retry, _fake_config)
     assert retry.calls == ["iid-lora-s1"]
+
+
+def test_runs_made_with_another_config_are_run_again(sweep, caplog):
+    # Prepare: a finished sweep; then the LoRA learning rate changes in the preset
+    run_sweep(sweep, FakeRunner(), _fake_config)
+    lora_lr_changed = lambda run: _fake_config(run, 0.005 if run.method == "lora" else 0.01)  # noqa: E731
+    # Execute
+    again = FakeRunner()
+    run_sweep(sweep, again, lora_lr_changed)
+    # Assert: exactly the LoRA runs ran again, and the log names the key that changed
+    assert again.calls == [r.name for r in sweep.runs if r.method == "lora"]
+    assert "peft.params.lr: 0.01 -> 0.005" in caplog.text
+
+
+def test_keys_a_finished_run_did_not_record_do_not_make_it_stale(sweep):
+    # Prepare: a finished sweep; the app later gains a config key
+    run_sweep(sweep, FakeRunner(), _fake_config)
+    with_new_key = lambda run: {**_fake_config(run), "new-key": 1}  # noqa: E731
+    # Execute
+    again = FakeRunner()
+    run_sweep(sweep, again, with_new_key)
+    # Assert
+    assert again.calls == []
 
 
 def test_report_table_csv_and_plots(sweep):
     # Prepare
-    run_sweep(sweep, FakeRunner())
+    run_sweep(sweep, FakeRunner(), _fake_config)
     results_md = sweep.report / "RESULTS.md"
     sweep.report.mkdir(parents=True, exist_ok=True)
     results_md.write_text(f"# Results\n\nhand-written intro\n\n{report.BEGIN}\nold\n{report.END}\n"
@@ -114,7 +142,7 @@ def test_report_table_csv_and_plots(sweep):
 
 
 def test_accuracy_vs_bytes_has_a_series_per_method_and_the_target(sweep):
-    run_sweep(sweep, FakeRunner())
+    run_sweep(sweep, FakeRunner(), _fake_config)
     fig = report.plot_curves(report.collect(sweep), "bytes", 0.8)
     for ax in fig.axes:  # one panel per setting
         labels = [line.get_label() for line in ax.get_lines()]
