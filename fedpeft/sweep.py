@@ -58,6 +58,17 @@ class Sweep:
     target_accuracy: float
 
 
+SWEEP_KEYS = {"base", "methods", "seeds", "num-supernodes", "results", "report",
+              "target-accuracy"}  # fmt: skip
+
+
+def _check_keys(path: Path, table: str, values: dict, known: set[str], hint: str = "") -> None:
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: {table} has unknown keys {unknown}; known: {sorted(known)}"
+                         f"{hint}")  # fmt: skip
+
+
 def load_sweep(path: Path) -> Sweep:
     """Parse a sweep file; paths in it are relative to the current directory."""
     with path.open("rb") as f:
@@ -65,6 +76,12 @@ def load_sweep(path: Path) -> Sweep:
     top, settings = raw.get("sweep", {}), raw.get("settings", {})
     if not settings:
         raise ValueError(f"{path}: no [settings.<name>] tables")
+    _check_keys(path, "[sweep]", top, SWEEP_KEYS)
+    for name, spec in settings.items():
+        hint = f' (a dot in a setting name needs quotes: [settings."{name}.…"])'
+        _check_keys(path, f"[settings.{name}]", spec, {"run-config"}, hint)
+        if not isinstance(spec.get("run-config", ""), str):
+            raise ValueError(f"{path}: [settings.{name}] run-config must be a string")
     runs = []
     for seed in top.get("seeds", [42]):  # seed-major: a partial sweep covers every cell once
         for setting, spec in settings.items():

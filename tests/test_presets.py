@@ -11,7 +11,7 @@ import tomllib
 from flwr.common.config import flatten_dict
 
 from fedpeft.config import parse_run_config
-from fedpeft.overrides import merge_overrides
+from fedpeft.overrides import app_config, merge_overrides
 from fedpeft.sweep import load_sweep, resolved_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -51,3 +51,24 @@ def test_every_run_of_every_sweep_parses(sweep_file, pyproject_config, monkeypat
         del expected["output"]
         assert resolved_config(run) == expected
     assert len({r.name for r in sweep.runs}) == len(sweep.runs)
+
+
+def test_cpu_sweep_settings_are_what_their_names_say(monkeypatch):
+    # Prepare
+    monkeypatch.chdir(CONF.parent)
+    sweep = load_sweep(CONF / "sweep-cpu.toml")
+    # Execute
+    cfgs = {run.setting: parse_run_config(app_config(CONF.parent, list(run.overrides)))
+            for run in sweep.runs}  # fmt: skip
+    # Assert
+    assert sorted(cfgs) == ["dirichlet-0.1", "dp-eps5", "iid", "low-participation"]
+    assert (
+        cfgs["dirichlet-0.1"].data.partitioner,
+        cfgs["dirichlet-0.1"].data.dirichlet__alpha,
+    ) == (
+        "dirichlet",
+        0.1,
+    )
+    assert cfgs["low-participation"].server.clients_per_round == 1
+    assert (cfgs["dp-eps5"].dp.mode, cfgs["dp-eps5"].dp.epsilon) == ("local", 5.0)
+    assert {c.data.partitioner for s, c in cfgs.items() if s != "dirichlet-0.1"} == {"iid"}

@@ -120,6 +120,24 @@ def test_keys_a_finished_run_did_not_record_do_not_make_it_stale(sweep):
     assert again.calls == []
 
 
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [
+        ('[settings.dirichlet-0.1]\nrun-config = "x=1"', r"unknown keys \['1'\].*needs quotes"),
+        ('[settings.iid]\nrun-confg = "x=1"', r"\[settings.iid\] has unknown keys \['run-confg'\]"),
+        ('[sweep]\nseed = [1]\n[settings.iid]\nrun-config = ""', r"\[sweep\] has .*'seed'"),
+    ],
+)
+def test_a_malformed_sweep_file_fails_naming_the_key(tmp_path, table, match):
+    # Prepare: an unquoted dot in a setting name makes a nested table, silently dropping
+    # the setting's run-config (this ran IID runs under a Dirichlet name once)
+    path = tmp_path / "sweep.toml"
+    path.write_text(table)
+    # Execute / Assert
+    with pytest.raises(ValueError, match=match):
+        load_sweep(path)
+
+
 def test_report_table_csv_and_plots(sweep):
     # Prepare
     run_sweep(sweep, FakeRunner(), _fake_config)
