@@ -19,8 +19,14 @@ if TYPE_CHECKING:
     from fedpeft.sweep import Sweep
 
 BEGIN, END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
+
 FIELDS = ("run", "setting", "method", "seed", "final_accuracy", "best_accuracy", "rounds",
           "trainable_params", "bytes_per_transfer", "total_bytes", "epsilon")  # fmt: skip
+
+
+def markers(name: str = "") -> tuple[str, str]:
+    """The RESULTS.md markers around a sweep's generated table (its own, if named)."""
+    return (f"<!-- sweep:{name}:begin -->", f"<!-- sweep:{name}:end -->") if name else (BEGIN, END)
 
 
 def epsilon(metrics: dict[str, Any]) -> float | None:
@@ -131,12 +137,12 @@ def write_report(sweep: Sweep, command: str) -> list[Path]:
     """Write the CSV, the plots and the generated part of ``RESULTS.md``; return paths."""
     rows = collect(sweep)
     sweep.results.mkdir(parents=True, exist_ok=True)
-    written = [sweep.results / "summary.csv"]
+    written = [sweep.results / (f"summary-{sweep.name}.csv" if sweep.name else "summary.csv")]
     with written[0].open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    plots = sweep.report / "plots"
+    plots = sweep.report / "plots" / sweep.name if sweep.name else sweep.report / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     figures = {"accuracy_vs_bytes.png": plot_curves(rows, "bytes", sweep.target_accuracy),
                "accuracy_vs_round.png": plot_curves(rows, "round", sweep.target_accuracy),
@@ -146,11 +152,14 @@ def write_report(sweep: Sweep, command: str) -> list[Path]:
             fig.savefig(plots / name, dpi=110)
             plt.close(fig)
             written.append(plots / name)
-    generated = (f"{BEGIN}\n{len(rows)} of {len(sweep.runs)} runs finished. "
-                 f"Regenerate with `{command} --report`.\n\n{_table(rows)}\n{END}")  # fmt: skip
+    begin, end = markers(sweep.name)
+    generated = (f"{begin}\n{len(rows)} of {len(sweep.runs)} runs finished. "
+                 f"Regenerate with `{command} --report`.\n\n{_table(rows)}\n{end}")  # fmt: skip
     results_md = sweep.report / "RESULTS.md"
-    text = results_md.read_text() if results_md.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
+    text = results_md.read_text() if results_md.exists() else f"# Results\n\n{begin}\n{end}\n"
+    if begin not in text:  # a new sweep's section goes at the end
+        text = f"{text.rstrip()}\n\n{begin}\n{end}\n"
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
     results_md.write_text(head + generated + tail)
     return [*written, results_md]

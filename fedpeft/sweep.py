@@ -4,7 +4,9 @@
     .venv/bin/fedpeft-sweep conf/sweep-cpu.toml --report   # only rebuild RESULTS.md and plots
 
 A sweep file names a base preset, the methods, the seeds and the settings (each a
-run-config string). Every finished run's ``metrics.json`` / ``metrics.csv`` (never
+run-config string). Several sweep files can report into one ``RESULTS.md``: a sweep
+with a ``name`` writes its table between its own markers, ``summary-<name>.csv`` and
+``plots/<name>/``. Every finished run's ``metrics.json`` / ``metrics.csv`` (never
 tensors) is copied to ``<results>/<setting>-<method>-s<seed>/``; a run whose copy
 says ``completed`` and was made with the run config the sweep file now asks for is
 skipped, so an interrupted sweep resumes where it stopped, on any machine with the
@@ -18,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -56,9 +59,10 @@ class Sweep:
     results: Path
     report: Path
     target_accuracy: float
+    name: str = ""
 
 
-SWEEP_KEYS = {"base", "methods", "seeds", "num-supernodes", "results", "report",
+SWEEP_KEYS = {"name", "base", "methods", "seeds", "num-supernodes", "results", "report",
               "target-accuracy"}  # fmt: skip
 
 
@@ -77,6 +81,10 @@ def load_sweep(path: Path) -> Sweep:
     if not settings:
         raise ValueError(f"{path}: no [settings.<name>] tables")
     _check_keys(path, "[sweep]", top, SWEEP_KEYS)
+    sweep_name = top.get("name", "")
+    if not isinstance(sweep_name, str) or not re.fullmatch(r"[a-z0-9-]*", sweep_name):
+        raise ValueError(f"{path}: [sweep] name {sweep_name!r} must be lowercase letters, "
+                         "digits and '-'")  # fmt: skip
     for name, spec in settings.items():
         hint = f' (a dot in a setting name needs quotes: [settings."{name}.…"])'
         _check_keys(path, f"[settings.{name}]", spec, {"run-config"}, hint)
@@ -92,7 +100,7 @@ def load_sweep(path: Path) -> Sweep:
                                 tuple(o for o in overrides if o)))  # fmt: skip
     return Sweep(tuple(runs), int(top.get("num-supernodes", 10)),
                  Path(top.get("results", "docs/results")), Path(top.get("report", "docs")),
-                 float(top.get("target-accuracy", 0.0)))  # fmt: skip
+                 float(top.get("target-accuracy", 0.0)), sweep_name)  # fmt: skip
 
 
 Config = dict[str, Any]

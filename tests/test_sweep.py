@@ -169,3 +169,38 @@ def test_accuracy_vs_bytes_has_a_series_per_method_and_the_target(sweep):
         assert list(head.get_xdata()) == [1000, 2000, 3000]  # rounds 1-3 (round 0 sent nothing)
         assert list(head.get_ydata()) == pytest.approx([0.315, 0.515, 0.715])
     assert [ax.get_title() for ax in fig.axes] == ["dp", "iid"]
+
+
+def test_a_named_sweep_reports_beside_another_without_touching_it(sweep, tmp_path):
+    # Prepare: the main sweep's report, then a second, named sweep into the same folders
+    run_sweep(sweep, FakeRunner(), _fake_config)
+    report.write_report(sweep, command="fedpeft-sweep sweep.toml")
+    path = tmp_path / "long.toml"
+    path.write_text(SWEEP.format(root=tmp_path).replace("[sweep]", '[sweep]\nname = "long"')
+                    .replace("[settings.iid]", "[settings.iid-long]"))  # fmt: skip
+    long = load_sweep(path)
+    run_sweep(long, FakeRunner(), _fake_config)
+    # Execute: the named sweep's report, then the main one's again
+    written = report.write_report(long, command="fedpeft-sweep long.toml")
+    report.write_report(sweep, command="fedpeft-sweep sweep.toml")
+    # Assert: each table sits between its own markers, once; files do not collide
+    text = (sweep.report / "RESULTS.md").read_text()
+    begin, end = report.markers("long")
+    assert text.count(begin) == text.count(report.BEGIN) == 1
+    main_part = text.split(report.BEGIN)[1].split(report.END)[0]
+    long_part = text.split(begin)[1].split(end)[0]
+    assert "| iid | lora |" in main_part and "iid-long" not in main_part
+    assert "| iid-long | lora |" in long_part and "| iid | lora |" not in long_part
+    assert sweep.results / "summary-long.csv" in written
+    assert (sweep.report / "plots" / "long" / "accuracy_vs_bytes.png").exists()
+    with (sweep.results / "summary.csv").open() as f:
+        assert {row["setting"] for row in csv.DictReader(f)} == {"iid", "dp"}
+
+
+def test_a_sweep_name_that_is_no_file_name_part_is_refused(tmp_path):
+    # Prepare
+    path = tmp_path / "sweep.toml"
+    path.write_text('[sweep]\nname = "../x"\n[settings.iid]\nrun-config = ""')
+    # Execute / Assert
+    with pytest.raises(ValueError, match=r"name '\.\./x'"):
+        load_sweep(path)
