@@ -66,6 +66,13 @@ class DpConfig:
             self.accountant,
             f"valid choices: {list(ACCOUNTANTS)} (Opacus accountants)",
         )
+        check(
+            self.mode != "central" or self.accountant == "rdp",
+            "dp.accountant",
+            self.accountant,
+            "central DP accounts fixed-size client sampling without replacement with "
+            "dp-accounting's RDP; use 'rdp'",
+        )
 
     @property
     def enabled(self) -> bool:

@@ -12,9 +12,10 @@ with ``m`` the number of clients *sampled* (public, fixed before replies
 arrive), so the noise on the mean has std ``σ·C/m``. A dropped or rejected
 client contributes a zero update; the denominator does not change. Weights
 (``num-examples``) are ignored: a weighted mean would have a larger, data-
-dependent sensitivity. Each release is one step of the sampled Gaussian
-mechanism at ``q = m / N`` (N = connected nodes), composed by Opacus's
-accountant. What that does and does not guarantee: README, "Differential privacy".
+dependent sensitivity. Each release is the Gaussian mechanism on ``m`` clients
+sampled without replacement from the ``N`` connected, composed by
+:mod:`server_app.central_accounting` (replace-one adjacency). What that does and
+does not guarantee: README, "Differential privacy".
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from opacus.accountants import IAccountant
 
 from fedpeft.config_dp import DpConfig
-from fedpeft.dp import accounting
 
+from . import central_accounting
 from .aggregation import Update
+from .central_accounting import Release
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +52,19 @@ class CentralDp:
     cfg: DpConfig
     num_rounds: int
     seed: int
-    accountant: IAccountant = field(init=False)
+    releases: list[Release] = field(default_factory=list)
     sigma: float | None = None
 
     def __post_init__(self) -> None:
-        self.accountant = accounting.new_accountant(self.cfg.accountant)
         if not self.cfg.calibrate:
             self.sigma = self.cfg.noise_multiplier
 
-    def noise_multiplier(self, sample_rate: float) -> float:
-        """σ: configured, or calibrated once to (ε, δ) over all planned rounds."""
+    def noise_multiplier(self, sampled: int, population: int) -> float:
+        """σ: configured, or calibrated once (first release's m of N) over all planned rounds."""
         if self.sigma is None:
-            self.sigma = accounting.calibrate(
-                self.cfg.epsilon, self.cfg.delta, sample_rate, self.num_rounds,
-                self.cfg.accountant,
-            )  # fmt: skip
+            self.sigma = central_accounting.calibrate(
+                self.cfg.epsilon, self.cfg.delta, sampled, population, self.num_rounds
+            )
         return self.sigma
 
     def rng(self, server_round: int) -> np.random.Generator:
@@ -79,8 +78,9 @@ class CentralDp:
         server_round: int,
     ) -> tuple[Arrays, dict[str, float | int]]:  # fmt: skip
         """The noisy clipped mean, applied to ``sent``; ε is composed for this release."""
-        rate = min(1.0, num_sampled / max(population, 1))
-        sigma = self.noise_multiplier(rate)
+        population = max(population, num_sampled)
+        rate = num_sampled / population
+        sigma = self.noise_multiplier(num_sampled, population)
         total = {k: np.zeros(v.shape, dtype=np.float64) for k, v in sent.items()}
         clipped = 0
         for update in updates:  # partition-id order: the float sum is reproducible
@@ -93,15 +93,15 @@ class CentralDp:
         for k, v in sent.items():  # fixed key order: seeded noise is reproducible
             noisy = total[k] + (gen.normal(0.0, std, size=v.shape) if std > 0 else 0.0)
             out[k] = (v.astype(np.float64) + noisy / num_sampled).astype(v.dtype)
-        self.accountant.step(noise_multiplier=sigma, sample_rate=rate)
+        self.releases.append(Release(sigma, num_sampled, population))
         info = {
-            "dp_epsilon": accounting.epsilon(self.accountant, self.cfg.delta),
+            "dp_epsilon": central_accounting.epsilon(self.releases, self.cfg.delta),
             "dp_delta": self.cfg.delta,
             "dp_noise_multiplier": sigma,
             "dp_noise_std": std / num_sampled,
             "dp_sample_rate": rate,
             "dp_clipped": int(clipped),
-            "dp_releases": accounting.total_steps(self.accountant),
+            "dp_releases": len(self.releases),
         }
         log.info(
             "round %d: central DP, %d of %d updates clipped to C=%g, noise std %.4g on the "
@@ -114,19 +114,25 @@ class CentralDp:
     def spent(self) -> dict[str, float | int]:
         """ε so far and the number of releases (for a round that released nothing)."""
         return {
-            "dp_epsilon": accounting.epsilon(self.accountant, self.cfg.delta),
-            "dp_releases": accounting.total_steps(self.accountant),
+            "dp_epsilon": central_accounting.epsilon(self.releases, self.cfg.delta),
+            "dp_releases": len(self.releases),
         }
 
     def state(self) -> dict[str, object]:
-        """JSON-able accountant history and σ, for the checkpoint."""
-        return {"history": [list(h) for h in self.accountant.history], "sigma": self.sigma}
+        """JSON-able releases ``[σ, m, N]`` and σ, for the checkpoint."""
+        releases = [[r.sigma, r.sampled, r.population] for r in self.releases]
+        return {"releases": releases, "sigma": self.sigma}
 
     def load_state(self, state: dict[str, object]) -> None:
-        """Restore :meth:`state`."""
-        self.accountant.history = [
-            (float(n), float(q), int(s))
-            for n, q, s in state.get("history", [])  # type: ignore[attr-defined]
+        """Restore :meth:`state`; refuse an older checkpoint's Poisson-approximation history."""
+        if "history" in state:
+            raise ValueError(
+                "the checkpoint's central-DP accounting is an older format (Poisson q = m/N "
+                "approximation) and cannot be continued; start a new run"
+            )
+        self.releases = [
+            Release(float(n), int(m), int(p))
+            for n, m, p in state.get("releases", [])  # type: ignore[attr-defined]
         ]
         if state.get("sigma") is not None:
             self.sigma = float(state["sigma"])  # type: ignore[arg-type]

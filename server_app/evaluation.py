@@ -67,6 +67,7 @@ def make_evaluate_fn(
             # keyed by partition id (node ids change every run)
             row["rejections"] = {strategy.nodes.label(k): v for k, v in stats.rejected.items()}
             row["errors"] = {strategy.nodes.label(k): v for k, v in stats.errors.items()}
+            row["no_reply_partitions"] = [strategy.nodes.label(n) for n in stats.silent]
             row["client_metrics"] = stats.client_metrics
             row["weights"] = stats.weights
             row["update_norms"] = stats.update_norms

@@ -41,6 +41,7 @@ class RoundStats:
     accepted: int = 0
     rejected: dict[int, str] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
+    silent: list[int] = field(default_factory=list)  # sampled nodes that never replied
     client_metrics: list[dict[str, float | int]] = field(default_factory=list)
     weights: dict[str, int] = field(default_factory=dict)  # by partition label
     update_norms: dict[str, float] = field(default_factory=dict)
@@ -228,6 +229,14 @@ class PeftFedAvg(FedAvg):
             accepted.append((update, msg))
             if result.norm is not None:
                 norms[node] = result.norm
+        if sent is not None:  # sampled, but no reply before the round's timeout
+            replied = {msg.metadata.src_node_id for msg in replies}
+            silent = {m.metadata.dst_node_id for m in sent.messages} - replied
+            stats.silent = sorted(silent, key=lambda n: (self.nodes.partition_of(n), n))
+            if silent:
+                log.warning("round %d: no reply from partitions %s (dropped out or past the "
+                            "round timeout)", server_round,
+                            [self.nodes.label(n) for n in stats.silent])  # fmt: skip
         accepted.sort(key=lambda pair: (pair[0].partition_id, pair[0].node_id))
         stats.accepted = len(accepted)
         for update, msg in accepted:

@@ -180,6 +180,21 @@ def test_error_reply_is_logged_and_skipped():
     assert strategy.rounds[1].errors == {5: "boom"}
 
 
+def test_sampled_nodes_that_never_reply_are_named(caplog):
+    # Prepare: 4 nodes sampled; node 5 errors, nodes 3 and 12 stay silent (timeout)
+    strategy = _strategy()
+    sent = {m.metadata.dst_node_id: m for m in _sent(strategy, [1, 3, 5, 12])}
+    replies = [reply(sent[1], _update(3.0), 4),
+               Message(Error(code=0, reason="boom"), reply_to=sent[5])]  # fmt: skip
+    # Execute
+    with caplog.at_level("WARNING"):
+        arrays, _ = strategy.aggregate_train(1, replies)
+    # Assert: the silent ones in partition order; the failed one is an error, not silent
+    np.testing.assert_allclose(arrays["head.weight"].numpy(), 3.0)
+    assert strategy.rounds[1].silent == [3, 12]
+    assert "no reply from partitions ['3', '12']" in caplog.text
+
+
 def test_too_few_valid_replies_fail_the_round():
     # Prepare
     strategy = _strategy(min_replies=2)

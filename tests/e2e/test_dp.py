@@ -3,7 +3,7 @@
 Local DP: every client runs Opacus DP-SGD and keeps its accountant in
 ``Context.state``; the ε it reports each round must be cumulative and equal an
 independent accountant over all its steps so far. Central DP: the server
-records ε per round.
+records ε per round, cumulative, for 3 of 3 clients sampled without replacement.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from dp_accounting import dp_event
+from dp_accounting.privacy_accountant import NeighboringRelation
+from dp_accounting.rdp import RdpAccountant
 from opacus.accountants import RDPAccountant
 
 from .helpers import run_app
@@ -66,10 +69,13 @@ def test_central_dp_run_records_epsilon_per_round(tmp_path):
     )
     assert code == 0, output[-4000:]
     rows = metrics["rounds"][1:]
-    accountant = RDPAccountant()
+    # 3 of 3 without replacement, replace-one: noise multiplier σ/2 (sensitivity 2C)
+    accountant = RdpAccountant(neighboring_relation=NeighboringRelation.REPLACE_ONE)
     for row in rows:
         assert not row["failed_round"], row["failure"]
-        accountant.step(noise_multiplier=0.1, sample_rate=1.0)
+        accountant.compose(
+            dp_event.SampledWithoutReplacementDpEvent(3, 3, dp_event.GaussianDpEvent(0.05))
+        )
         assert row["dp_sample_rate"] == 1.0 and row["dp_releases"] == row["round"]
         assert row["dp_epsilon"] == pytest.approx(accountant.get_epsilon(1e-3), rel=1e-9)
     assert rows[0]["dp_epsilon"] < rows[1]["dp_epsilon"]

@@ -76,5 +76,6 @@ def test_straggler_past_the_round_timeout_is_left_out(tmp_path):
     assert code == 0, out[-4000:]
     row = metrics["rounds"][1]
     assert row["clients"] == 3 and row["accepted"] == 2 and row["no_reply"] == 1
+    assert row["no_reply_partitions"] == ["2"]
     assert set(row["weights"]) == {"0", "1"}
     assert not row["failed_round"]
