@@ -50,6 +50,12 @@ class FaultConfig:
             "valid choices: ['raise', 'sleep']",
         )
         check(self.sleep >= 0, "fault.sleep", self.sleep, "must be >= 0")
+        stalls = (self.dropout > 0 and self.dropout_mode == "sleep") or "sleep" in (
+            self.by_partition().values()
+        )
+        check(not stalls or self.sleep > 0, "fault.sleep", self.sleep,
+              "a 'sleep' fault (fault.modes or fault.dropout-mode) needs fault.sleep > 0: "
+              "set it past server.round-timeout to make a straggler")  # fmt: skip
         self.by_partition()  # validates
 
     def by_partition(self) -> dict[int, str]:

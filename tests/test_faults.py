@@ -32,6 +32,26 @@ def test_raise_and_dropout_raise_before_training():
     assert faults.before_training(faults.FaultConfig(modes="2:nan"), 0, 1, 2) == "nan"
 
 
+def test_dropout_in_sleep_mode_stalls_the_predicted_partitions(monkeypatch):
+    # Prepare: sleep is recorded, not slept
+    slept: list[float] = []
+    monkeypatch.setattr(faults.time, "sleep", slept.append)
+    cfg = faults.FaultConfig(dropout=0.5, dropout_mode="sleep", sleep=90.0)
+    predicted = [p for p in range(10) if faults.drops_out(cfg, 7, 3, p)]
+    # Execute: nothing raises; the dropped ones stall, then train honestly
+    modes = [faults.before_training(cfg, 7, 3, p) for p in range(10)]
+    # Assert
+    assert modes == [""] * 10 and 0 < len(predicted) < 10
+    assert slept == [90.0] * len(predicted)
+
+
+@pytest.mark.parametrize("kwargs", [{"dropout": 0.2, "dropout_mode": "sleep"},
+                                    {"modes": "1:sleep"}])  # fmt: skip
+def test_a_sleep_fault_without_a_sleep_time_fails_at_start_up(kwargs):
+    with pytest.raises(ConfigError, match=r"fault.sleep.*needs fault.sleep > 0"):
+        faults.FaultConfig(**kwargs)
+
+
 def test_scale_and_sign_flip_act_on_the_update():
     sent, honest = {"w": np.ones(2, np.float32)}, {"w": np.full(2, 1.5, np.float32)}
     np.testing.assert_allclose(faults.corrupt("scale", honest, sent, 10.0)["w"], 6.0)
