@@ -29,11 +29,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from fedpeft.backbones import normalization
 from fedpeft.config import RunConfig
 from fedpeft.data import ImageTensors, load_partition, load_test
 from fedpeft.data.tensors import normalize
 from fedpeft.model import build_model
+from fedpeft.training import _stats
 
 from .plain_loop import app_config
 
@@ -44,7 +44,7 @@ C_GRID = (0.001, 0.01, 0.1, 1.0)
 @torch.no_grad()
 def features(model: torch.nn.Module, data: ImageTensors, batch_size: int) -> np.ndarray:
     """Pooled pre-logit features of the frozen backbone (timm ``forward_head(pre_logits)``)."""
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization(model))
+    mean, std = _stats(model)
     model.eval()
     out = []
     for start in range(0, len(data), batch_size):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 from dp_accounting import dp_event, mechanism_calibration, rdp
@@ -66,8 +67,8 @@ def epsilon(releases: list[Release], delta: float) -> float:
     if any(r.sigma == 0 for r in releases):
         return math.inf
     accountant = _fresh()
-    for release in releases:
-        accountant.compose(release.event())
+    for release, count in Counter(releases).items():  # rounds alike compose as one event
+        accountant.compose(release.event(), count)
     return float(accountant.get_epsilon(delta))
 
 
@@ -79,11 +80,10 @@ def calibrate(target_epsilon: float, delta: float, sampled: int, population: int
     ``dp-accounting``'s calibration (Brent's method, σ within 1e-6); the returned σ meets
     the target.
     """
-    template = Release(1.0, sampled, population)
+    Release(1.0, sampled, population)  # checks m and N before the search
 
     def make_event(sigma: float) -> dp_event.DpEvent:
-        one = Release(sigma, template.sampled, template.population).event()
-        return dp_event.SelfComposedDpEvent(one, releases)
+        return dp_event.SelfComposedDpEvent(Release(sigma, sampled, population).event(), releases)
 
     sigma = float(
         mechanism_calibration.calibrate_dp_mechanism(

@@ -1,10 +1,11 @@
-"""Privacy accounting with Opacus's accountants, persisted as a Flower ConfigRecord.
+"""Local DP's privacy accounting with Opacus's accountants, persisted as a ConfigRecord.
 
 An accountant's whole state is its ``history``: a list of (noise multiplier,
-sample rate, steps). It travels across rounds in a client's ``Context.state``
-(local DP) or in the server's checkpoint (central DP) as a
+sample rate, steps). It travels across rounds in a client's ``Context.state`` as a
 :class:`~flwr.app.ConfigRecord` of three parallel lists, so ε is always
 recomputed by Opacus from every step so far (cumulative, never per round).
+Central DP's accounting (sampling without replacement) is
+:mod:`server_app.central_accounting`.
 """
 
 from __future__ import annotations
