@@ -60,7 +60,7 @@ mark()
 from flwr.app import ArrayRecord
 from client_app.node_data import node_setup
 from fedpeft import model as model_lib
-from fedpeft.runtime import run_config
+from fedpeft.config import run_config
 from fedpeft.training import train_local
 cfg = run_config(json.loads(sys.argv[2]))
 node = node_setup(cfg, json.loads(sys.argv[3]), ArrayRecord(), 0)
@@ -102,7 +102,7 @@ t0, c0 = float(sys.argv[1]), time.process_time()
 import flwr.clientapp, flwr.supernode.runtime.run_clientapp, client_app.app
 from fedpeft import model as model_lib
 from fedpeft.data import load_partition
-from fedpeft.runtime import run_config
+from fedpeft.config import run_config
 cfg = run_config(json.loads(sys.argv[2]))
 node = json.loads(sys.argv[3])
 data = load_partition(cfg.data, cfg.seed, cfg.model.img_size, node["partition-id"],

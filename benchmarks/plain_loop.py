@@ -19,9 +19,9 @@ import torch
 
 from fedpeft.arrays import trainable_state
 from fedpeft.config import RunConfig, parse_run_config
+from fedpeft.config import app_config as flat_app_config
 from fedpeft.data import load_partition, load_test
 from fedpeft.model import build_model
-from fedpeft.overrides import app_config as flat_app_config
 from fedpeft.training import client_seed, evaluate, train_local
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,8 @@ from flwr.clientapp import ClientApp
 from fedpeft import faults
 from fedpeft import model as model_lib
 from fedpeft.arrays import load_trainable, to_arrayrecord, trainable_state, wire_bytes
-from fedpeft.runtime import run_config, setup_logging
+from fedpeft.config import run_config
+from fedpeft.logs import setup_logging
 from fedpeft.training import client_seed, evaluate, train_local
 
 from .node_data import node_setup

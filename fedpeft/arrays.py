@@ -9,6 +9,9 @@ import torch
 from flwr.app import Array, ArrayRecord
 from torch import nn
 
+# Named numpy arrays: the trainable set as the server validates and aggregates it.
+Arrays = dict[str, np.ndarray]
+
 # A .npy v1.0 header (magic, version, length, dict padded to 64-byte
 # alignment) is 128 bytes for every array shape used here: the per-tensor
 # payload overhead of Flower's ``Array.data`` beyond numel × itemsize.

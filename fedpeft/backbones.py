@@ -22,6 +22,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
 from . import offline_vit
@@ -70,13 +71,24 @@ def load_backbone_state(
     model: nn.Module, state: dict[str, torch.Tensor], origin: str, antialias: bool = True
 ) -> None:
     """Load ``state`` into ``model``: strict on every key except the new head."""
-    state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
-    if "pos_embed" in state and state["pos_embed"].shape != model.pos_embed.shape:
+    if isinstance(model, VisionTransformer):
+        # timm's own pretrained-weights filter: resamples pos_embed to the model's grid
+        # (prefix tokens, no_embed_class), resizes patch embeddings, converts DINOv2 /
+        # OpenCLIP layouts. A copy: it pops keys (DINOv2 mask_token) from what it gets.
+        state = checkpoint_filter_fn(dict(state), model, antialias=antialias)
+    elif "pos_embed" in state and state["pos_embed"].shape != model.pos_embed.shape:
+        # Kept by hand: vision_transformer.checkpoint_filter_fn is written for
+        # VisionTransformer's layout; other ViT-like timm classes that pass _new_model
+        # (Eva, Beit, ...) each have their own filter with other keys and arguments.
         grid = model.patch_embed.grid_size
         prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+        state = dict(state)
         state["pos_embed"] = resample_abs_pos_embed(
             state["pos_embed"], list(grid), num_prefix_tokens=prefix, antialias=antialias
         )
+    # Stripped here, after the filter, because timm's filter keeps (or, for OpenCLIP,
+    # adds) head keys: timm drops them in load_pretrained, which we do not use.
+    state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(HEAD_PREFIXES)]
     if missing or unexpected:

@@ -5,20 +5,22 @@ every round it is sampled; ``fault.dropout`` makes any sampled client fail with
 that probability — raise (``fault.dropout-mode = "raise"``) or stall for
 ``fault.sleep`` seconds, past the round timeout (``"sleep"``) — seeded by
 (seed, round, partition) so a run is reproducible and a test can predict who
-drops. Nothing here runs unless configured.
+drops. Nothing here runs unless configured; the keys are
+:class:`fedpeft.config.FaultConfig`, which checks ``fault.modes`` against :data:`MODES`.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .flatconfig import ConfigError, check
+from .arrays import Arrays
 
-Arrays = dict[str, np.ndarray]
+if TYPE_CHECKING:
+    from .config import FaultConfig
 
 MODES = (
     "raise", "sleep", "nan", "inf", "missing-key", "extra-key", "shape", "dtype", "oversize",
@@ -29,47 +31,6 @@ MODES = (
 
 class InjectedFaultError(RuntimeError):
     """Raised by a client that was told to fail."""
-
-
-@dataclass(frozen=True)
-class FaultConfig:
-    """``fault.*``: ``modes`` is ``"<partition>:<mode>,..."``, e.g. ``"0:nan,3:raise"``."""
-
-    modes: str = ""
-    dropout: float = 0.0
-    dropout_mode: str = "raise"
-    scale: float = 100.0
-    sleep: float = 0.0
-
-    def __post_init__(self) -> None:
-        check(0 <= self.dropout < 1, "fault.dropout", self.dropout, "must be in [0, 1)")
-        check(
-            self.dropout_mode in ("raise", "sleep"),
-            "fault.dropout-mode",
-            self.dropout_mode,
-            "valid choices: ['raise', 'sleep']",
-        )
-        check(self.sleep >= 0, "fault.sleep", self.sleep, "must be >= 0")
-        stalls = (self.dropout > 0 and self.dropout_mode == "sleep") or "sleep" in (
-            self.by_partition().values()
-        )
-        check(not stalls or self.sleep > 0, "fault.sleep", self.sleep,
-              "a 'sleep' fault (fault.modes or fault.dropout-mode) needs fault.sleep > 0: "
-              "set it past server.round-timeout to make a straggler")  # fmt: skip
-        self.by_partition()  # validates
-
-    def by_partition(self) -> dict[int, str]:
-        """Partition id → fault mode."""
-        out: dict[int, str] = {}
-        for item in filter(None, (s.strip() for s in self.modes.split(","))):
-            pid, _, mode = item.partition(":")
-            if not pid.strip().isdigit() or mode not in MODES:
-                raise ConfigError(
-                    f"fault.modes={self.modes!r}: bad entry {item!r}; expected "
-                    f"'<partition id>:<mode>' with mode one of {list(MODES)}"
-                )
-            out[int(pid)] = mode
-        return out
 
 
 def drops_out(cfg: FaultConfig, seed: int, server_round: int, partition_id: int) -> bool:

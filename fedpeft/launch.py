@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedpeft.overrides import merge_overrides, to_arg
+from fedpeft.config import merge_overrides, to_arg
 
 from .procs import become_subreaper, kill_descendants, run_status, stop_group, stream, wait_healthy
 from .procs import bin_path as _bin

@@ -33,8 +33,7 @@ from typing import Any
 
 import tomllib
 
-from fedpeft.config import parse_run_config
-from fedpeft.overrides import app_config
+from fedpeft.config import app_config, parse_run_config
 
 log = logging.getLogger("fedpeft.sweep")
 

@@ -10,12 +10,12 @@ the adapted model starts as the pretrained one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .base import MethodConfig, PeftMethod, ViTDims, freeze_all_but_head
+from .base import MethodConfig, PeftMethod, ViTDims, freeze_all_but_head, lr_field
 from .registry import register
 
 
@@ -50,8 +50,10 @@ class MlpWithAdapter(nn.Module):
 class AdapterConfig(MethodConfig):
     """``reduction``: bottleneck = dim // reduction; ``shared``: one for all blocks."""
 
-    reduction: int = 8
-    shared: bool = True
+    lr: float = lr_field(0.002)
+    reduction: int = field(default=8, metadata={"help": "bottleneck width = dim / reduction"})
+    shared: bool = field(default=True, metadata={"help": "one adapter shared by all blocks "
+                                                 "(the paper) or one per block"})  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from torch import nn
@@ -41,11 +41,21 @@ class ViTDims:
         return self.num_classes * self.dim + self.num_classes
 
 
+def lr_field(default: float) -> Any:
+    """The ``peft.<method>.lr`` field with the method's default learning rate."""
+    return field(default=default, metadata={"help": "learning rate of local SGD (defaults "
+                                            "checked on the offline ViT-S/14)"})  # fmt: skip
+
+
 @dataclass(frozen=True)
 class MethodConfig:
-    """Hyper-parameters shared by every method; subclasses add their own."""
+    """Hyper-parameters shared by every method; subclasses add their own.
 
-    lr: float = 1e-3
+    Fields are ``peft.<method>.<field>`` run-config keys (``_`` → ``-``), each with its
+    meaning in ``metadata["help"]`` as peft's configs have it.
+    """
+
+    lr: float = lr_field(1e-3)
 
     def __post_init__(self) -> None:
         if not self.lr > 0:

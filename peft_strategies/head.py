@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
-from .base import MethodConfig, PeftMethod, ViTDims, freeze_all_but_head
+from .base import MethodConfig, PeftMethod, ViTDims, freeze_all_but_head, lr_field
 from .registry import register
+
+
+@dataclass(frozen=True)
+class HeadConfig(MethodConfig):
+    """``peft.head.*``: the learning rate only."""
+
+    lr: float = lr_field(0.05)
 
 
 @register
@@ -13,11 +22,11 @@ class HeadOnly(PeftMethod):
     """Train only the classification head."""
 
     name = "head"
-    config_cls = MethodConfig
+    config_cls = HeadConfig
 
-    def apply(self, model: nn.Module, cfg: MethodConfig) -> nn.Module:
+    def apply(self, model: nn.Module, cfg: HeadConfig) -> nn.Module:
         freeze_all_but_head(model)
         return model
 
-    def num_trainable(self, dims: ViTDims, cfg: MethodConfig) -> int:
+    def num_trainable(self, dims: ViTDims, cfg: HeadConfig) -> int:
         return dims.head_params

@@ -8,11 +8,11 @@ FedAvg does (exact LoRA aggregation is later work).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
-from .base import MethodConfig, PeftMethod, ViTDims, freeze_all_but_head
+from .base import MethodConfig, PeftMethod, ViTDims, freeze_all_but_head, lr_field
 from .registry import register
 
 
@@ -20,9 +20,10 @@ from .registry import register
 class LoraMethodConfig(MethodConfig):
     """Rank ``r``, scaling ``alpha`` (scale = alpha / r) and LoRA dropout."""
 
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
+    lr: float = lr_field(0.002)
+    r: int = field(default=8, metadata={"help": "LoRA rank (peft's LoRA on every block's qkv)"})
+    alpha: float = field(default=16.0, metadata={"help": "LoRA scaling: scale = alpha / r"})
+    dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -9,12 +9,12 @@ usual token layout.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .base import MethodConfig, PeftMethod, ViTDims, freeze_all_but_head
+from .base import MethodConfig, PeftMethod, ViTDims, freeze_all_but_head, lr_field
 from .registry import register
 
 
@@ -78,8 +78,9 @@ def _attach(model: nn.Module, prompts: DeepPrompts) -> None:
 class PromptConfig(MethodConfig):
     """``num_tokens`` prompts per layer; ``dropout`` on the prompts."""
 
-    num_tokens: int = 10
-    dropout: float = 0.1
+    lr: float = lr_field(0.002)
+    num_tokens: int = field(default=10, metadata={"help": "deep VPT: prompt tokens per layer"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on the prompts"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

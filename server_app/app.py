@@ -11,6 +11,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedpeft.aggregation import RuleParams
 from fedpeft.arrays import (
     payload_bytes,
     theoretical_bytes,
@@ -18,14 +19,13 @@ from fedpeft.arrays import (
     trainable_state,
     wire_bytes,
 )
-from fedpeft.config import RunConfig
+from fedpeft.config import RunConfig, run_config
 from fedpeft.data import load_test
 from fedpeft.dp.client import warn_delta
+from fedpeft.logs import setup_logging
 from fedpeft.model import build_model
-from fedpeft.runtime import run_config, setup_logging
 
 from . import checkpoint
-from .aggregation import RuleParams
 from .central_dp import CentralDp
 from .evaluation import make_evaluate_fn
 from .results import RunRecorder

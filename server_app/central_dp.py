@@ -26,15 +26,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedpeft.config_dp import DpConfig
+from fedpeft.aggregation import Update
+from fedpeft.arrays import Arrays
+from fedpeft.config import DpConfig
 
 from . import central_accounting
-from .aggregation import Update
 from .central_accounting import Release
 
 log = logging.getLogger(__name__)
-
-Arrays = dict[str, np.ndarray]
 
 
 def clip(update: Arrays, sent: Arrays, clip_norm: float) -> tuple[Arrays, float]:

@@ -14,12 +14,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
-from fedpeft.arrays import payload_bytes, theoretical_bytes, wire_bytes
+from fedpeft.aggregation import RULES, RuleParams, Update
+from fedpeft.arrays import Arrays, payload_bytes, theoretical_bytes, wire_bytes
 
-from .aggregation import RULES, RuleParams, Update
 from .central_dp import CentralDp
 from .sampling import NodeDirectory
-from .validation import Arrays, Checked, Limits, TensorSpec, check_reply
+from .validation import Checked, Limits, TensorSpec, check_reply
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class PeftFedAvg(FedAvg):
     limits : Limits, optional
         Payload, ``num-examples`` and update-norm bounds on a reply.
     aggregation : str
-        One of :data:`server_app.aggregation.RULES`.
+        One of :data:`fedpeft.aggregation.RULES`.
     rule_params : RuleParams, optional
         Parameters of the robust rules.
     min_replies : int
@@ -114,11 +114,9 @@ class PeftFedAvg(FedAvg):
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        if aggregation not in RULES:
-            raise ValueError(f"aggregation={aggregation!r}; valid choices: {sorted(RULES)}")
         self.reference = reference
         self.limits = limits or Limits()
-        self.rule = RULES[aggregation]
+        self.rule = RULES.get(aggregation, "aggregation")
         self.rule_params = rule_params or RuleParams()
         self.min_replies = min_replies
         self.max_failed_rounds = max_failed_rounds

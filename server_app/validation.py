@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 
-Arrays = dict[str, np.ndarray]
+from fedpeft.arrays import Arrays
 
 # Metrics that may legitimately be non-finite: a diverged loss (the server warns),
 # ε = inf under DP with noise multiplier 0.

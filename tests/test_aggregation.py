@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server_app.aggregation import RULES, RuleParams, Update
+from fedpeft.aggregation import RULES, RuleParams, Update
 
 
 def _updates(values: list[float], weights: list[int] | None = None) -> list[Update]:

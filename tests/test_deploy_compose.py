@@ -9,7 +9,7 @@ import pytest
 import yaml
 from flwr.common.config import parse_config_args
 
-from client_app.node_data import check_node_config
+from fedpeft.config import parse_node_config
 from fedpeft.deploy import compose
 from fedpeft.deploy.launcher import Federation
 from fedpeft.deploy.spec import FederationSpec
@@ -100,7 +100,7 @@ def test_every_stack_is_complete(depth):
         assert f"./data/{name}:/app/data:ro" in node["volumes"]
         assert "./weights:/app/weights:ro" in node["volumes"]
         config = parse_config_args([node["command"][node["command"].index("--node-config") + 1]])
-        check_node_config(config, files=False)
+        parse_node_config(config, files=False)
         assert ("--insecure" in node["command"]) == (depth < 3), name
     state = depth >= 2
     assert ("--database" in services["superlink"]["command"]) == state

@@ -19,8 +19,7 @@ from flwr.supercore.privacy_accounting import (
 )
 from opacus.accountants import RDPAccountant
 
-from fedpeft.config_dp import DpConfig
-from fedpeft.flatconfig import ConfigError
+from fedpeft.config import ConfigError, DpConfig
 from server_app.central_dp import CentralDp
 from server_app.strategy import PeftFedAvg
 from server_app.validation import reference_specs

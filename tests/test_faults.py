@@ -6,21 +6,21 @@ import numpy as np
 import pytest
 
 from fedpeft import faults
-from fedpeft.flatconfig import ConfigError
+from fedpeft.config import ConfigError, FaultConfig
 
 
 def test_modes_parse_by_partition():
-    assert faults.FaultConfig(modes="0:nan, 3:raise").by_partition() == {0: "nan", 3: "raise"}
+    assert FaultConfig(modes="0:nan, 3:raise").by_partition() == {0: "nan", 3: "raise"}
 
 
 @pytest.mark.parametrize("modes", ["0:explode", "x:nan", "nan"])
 def test_bad_mode_names_the_entry_and_the_choices(modes):
     with pytest.raises(ConfigError, match=r"fault.modes.*expected '<partition id>:<mode>'"):
-        faults.FaultConfig(modes=modes)
+        FaultConfig(modes=modes)
 
 
 def test_dropout_is_seeded_and_close_to_the_rate():
-    cfg = faults.FaultConfig(dropout=0.3)
+    cfg = FaultConfig(dropout=0.3)
     draws = [faults.drops_out(cfg, 42, r, p) for r in range(1, 51) for p in range(20)]
     assert draws == [faults.drops_out(cfg, 42, r, p) for r in range(1, 51) for p in range(20)]
     assert 0.25 < np.mean(draws) < 0.35  # 1,000 draws at p = 0.3
@@ -28,15 +28,15 @@ def test_dropout_is_seeded_and_close_to_the_rate():
 
 def test_raise_and_dropout_raise_before_training():
     with pytest.raises(faults.InjectedFaultError, match="partition 2 raises"):
-        faults.before_training(faults.FaultConfig(modes="2:raise"), 0, 1, 2)
-    assert faults.before_training(faults.FaultConfig(modes="2:nan"), 0, 1, 2) == "nan"
+        faults.before_training(FaultConfig(modes="2:raise"), 0, 1, 2)
+    assert faults.before_training(FaultConfig(modes="2:nan"), 0, 1, 2) == "nan"
 
 
 def test_dropout_in_sleep_mode_stalls_the_predicted_partitions(monkeypatch):
     # Prepare: sleep is recorded, not slept
     slept: list[float] = []
     monkeypatch.setattr(faults.time, "sleep", slept.append)
-    cfg = faults.FaultConfig(dropout=0.5, dropout_mode="sleep", sleep=90.0)
+    cfg = FaultConfig(dropout=0.5, dropout_mode="sleep", sleep=90.0)
     predicted = [p for p in range(10) if faults.drops_out(cfg, 7, 3, p)]
     # Execute: nothing raises; the dropped ones stall, then train honestly
     modes = [faults.before_training(cfg, 7, 3, p) for p in range(10)]
@@ -49,7 +49,7 @@ def test_dropout_in_sleep_mode_stalls_the_predicted_partitions(monkeypatch):
                                     {"modes": "1:sleep"}])  # fmt: skip
 def test_a_sleep_fault_without_a_sleep_time_fails_at_start_up(kwargs):
     with pytest.raises(ConfigError, match=r"fault.sleep.*needs fault.sleep > 0"):
-        faults.FaultConfig(**kwargs)
+        FaultConfig(**kwargs)
 
 
 def test_scale_and_sign_flip_act_on_the_update():

@@ -7,8 +7,8 @@ import pytest
 from flwr.app import Array, ArrayRecord
 from PIL import Image
 
-from client_app.node_data import check_node_config, head_classes, node_setup
-from fedpeft.config import parse_run_config
+from client_app.node_data import head_classes, node_setup
+from fedpeft.config import parse_node_config, parse_run_config
 from fedpeft.data.folder import load_image_folder
 
 
@@ -83,7 +83,7 @@ def test_missing_or_empty_folder_is_refused(tmp_path):
 def test_bad_node_config_is_named(config, message):
     # Execute / Assert
     with pytest.raises(ValueError, match=message):
-        check_node_config(config)
+        parse_node_config(config)
 
 
 def test_weights_path_replaces_the_run_weights(tmp_path):

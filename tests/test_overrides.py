@@ -6,7 +6,7 @@ import math
 
 from flwr.common.config import parse_config_args
 
-from fedpeft.overrides import merge_overrides, to_arg
+from fedpeft.config import merge_overrides, to_arg
 
 
 def test_flwr_merge_is_shallow_ours_is_per_key():

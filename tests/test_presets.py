@@ -10,8 +10,7 @@ import pytest
 import tomllib
 from flwr.common.config import flatten_dict
 
-from fedpeft.config import parse_run_config
-from fedpeft.overrides import app_config, merge_overrides
+from fedpeft.config import app_config, merge_overrides, parse_run_config
 from fedpeft.sweep import load_sweep, resolved_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

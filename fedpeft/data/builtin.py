@@ -1,14 +1,25 @@
-"""Offline built-in datasets: Fashion-MNIST (Debian files) and sklearn digits."""
+"""Offline built-in datasets (``data.source = "builtin"``), registered by name.
+
+Each loader takes ``(train_size, test_size, seed)`` and returns a ``DatasetDict``
+with ``train`` and ``test``; ``datasets`` is imported when one is called. Adding a
+built-in dataset is one function registered in :data:`BUILTIN_DATASETS`.
+"""
 
 from __future__ import annotations
 
 import gzip
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+
+from ..registry import Registry
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +42,12 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+BUILTIN_DATASETS: Registry[Callable[[int, int, int], DatasetDict]] = Registry("built-in dataset")
+
+
 def _to_dataset(images: np.ndarray, labels: np.ndarray, names: list[str]) -> Dataset:
+    from datasets import ClassLabel, Dataset, Features, Image
+
     features = Features({"image": Image(), "label": ClassLabel(names=names)})
     return Dataset.from_dict(
         {"image": list(images), "label": labels.astype(np.int64).tolist()}, features=features
@@ -44,6 +60,7 @@ def _subsample(n_total: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_total, size=size, replace=False))
 
 
+@BUILTIN_DATASETS.register("fashion-mnist")
 def fashion_mnist(train_size: int, test_size: int, seed: int) -> DatasetDict:
     """Fashion-MNIST from the Debian package's IDX files, else from the hub."""
     for folder in filter(None, FASHION_DIRS):
@@ -59,6 +76,8 @@ def fashion_mnist(train_size: int, test_size: int, seed: int) -> DatasetDict:
                 y = _read_idx(root / f"{stem}-labels-idx1-ubyte.gz")
                 idx = _subsample(len(y), size, seed + salt)
                 splits[split] = _to_dataset(x[idx], y[idx], FASHION_CLASSES)
+            from datasets import DatasetDict
+
             return DatasetDict(splits)
     log.info("Fashion-MNIST: Debian files absent; loading %s from the hub", FASHION_HUB_ID)
     from datasets import load_dataset
@@ -66,8 +85,10 @@ def fashion_mnist(train_size: int, test_size: int, seed: int) -> DatasetDict:
     return load_dataset(FASHION_HUB_ID)
 
 
-def digits(seed: int) -> DatasetDict:
-    """scikit-learn's 1,797 8×8 digits, split 80/20 (seeded)."""
+@BUILTIN_DATASETS.register("digits")
+def digits(train_size: int, test_size: int, seed: int) -> DatasetDict:
+    """scikit-learn's 1,797 8×8 digits, split 80/20 (seeded); the sizes apply later."""
+    from datasets import DatasetDict
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -83,4 +104,4 @@ def digits(seed: int) -> DatasetDict:
     )
 
 
-__all__ = ["digits", "fashion_mnist"]
+__all__ = ["BUILTIN_DATASETS", "digits", "fashion_mnist"]

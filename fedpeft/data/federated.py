@@ -1,59 +1,28 @@
 """One federated view of any source: partitions for clients, a test split for the server.
 
-Hub ids, image folders and parquet files go through flwr-datasets'
-``FederatedDataset``; the offline built-ins are partitioned by the same
-flwr-datasets partitioners directly.
+The source (:data:`fedpeft.data.sources.SOURCES`) loads the images; the partitioner
+(:data:`fedpeft.data.partitioners.PARTITIONERS`) splits the training pool.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datasets import ClassLabel, Dataset, DatasetDict
-from flwr_datasets import FederatedDataset
-from flwr_datasets.partitioner import (
-    DirichletPartitioner,
-    IidPartitioner,
-    PathologicalPartitioner,
-)
 from flwr_datasets.partitioner.partitioner import Partitioner
 
-from ..config import DataConfig
-from . import builtin
+from .partitioners import make_partitioner
+from .sources import SOURCES
+
+if TYPE_CHECKING:
+    from ..config import DataConfig
 
 log = logging.getLogger(__name__)
 
 IMAGE_CANDIDATES = ("image", "img", "pixel_values", "images")
 LABEL_CANDIDATES = ("label", "labels", "fine_label", "class", "target")
-
-
-def make_partitioner(cfg: DataConfig, num_partitions: int, seed: int) -> Partitioner:
-    """The flwr-datasets partitioner for ``data.partitioner`` (by the ``label`` column)."""
-    if cfg.partitioner == "iid":
-        return IidPartitioner(num_partitions=num_partitions)
-    if cfg.partitioner == "dirichlet":
-        # Per-class Dirichlet(alpha) proportions, resampled until every client
-        # holds at least min-partition-size samples (the paper's procedure).
-        return DirichletPartitioner(
-            num_partitions=num_partitions,
-            partition_by="label",
-            alpha=cfg.dirichlet__alpha,
-            min_partition_size=cfg.dirichlet__min_partition_size,
-            self_balancing=False,
-            shuffle=True,
-            seed=seed,
-        )
-    # "shard": each client holds k classes.
-    return PathologicalPartitioner(
-        num_partitions=num_partitions,
-        partition_by="label",
-        num_classes_per_partition=cfg.shard__classes_per_client,
-        class_assignment_mode="deterministic",
-        shuffle=True,
-        seed=seed,
-    )
 
 
 def _pick(columns: list[str], wanted: str, candidates: tuple[str, ...], key: str) -> str:
@@ -131,28 +100,7 @@ def federated_images(cfg: DataConfig, num_partitions: int, seed: int) -> Federat
     """Load ``data.*`` once and partition it into ``num_partitions`` clients."""
     partitioner = make_partitioner(cfg, num_partitions, seed)
     preprocess = make_preprocessor(cfg, seed)
-    if cfg.source == "builtin":
-        if cfg.dataset == "digits":
-            raw = builtin.digits(seed)
-        else:
-            raw = builtin.fashion_mnist(cfg.train_size, cfg.test_size, seed)
-        dd = preprocess(raw)
-        partitioner.dataset = dd["train"]
-        return FederatedImages(partitioner, dd["test"], _num_classes(dd))
-    kwargs: dict[str, Any] = {}
-    name = cfg.dataset
-    if cfg.source == "folder":
-        name, kwargs = "imagefolder", {"data_dir": cfg.dataset}
-    elif cfg.source == "parquet":
-        name, kwargs = "parquet", {"data_files": cfg.dataset}
-    fds = FederatedDataset(
-        dataset=name,
-        partitioners={"train": partitioner},
-        preprocessor=preprocess,
-        shuffle=True,
-        seed=seed,
-        **kwargs,
-    )
-    test = fds.load_split("test")
-    dd = DatasetDict({"train": fds.partitioners["train"].dataset, "test": test})
-    return FederatedImages(fds.partitioners["train"], test, _num_classes(dd))
+    load = SOURCES.get(cfg.source, "data.source")
+    partitioner, test = load(cfg, partitioner, preprocess, seed)
+    dd = DatasetDict({"train": partitioner.dataset, "test": test})
+    return FederatedImages(partitioner, test, _num_classes(dd))

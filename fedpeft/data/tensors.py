@@ -16,11 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import DataConfig
-
 if TYPE_CHECKING:  # imported when data is read (see fedpeft.data)
     from datasets import Dataset
 
+    from ..config import DataConfig
     from .federated import FederatedImages
 
 log = logging.getLogger(__name__)

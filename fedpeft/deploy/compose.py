@@ -1,6 +1,7 @@
 """Render ``docker-compose.yml`` and its overlays from :mod:`fedpeft.deploy.flags`.
 
-``python -m fedpeft.deploy.compose`` rewrites the files; a test checks that the
+``python -m fedpeft.deploy.compose [--root DIR]`` (default: the current directory,
+i.e. run it from the project root) rewrites the files; a test checks that the
 committed files equal :func:`render`. Stack the overlays in this order:
 
 * ``docker-compose.yml``      SuperLink, ServerApp executor, 2 SuperNodes; insecure
@@ -11,6 +12,7 @@ committed files equal :func:`render`. Stack the overlays in this order:
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,6 @@ from .flags import (
     supernode_args,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 CERTS = "/app/certificates"
 DATABASE = "/app/state/superlink.db"
 WEIGHTS = "/app/weights/backbone.safetensors"
@@ -152,11 +153,20 @@ def render() -> dict[str, str]:
     }
 
 
-def main() -> int:
-    """Write the compose files into the project root."""
+def main(argv: list[str] | None = None) -> int:
+    """Write the compose files into ``--root`` (default: the current directory)."""
+    p = argparse.ArgumentParser(
+        prog="python -m fedpeft.deploy.compose", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--root", type=Path, default=Path.cwd(),
+                   help="project root to write docker-compose.yml and docker/*.yml into "
+                   "(default: the current directory)")  # fmt: skip
+    root = p.parse_args(argv).root
+    if not (root / "docker").is_dir():
+        p.error(f"{root}/docker: no such directory (run from the project root or pass --root)")
     for rel, text in render().items():
-        (ROOT / rel).write_text(text)
-        sys.stdout.write(f"wrote {rel}\n")
+        (root / rel).write_text(text)
+        sys.stdout.write(f"wrote {root / rel}\n")
     return 0
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import procs
-from ..overrides import merge_overrides, to_arg
+from ..config import merge_overrides, to_arg
 
 CONNECTION = "fedpeft-deploy"
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fedpeft.faults import FaultConfig, drops_out
+from fedpeft.config import FaultConfig
+from fedpeft.faults import drops_out
 from tests.e2e.helpers import run_app
 
 SEED = 42  # pyproject's default seed

@@ -18,7 +18,8 @@ from typing import Any
 from flwr.common.config import flatten_dict, get_project_config, parse_config_args
 
 
-def _literal(value: Any) -> str:
+def literal(value: Any) -> str:
+    """``value`` as a TOML literal, as ``--run-config`` takes it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -52,4 +53,4 @@ def app_config(root: Path, items: list[str]) -> dict[str, Any]:
 
 def to_arg(overrides: dict[str, Any]) -> str:
     """One ``--run-config`` string that ``flwr run`` parses back to ``overrides``."""
-    return " ".join(f"{key}={_literal(value)}" for key, value in overrides.items())
+    return " ".join(f"{key}={literal(value)}" for key, value in overrides.items())

@@ -4,6 +4,9 @@ Every rule takes the updates in a fixed order (the strategy sorts them by
 partition id), so a run aggregates bit-identically however replies arrive.
 ``fedavg`` is the sample-weighted mean; the robust rules ignore weights, as
 their papers do, because a weight is as easy to forge as a tensor.
+
+``server.aggregation`` names one of :data:`RULES`: adding a rule is one function
+registered here (the run config, its error messages and the README table follow).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 from flwr.serverapp.strategy.multikrum import select_multikrum
 
-Arrays = dict[str, np.ndarray]
+from .arrays import Arrays
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,10 @@ class Update:
     weight: int
     node_id: int
     partition_id: int
+
+
+Rule = Callable[[list["Update"], "RuleParams"], Arrays]
+RULES: Registry[Rule] = Registry("aggregation rule")
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ def _stack(updates: list[Update], key: str) -> np.ndarray:
     return np.stack([u.arrays[key] for u in updates])
 
 
+@RULES.register("fedavg")
 def fedavg(updates: list[Update], params: RuleParams) -> Arrays:
     """Sample-weighted mean, accumulated in float64 in the updates' order."""
     total = sum(u.weight for u in updates)
@@ -54,12 +63,14 @@ def fedavg(updates: list[Update], params: RuleParams) -> Arrays:
     return out
 
 
+@RULES.register("median")
 def median(updates: list[Update], params: RuleParams) -> Arrays:
     """Coordinate-wise median (unweighted)."""
     return {k: np.median(_stack(updates, k), axis=0).astype(v.dtype)
             for k, v in updates[0].arrays.items()}  # fmt: skip
 
 
+@RULES.register("trimmed-mean")
 def trimmed_mean(updates: list[Update], params: RuleParams) -> Arrays:
     """Coordinate-wise mean after cutting ``trim_beta`` of the values at each end."""
     return {k: trim_mean(_stack(updates, k), params.trim_beta).astype(v.dtype)
@@ -81,22 +92,15 @@ def _krum_select(updates: list[Update], params: RuleParams, keep: int) -> list[U
     return [updates[int(c["metrics"]["i"])] for c in chosen]
 
 
+@RULES.register("krum")
 def krum(updates: list[Update], params: RuleParams) -> Arrays:
     """Krum (Blanchard et al., 2017): the one update closest to its n − f − 2 neighbours."""
     return dict(_krum_select(updates, params, 1)[0].arrays)
 
 
+@RULES.register("multi-krum")
 def multi_krum(updates: list[Update], params: RuleParams) -> Arrays:
     """Multi-Krum: the weighted mean of the ``keep`` best-scored updates (n − f if 0)."""
     keep = params.keep or len(updates) - params.byzantine
     chosen = sorted(_krum_select(updates, params, keep), key=lambda u: u.partition_id)
     return fedavg(chosen, params)
-
-
-RULES: dict[str, Callable[[list[Update], RuleParams], Arrays]] = {
-    "fedavg": fedavg,
-    "median": median,
-    "trimmed-mean": trimmed_mean,
-    "krum": krum,
-    "multi-krum": multi_krum,
-}

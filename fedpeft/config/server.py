@@ -3,33 +3,46 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from .flatconfig import check
+from .flat import check, check_choices, key
 
-AGGREGATIONS = ("fedavg", "median", "trimmed-mean", "krum", "multi-krum")
+
+def _rules() -> Any:
+    from fedpeft.aggregation import RULES
+
+    return RULES
 
 
 @dataclass(frozen=True)
 class ServerConfig:
     """``server.*``: rounds, client sampling, timeouts, reply limits and aggregation."""
 
-    num_rounds: int = 3
-    fraction_train: float = 1.0
-    clients_per_round: int = 0
-    exclude_partitions: str = ""
-    min_train_nodes: int = 2
-    fraction_evaluate: float = 0.0
-    round_timeout: float = 600.0
-    eval_batch_size: int = 64
-    min_replies: int = 1
-    max_failed_rounds: int = 3
-    aggregation: str = "fedavg"
-    trim_beta: float = 0.1
-    krum__byzantine: int = 0
-    krum__keep: int = 0
-    max_payload_bytes: int = 0
-    max_num_examples: int = 0
-    max_update_norm: float = 0.0
+    PREFIX: ClassVar[str] = "server."
+    num_rounds: int = key(3, "federated rounds")
+    fraction_train: float = key(0.5, "fraction of the connected nodes sampled per round")
+    clients_per_round: int = key(0, "absolute number of clients per round; 0 = use "
+                                 "server.fraction-train")  # fmt: skip
+    exclude_partitions: str = key("", 'partition ids never sampled (quarantine), e.g. "0,3"')
+    min_train_nodes: int = key(2, "fewest clients sampled per round (and nodes waited for)")
+    fraction_evaluate: float = key(0.0, "fraction of nodes that also evaluate the global model "
+                                   "on their own data each round")  # fmt: skip
+    round_timeout: float = key(600.0, "seconds the server waits for a round's replies")
+    eval_batch_size: int = key(64, "batch size of evaluation (server and clients)")
+    min_replies: int = key(1, "fewer valid replies: the round fails and the global state "
+                           "is unchanged")  # fmt: skip
+    max_failed_rounds: int = key(3, "consecutive failed rounds before the run stops")
+    aggregation: str = key("fedavg", "how accepted replies are combined (trimmed-mean: "
+                           "server.trim-beta; krum, multi-krum: server.krum.*)",
+                           choices=_rules)  # fmt: skip
+    trim_beta: float = key(0.1, "trimmed-mean: fraction cut at each end")
+    krum__byzantine: int = key(0, "krum / multi-krum: assumed attackers f (n >= 2f + 3)")
+    krum__keep: int = key(0, "multi-krum: updates averaged; 0 = n - f")
+    max_payload_bytes: int = key(0, "bytes a reply may carry; 0 = 2x the trainable set's "
+                                 "serialised size")  # fmt: skip
+    max_num_examples: int = key(0, "largest num-examples a reply may claim; 0 = "
+                                "data.train-size when set, else no bound")  # fmt: skip
+    max_update_norm: float = key(0.0, "L2 bound on a reply's update (reply - sent); 0 = none")
 
     def __post_init__(self) -> None:
         positive = ("num_rounds", "min_train_nodes", "eval_batch_size", "min_replies",
@@ -43,14 +56,9 @@ class ServerConfig:
         frac = self.fraction_evaluate
         check(0 <= frac <= 1, "server.fraction-evaluate", frac, "must be in [0, 1]")
         check(self.round_timeout > 0, "server.round-timeout", self.round_timeout, "must be > 0")
-        check(
-            self.aggregation in AGGREGATIONS,
-            "server.aggregation",
-            self.aggregation,
-            f"valid choices: {list(AGGREGATIONS)}",
-        )
+        check_choices(self, self.PREFIX)
         check(0 <= self.trim_beta < 0.5, "server.trim-beta", self.trim_beta, "must be in [0, 0.5)")
-        for key, value in (
+        for key_, value in (
             ("server.clients-per-round", self.clients_per_round),
             ("server.krum.byzantine", self.krum__byzantine),
             ("server.krum.keep", self.krum__keep),
@@ -58,7 +66,7 @@ class ServerConfig:
             ("server.max-num-examples", self.max_num_examples),
             ("server.max-update-norm", self.max_update_norm),
         ):
-            check(value >= 0, key, value, "must be >= 0 (0 = default/off)")
+            check(value >= 0, key_, value, "must be >= 0 (0 = default/off)")
         if self.aggregation in ("krum", "multi-krum"):
             need = 2 * self.krum__byzantine + 3
             check(
@@ -85,10 +93,12 @@ class ServerConfig:
 class OutputConfig:
     """``output.*``: where results go (``<dir>/<run-name>/``), checkpoints, resume."""
 
-    dir: str = "outputs"
-    run_name: str = ""
-    checkpoint: bool = True
-    resume: bool = False
+    PREFIX: ClassVar[str] = "output."
+    dir: str = key("outputs", "results folder: each run writes <dir>/<run-name>/")
+    run_name: str = key("", "run folder name; empty = <method>-<dataset>-<time>-<run id>")
+    checkpoint: bool = key(True, "write <dir>/<run-name>/checkpoint.safetensors after every "
+                           "round")  # fmt: skip
+    resume: bool = key(False, "continue <dir>/<run-name> from its checkpoint")
 
     def __post_init__(self) -> None:
         check(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
-from .flatconfig import check
+from .flat import check, key
 
 DP_MODES = ("none", "local", "central")
 ACCOUNTANTS = ("rdp", "prv")
@@ -23,14 +24,19 @@ class DpConfig:
     (``epsilon``, ``delta``) over the planned rounds instead.
     """
 
-    mode: str = "none"
-    clip_norm: float = 1.0
-    noise_multiplier: float = 1.0
-    calibrate: bool = False
-    epsilon: float = 5.0
-    delta: float = 1e-5
-    accountant: str = "rdp"
-    secure_rng: bool = False
+    PREFIX: ClassVar[str] = "dp."
+    mode: str = key("none", "`none`, `local` (DP-SGD on every client, Opacus) or `central` "
+                    "(the server clips and noises); see \"Differential privacy\"")  # fmt: skip
+    clip_norm: float = key(1.0, "C: per-sample gradient bound (local) / per-client update "
+                           "bound (central)")  # fmt: skip
+    noise_multiplier: float = key(1.0, "σ; noise std = σ·C (used when dp.calibrate = false)")
+    calibrate: bool = key(False, "find σ from (dp.epsilon, dp.delta) over all planned rounds")
+    epsilon: float = key(5.0, "target ε of dp.calibrate (> 0)")
+    delta: float = key(1e-5, "δ of every reported ε; keep it below 1/(records protected)")
+    accountant: str = key("rdp", "local DP's Opacus accountant, `rdp` or `prv` (central: "
+                          "`rdp` only)")  # fmt: skip
+    secure_rng: bool = key(False, "noise and Poisson batches from OS entropy instead of the "
+                           "run seed")  # fmt: skip
 
     def __post_init__(self) -> None:
         check(self.mode in DP_MODES, "dp.mode", self.mode, f"valid choices: {list(DP_MODES)}")

@@ -1,0 +1,61 @@
+"""``fault.*`` run-config section: fault injection for drills and tests (off by default).
+
+What each mode does is :mod:`fedpeft.faults`; this is only the keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .flat import ConfigError, check, key
+
+
+def _modes() -> tuple[str, ...]:
+    from fedpeft.faults import MODES
+
+    return MODES
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """``fault.*``: ``modes`` is ``"<partition>:<mode>,..."``, e.g. ``"0:nan,3:raise"``."""
+
+    PREFIX: ClassVar[str] = "fault."
+    modes: str = key("", "\"<partition>:<mode>,...\", e.g. \"0:nan,3:raise\": those clients "
+                     "misbehave every round they are sampled")  # fmt: skip
+    dropout: float = key(0.0, "probability that a sampled client fails (seeded)")
+    dropout_mode: str = key("raise", "`raise` in training, or `sleep` fault.sleep seconds "
+                            "(a straggler)")  # fmt: skip
+    scale: float = key(100.0, "factor of the scale / sign-flip attacks")
+    sleep: float = key(0.0, "seconds a `sleep` client / straggler stalls before training")
+
+    def __post_init__(self) -> None:
+        check(0 <= self.dropout < 1, "fault.dropout", self.dropout, "must be in [0, 1)")
+        check(
+            self.dropout_mode in ("raise", "sleep"),
+            "fault.dropout-mode",
+            self.dropout_mode,
+            "valid choices: ['raise', 'sleep']",
+        )
+        check(self.sleep >= 0, "fault.sleep", self.sleep, "must be >= 0")
+        stalls = (self.dropout > 0 and self.dropout_mode == "sleep") or "sleep" in (
+            self.by_partition().values()
+        )
+        check(not stalls or self.sleep > 0, "fault.sleep", self.sleep,
+              "a 'sleep' fault (fault.modes or fault.dropout-mode) needs fault.sleep > 0: "
+              "set it past server.round-timeout to make a straggler")  # fmt: skip
+        self.by_partition()  # validates
+
+    def by_partition(self) -> dict[int, str]:
+        """Partition id → fault mode."""
+        out: dict[int, str] = {}
+        for item in filter(None, (s.strip() for s in self.modes.split(","))):
+            pid, _, mode = item.partition(":")
+            if not pid.strip().isdigit() or mode not in _modes():
+                raise ConfigError(
+                    f"fault.modes={self.modes!r}: bad entry {item!r}; expected "
+                    f"'<partition id>:<mode>' with mode one of {list(_modes())}"
+                )
+            out[int(pid)] = mode
+        return out

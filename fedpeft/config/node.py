@@ -1,0 +1,71 @@
+"""What a SuperNode's ``--node-config`` may set: its data and its backbone weights file.
+
+Keys (anything else is refused, naming the key):
+
+* ``partition-id`` + ``num-partitions``: a partition of the run's ``data.*`` dataset
+* ``data-path``: the device's own image folder (see :mod:`fedpeft.data.folder`)
+* ``weights-path`` (optional): the backbone weights as a local file, instead of
+  the run's ``model.weights`` (devices have no hub access). It must hold the same
+  backbone the server uses, e.g. the converted ViT-S/14 from ``$FEDPEFT_CACHE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+KEYS = ("partition-id", "num-partitions", "data-path", "weights-path")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A node's parsed ``--node-config``: a partition or a folder, and maybe a weights file."""
+
+    partition_id: int | None = None
+    num_partitions: int | None = None
+    data_path: str | None = None
+    weights_path: str | None = None
+
+
+def _int(config: Mapping[str, object], key: str) -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"node-config {key}={value!r}: expected an integer")
+    return value
+
+
+def parse_node_config(config: Mapping[str, object], files: bool = True) -> NodeConfig:
+    """Refuse unknown keys, missing or conflicting data choices and (``files``) missing files.
+
+    Raises
+    ------
+    ValueError
+        Naming the bad key or value.
+
+    """
+    unknown = sorted(set(config) - set(KEYS))
+    if unknown:
+        raise ValueError(f"unknown node-config key(s) {unknown}; valid keys: {list(KEYS)}")
+    partitioned = "partition-id" in config or "num-partitions" in config
+    if partitioned and "data-path" in config:
+        raise ValueError("node-config: set either data-path or partition-id/num-partitions")
+    pid = n = None
+    if "data-path" not in config:
+        if not ("partition-id" in config and "num-partitions" in config):
+            raise ValueError(
+                f"node-config {dict(config)}: set partition-id and num-partitions, or data-path"
+            )
+        pid, n = _int(config, "partition-id"), _int(config, "num-partitions")
+        if not 0 <= pid < n:
+            raise ValueError(f"node-config partition-id={pid}: must be in [0, {n})")
+    weights = config.get("weights-path")
+    if files and weights is not None and not Path(str(weights)).expanduser().is_file():
+        raise ValueError(f"node-config weights-path={weights!r}: no such file")
+    data_path = config.get("data-path")
+    return NodeConfig(
+        partition_id=pid,
+        num_partitions=n,
+        data_path=None if data_path is None else str(data_path),
+        weights_path=None if weights is None else str(Path(str(weights)).expanduser()),
+    )

@@ -1,0 +1,104 @@
+"""Flat run config → :class:`RunConfig`, once per process; the declared keys for docs and tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+from flwr.common.config import flatten_dict
+
+from .flat import ConfigError, KeyDoc, check, describe, from_flat
+from .schema import PeftConfig, RunConfig
+
+
+def _method_classes() -> dict[str, type]:
+    from peft_strategies import get_method, method_names
+
+    return {name: get_method(name).config_cls for name in method_names()}
+
+
+def _section_classes() -> dict[str, type]:
+    hints = {f.name: f.default_factory for f in dataclasses.fields(RunConfig)}
+    return {name: hints[name] for name in RunConfig.SECTIONS}  # type: ignore[misc]
+
+
+def declared_keys() -> list[KeyDoc]:
+    """Every run-config key the schema declares, with default, help and choices, in order."""
+    docs = describe(RunConfig, "")
+    for name, cls in _section_classes().items():
+        docs += describe(cls, f"{name}.")
+        if name == "model":  # peft.* follows model.* as in pyproject.toml
+            docs += describe(PeftConfig, "peft.")
+            for method, mcls in _method_classes().items():
+                docs += describe(mcls, f"peft.{method}.")
+    return docs
+
+
+def _method_params(flat: dict[str, Any], method: str) -> Any:
+    params = None
+    for name, cls in _method_classes().items():
+        try:
+            parsed = from_flat(cls, f"peft.{name}.", flat)
+        except ConfigError:
+            raise
+        except ValueError as exc:  # the method's own validation: "r=0: must be >= 1"
+            raise ConfigError(f"peft.{name}.{exc}") from exc
+        if name == method:
+            params = parsed
+    return params
+
+
+def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
+    """Parse and validate a (flat or nested) run config.
+
+    Raises
+    ------
+    ConfigError
+        On an unknown key or an invalid value; the message names the key, the
+        value and, for choices, the valid options.
+
+    """
+    flat = flatten_dict(dict(run_config))
+    known = {d.key for d in declared_keys()}
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise ConfigError(f"unknown run-config key(s) {unknown}; valid keys: {sorted(known)}")
+    try:
+        top = from_flat(RunConfig, "", flat)
+        sections = {n: from_flat(c, f"{n}.", flat) for n, c in _section_classes().items()}
+        method = from_flat(PeftConfig, "peft.", flat).method  # an unknown method fails here
+        peft = PeftConfig(method=method, params=_method_params(flat, method))
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    cfg = RunConfig(seed=top.seed, peft=peft, **sections)
+    _check_across_sections(cfg)
+    return cfg
+
+
+def _check_across_sections(cfg: RunConfig) -> None:
+    check(
+        cfg.dp.mode != "local" or not cfg.output.resume,
+        "output.resume",
+        True,
+        "resuming a local-DP run would restart every client's privacy accountant "
+        "(Context.state does not outlive a run), under-reporting ε; not supported",
+    )
+    check(
+        cfg.dp.mode != "central" or cfg.server.aggregation == "fedavg",
+        "server.aggregation",
+        cfg.server.aggregation,
+        "central DP (dp.mode='central') bounds the sensitivity of the mean only; use 'fedavg'",
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(items: tuple[tuple[str, Any], ...]) -> RunConfig:
+    return parse_run_config(dict(items))
+
+
+def run_config(raw: Any) -> RunConfig:
+    """Parse ``context.run_config`` once per process and run config."""
+    return _parse(tuple(sorted(dict(raw).items())))

@@ -1,0 +1,186 @@
+"""The run config's schema: one frozen dataclass per ``[tool.flwr.app.config]`` namespace.
+
+Keys are kebab-case with dotted namespaces (``peft.lora.r``); each field below
+declares its key's default and meaning once (:func:`~fedpeft.config.flat.key`),
+and pyproject.toml's defaults are checked against them by a test. Choices that
+name an implementation are checked against the registry that implements them.
+:func:`~fedpeft.config.parse.parse_run_config` is the only reader of the raw
+run config; everything downstream takes :class:`RunConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .dp import DpConfig
+from .fault import FaultConfig
+from .flat import check, check_choices, key
+from .server import OutputConfig, ServerConfig
+
+
+def _methods() -> tuple[str, list[str]]:
+    from peft_strategies import method_names
+
+    return "PEFT method", method_names()
+
+
+def _sources() -> Any:
+    from fedpeft.data.sources import SOURCES
+
+    return SOURCES
+
+
+def _builtin() -> Any:
+    from fedpeft.data.builtin import BUILTIN_DATASETS
+
+    return BUILTIN_DATASETS
+
+
+def _partitioners() -> Any:
+    from fedpeft.data.partitioners import PARTITIONERS
+
+    return PARTITIONERS
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``model.*``: timm name, weight source and input resolution."""
+
+    PREFIX: ClassVar[str] = "model."
+    name: str = key("vit_small_patch14_dinov2", "any timm ViT (`vit_small_patch14_dinov2`, "
+                    "`vit_base_patch16_224.augreg2_in21k_ft_in1k`, ...)")  # fmt: skip
+    weights: str = key("offline", "`hub` (timm pretrained, needs internet), `offline` (bundled "
+                       "ViT-S/14), `random` (tests), or a path to a `.safetensors` / `torch.save` "
+                       "file (`weights_only=True`); no silent fallback")  # fmt: skip
+    img_size: int = key(112, "input resolution in pixels; position embeddings are resampled")
+
+    def __post_init__(self) -> None:
+        check(bool(self.name), "model.name", self.name, "must not be empty")
+        check(
+            bool(self.weights),
+            "model.weights",
+            self.weights,
+            "use 'hub', 'offline', 'random' or a path to a weights file",
+        )
+        check(self.img_size >= 8, "model.img-size", self.img_size, "must be >= 8")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``data.*``: dataset source, partitioning and subsampling."""
+
+    PREFIX: ClassVar[str] = "data."
+    source: str = key("builtin", "where the images come from (hub: a Hugging Face id via "
+                      "flwr-datasets `FederatedDataset`)", choices=_sources)  # fmt: skip
+    dataset: str = key("fashion-mnist", "built-in name, hub id, image folder or parquet path")
+    image_column: str = key("", "image column; empty = guess (image, img, ...)")
+    label_column: str = key("", "label column; empty = guess (label, fine_label, ...)")
+    test_split: str = key("test", "split held out for central evaluation (carved from train "
+                          "if absent)")  # fmt: skip
+    partitioner: str = key("iid", "how the training pool is split across clients",
+                           choices=_partitioners)  # fmt: skip
+    train_size: int = key(2000, "training images shared by all clients (0 = all)")
+    test_size: int = key(1000, "central test images (0 = all)")
+    dirichlet__alpha: float = key(0.5, "dirichlet: concentration α of the per-class proportions")
+    dirichlet__min_partition_size: int = key(10, "dirichlet: resample until every client has "
+                                             "at least this many images")  # fmt: skip
+    shard__classes_per_client: int = key(2, "shard: classes each client holds")
+
+    def __post_init__(self) -> None:
+        check_choices(self, self.PREFIX)
+        if self.source == "builtin":
+            builtin, sources = _builtin(), _sources()
+            others = [s for s in sources.names() if s != "builtin"]
+            check(
+                self.dataset in builtin,
+                "data.dataset",
+                self.dataset,
+                f"unknown {builtin.what}; choose one of {builtin.names()} or set "
+                f"data.source to one of {others}",
+            )
+        check(bool(self.dataset), "data.dataset", self.dataset, "must not be empty")
+        check(self.train_size >= 0, "data.train-size", self.train_size, "must be >= 0 (0 = all)")
+        check(self.test_size >= 0, "data.test-size", self.test_size, "must be >= 0 (0 = all)")
+        check(
+            self.dirichlet__alpha > 0,
+            "data.dirichlet.alpha",
+            self.dirichlet__alpha,
+            "the Dirichlet concentration must be > 0",
+        )
+        check(
+            self.dirichlet__min_partition_size >= 0,
+            "data.dirichlet.min-partition-size",
+            self.dirichlet__min_partition_size,
+            "must be >= 0",
+        )
+        check(
+            self.shard__classes_per_client >= 1,
+            "data.shard.classes-per-client",
+            self.shard__classes_per_client,
+            "must be >= 1",
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``train.*``: local SGD on each client (the learning rate is ``peft.<method>.lr``)."""
+
+    PREFIX: ClassVar[str] = "train."
+    epochs: int = key(1, "local epochs per round")
+    batch_size: int = key(32, "local batch size (DP-SGD: the expected Poisson batch size)")
+    momentum: float = key(0.9, "SGD momentum")
+    nesterov: bool = key(True, "Nesterov momentum")
+    weight_decay: float = key(1e-4, "SGD weight decay")
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
+        check(self.batch_size >= 1, "train.batch-size", self.batch_size, "must be >= 1")
+        check(0 <= self.momentum < 1, "train.momentum", self.momentum, "must be in [0, 1)")
+        check(
+            not self.nesterov or self.momentum > 0,
+            "train.nesterov",
+            self.nesterov,
+            "Nesterov momentum needs train.momentum > 0",
+        )
+        check(self.weight_decay >= 0, "train.weight-decay", self.weight_decay, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class PeftConfig:
+    """``peft.method`` and the selected method's ``peft.<method>.*`` values.
+
+    Each method declares its own keys in its config class beside its code
+    (``peft_strategies/<method>.py``), as peft does; every registered method's keys
+    are valid run-config keys, and ``params`` holds the selected one's.
+    """
+
+    PREFIX: ClassVar[str] = "peft."
+    method: str = key("lora", "the PEFT method trained and sent", choices=_methods)
+    params: Any = field(default=None, compare=True)
+
+    def __post_init__(self) -> None:
+        check_choices(self, self.PREFIX)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole run config."""
+
+    seed: int = key(42, "seeds the model, the partitions, client sampling and training")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
+    dp: DpConfig = field(default_factory=DpConfig)
+
+    SECTIONS: ClassVar[tuple[str, ...]] = ("model", "data", "train", "server", "output", "fault",
+                                          "dp")  # fmt: skip
+
+    @property
+    def lr(self) -> float:
+        """Learning rate of the selected PEFT method (what the server sends each round)."""
+        return float(self.peft.params.lr)
