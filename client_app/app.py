@@ -11,7 +11,7 @@ import math
 import os
 import time
 
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedpeft import faults
@@ -38,21 +38,39 @@ def _prepare(msg: Message, context: Context):  # noqa: ANN202
     return cfg, model, node.data, node.client_id
 
 
+def sent_lr(config: ConfigRecord) -> float:
+    """The learning rate the server sent for this round (``lr`` in the train config).
+
+    Raises
+    ------
+    ValueError
+        If it is missing or not a finite number > 0 (the reply is then an error).
+
+    """
+    lr = config.get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
+        raise ValueError(f"train config lr={lr!r}: the server must send a finite lr > 0")
+    return float(lr)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the received trainable tensors on this client's partition."""
     start = time.perf_counter()
     cfg, model, data, partition_id = _prepare(msg, context)
     server_round = int(msg.content["config"]["server-round"])
+    lr = sent_lr(msg.content["config"])  # the server's (a schedule may change it per round)
     fault = faults.before_training(cfg.fault, cfg.seed, server_round, partition_id)
     seed = client_seed(cfg.seed, server_round, partition_id)
     dp_metrics: dict[str, float | int] = {}
     if cfg.dp.mode == "local":  # DP-SGD; the accountant persists in context.state
         from fedpeft.dp.client import private_round
 
-        outcome, dp_metrics = private_round(model, data, cfg, seed, context.state, partition_id)
+        outcome, dp_metrics = private_round(
+            model, data, cfg, seed, context.state, partition_id, lr=lr
+        )
     else:
-        outcome = train_local(model, data, cfg.train, cfg.lr, seed)
+        outcome = train_local(model, data, cfg.train, lr, seed)
     if not math.isfinite(outcome.loss):
         log.warning(
             "client %d round %d: training loss is %s", partition_id, server_round, outcome.loss

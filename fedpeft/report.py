@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
+from fedpeft.record import RunRecord, read_run
+from fedpeft.sweepfile import Sweep
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from fedpeft.sweep import Sweep
 
 BEGIN, END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
 
@@ -29,13 +29,9 @@ def markers(name: str = "") -> tuple[str, str]:
     return (f"<!-- sweep:{name}:begin -->", f"<!-- sweep:{name}:end -->") if name else (BEGIN, END)
 
 
-def epsilon(metrics: dict[str, Any]) -> float | None:
+def epsilon(metrics: RunRecord) -> float | None:
     """The run's final ε: server-side (central DP) or the largest client's (local DP)."""
-    last = metrics["rounds"][-1]
-    if last.get("dp_epsilon") is not None:
-        return float(last["dp_epsilon"])
-    values = [float(m["dp-epsilon"]) for m in last.get("client_metrics", []) if "dp-epsilon" in m]
-    return max(values) if values else None
+    return metrics.epsilon
 
 
 def collect(sweep: Sweep) -> list[dict[str, Any]]:
@@ -45,20 +41,20 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
         path = sweep.results / run.name / "metrics.json"
         if not path.exists():
             continue
-        metrics = json.loads(path.read_text())
-        if metrics.get("status") != "completed":
+        metrics = read_run(path)
+        if metrics.status != "completed":
             continue
-        rounds = metrics["rounds"]
+        rounds = metrics.rounds
         rows.append({
             "run": run.name, "setting": run.setting, "method": run.method, "seed": run.seed,
-            "final_accuracy": rounds[-1]["accuracy"],
-            "best_accuracy": max(r["accuracy"] for r in rounds),
-            "rounds": rounds[-1]["round"], "trainable_params": metrics["trainable_params"],
+            "final_accuracy": rounds[-1].accuracy,
+            "best_accuracy": max(r.accuracy for r in rounds),
+            "rounds": rounds[-1].round, "trainable_params": metrics.trainable_params,
             # measured: the last round's uplink per reply (the initial record under-counts:
             # identical zero-initialised tensors travel once in round 1)
-            "bytes_per_transfer": rounds[-1]["bytes_up"] // max(rounds[-1]["accepted"], 1),
-            "total_bytes": rounds[-1]["cum_bytes"], "epsilon": epsilon(metrics),
-            "_rounds": [(r["round"], r["cum_bytes"], r["accuracy"]) for r in rounds],
+            "bytes_per_transfer": rounds[-1].bytes_up // max(rounds[-1].accepted, 1),
+            "total_bytes": rounds[-1].cum_bytes, "epsilon": epsilon(metrics),
+            "_rounds": [(r.round, r.cum_bytes, r.accuracy) for r in rounds],
         })  # fmt: skip
     return rows
 

@@ -20,86 +20,23 @@ import argparse
 import dataclasses
 import json
 import logging
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from fedpeft.config import app_config, parse_run_config
+from fedpeft.record import read_run
+from fedpeft.report import write_report
+from fedpeft.sweepfile import Run, Sweep, load_sweep
+
+__all__ = ["Run", "Sweep", "is_done", "load_sweep", "resolved_config", "run_sweep", "simulate"]
 
 log = logging.getLogger("fedpeft.sweep")
-
-
-@dataclass(frozen=True)
-class Run:
-    """One run of the sweep."""
-
-    name: str
-    setting: str
-    method: str
-    seed: int
-    overrides: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """A parsed sweep file."""
-
-    runs: tuple[Run, ...]
-    num_supernodes: int
-    results: Path
-    report: Path
-    target_accuracy: float
-    name: str = ""
-
-
-SWEEP_KEYS = {"name", "base", "methods", "seeds", "num-supernodes", "results", "report",
-              "target-accuracy"}  # fmt: skip
-
-
-def _check_keys(path: Path, table: str, values: dict, known: set[str], hint: str = "") -> None:
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{path}: {table} has unknown keys {unknown}; known: {sorted(known)}"
-                         f"{hint}")  # fmt: skip
-
-
-def load_sweep(path: Path) -> Sweep:
-    """Parse a sweep file; paths in it are relative to the current directory."""
-    with path.open("rb") as f:
-        raw = tomllib.load(f)
-    top, settings = raw.get("sweep", {}), raw.get("settings", {})
-    if not settings:
-        raise ValueError(f"{path}: no [settings.<name>] tables")
-    _check_keys(path, "[sweep]", top, SWEEP_KEYS)
-    sweep_name = top.get("name", "")
-    if not isinstance(sweep_name, str) or not re.fullmatch(r"[a-z0-9-]*", sweep_name):
-        raise ValueError(f"{path}: [sweep] name {sweep_name!r} must be lowercase letters, "
-                         "digits and '-'")  # fmt: skip
-    for name, spec in settings.items():
-        hint = f' (a dot in a setting name needs quotes: [settings."{name}.…"])'
-        _check_keys(path, f"[settings.{name}]", spec, {"run-config"}, hint)
-        if not isinstance(spec.get("run-config", ""), str):
-            raise ValueError(f"{path}: [settings.{name}] run-config must be a string")
-    runs = []
-    for seed in top.get("seeds", [42]):  # seed-major: a partial sweep covers every cell once
-        for setting, spec in settings.items():
-            for method in top.get("methods", []):
-                overrides = (top.get("base", ""), spec.get("run-config", ""),
-                             f"peft.method='{method}' seed={seed}")  # fmt: skip
-                runs.append(Run(f"{setting}-{method}-s{seed}", setting, method, seed,
-                                tuple(o for o in overrides if o)))  # fmt: skip
-    return Sweep(tuple(runs), int(top.get("num-supernodes", 10)),
-                 Path(top.get("results", "docs/results")), Path(top.get("report", "docs")),
-                 float(top.get("target-accuracy", 0.0)), sweep_name)  # fmt: skip
 
 
 Config = dict[str, Any]
@@ -138,10 +75,10 @@ def is_done(results: Path, run: Run, expected: Config | None = None) -> bool:
     path = results / run.name / "metrics.json"
     if not path.exists():
         return False
-    metrics = json.loads(path.read_text())
-    if metrics.get("status") != "completed":
+    record = read_run(path)
+    if record.status != "completed":
         return False
-    stale = _differences(metrics.get("config", {}), expected) if expected is not None else []
+    stale = _differences(record.config, expected) if expected is not None else []
     if stale:
         log.warning("%s was run with another config, running it again: %s", run.name,
                     "; ".join(stale))  # fmt: skip
@@ -178,8 +115,7 @@ def run_sweep(
             log.info("[%d/%d] %s ...", i, len(todo), run.name)
             run_dir = runner(run, sweep.num_supernodes, Path(tmp))
             metrics = run_dir / "metrics.json"
-            status = json.loads(metrics.read_text()).get("status") if metrics.exists() else None
-            status = status or "no metrics"
+            status = read_run(metrics).status if metrics.exists() else "no metrics"
             if status == "completed":
                 dest = sweep.results / run.name
                 dest.mkdir(parents=True, exist_ok=True)
@@ -193,8 +129,6 @@ def run_sweep(
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``fedpeft-sweep``)."""
-    from fedpeft.report import write_report
-
     parser = argparse.ArgumentParser(prog="fedpeft-sweep", description=__doc__.split("\n")[0])
     parser.add_argument("sweep", type=Path, help="sweep file, e.g. conf/sweep-cpu.toml")
     parser.add_argument("--report", action="store_true", help="only rebuild the report")

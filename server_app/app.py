@@ -24,11 +24,12 @@ from fedpeft.data import load_test
 from fedpeft.dp.client import warn_delta
 from fedpeft.logs import setup_logging
 from fedpeft.model import build_model
+from fedpeft.record import RoundRecord, RunRecord
 
 from . import checkpoint
 from .central_dp import CentralDp
 from .evaluation import make_evaluate_fn
-from .results import RunRecorder
+from .recorder import RunRecorder
 from .strategy import PeftFedAvg
 from .validation import Limits, reference_specs
 
@@ -105,63 +106,48 @@ def main(grid: Grid, context: Context) -> None:
     start_arrays, first_round, rows = initial, 1, []
     if cfg.output.resume:  # a missing or mismatched checkpoint fails here, at start-up
         ck = checkpoint.load(out_dir, fingerprint)
-        start_arrays, first_round, rows = ck.arrays, ck.server_round + 1, ck.rows
+        start_arrays, first_round = ck.arrays, ck.server_round + 1
+        rows = [RoundRecord.from_dict(r) for r in ck.rows]
         strategy.load_state(ck.strategy_state)
     n_params = sum(int(np.prod(a.shape, dtype=np.int64)) for a in initial.values())
     per_transfer = wire_bytes(initial)
-    summary = {
-        "run_id": context.run_id,
-        "config": config,
-        "trainable_params": n_params,
-        "trainable_tensors": len(initial),
-        "bytes_per_transfer": per_transfer,
-        "theoretical_bytes_per_transfer": theoretical_bytes(initial),
-        "resumed_after_round": first_round - 1,
-    }
-    recorder = RunRecorder(out_dir, summary, rows)
+    run = RunRecord(
+        run_id=context.run_id,
+        config=config,
+        trainable_params=n_params,
+        trainable_tensors=len(initial),
+        bytes_per_transfer=per_transfer,
+        theoretical_bytes_per_transfer=theoretical_bytes(initial),
+        resumed_after_round=first_round - 1,
+        rounds=rows,
+    )
+    recorder = RunRecorder(out_dir, run, test.num_classes,
+                           fingerprint if cfg.output.checkpoint else None)  # fmt: skip
     log.info("Results go to %s", out_dir)
     log.info(
         "Sending %d trainable tensors (%d parameters): %s bytes per client per direction",
         len(initial), n_params, f"{per_transfer:,}",
     )  # fmt: skip
-
-    def on_round_end(server_round: int, arrays: ArrayRecord) -> None:
-        if cfg.output.checkpoint:
-            state = {
-                "fingerprint": fingerprint,
-                "strategy": strategy.state(),
-                "rows": recorder.rows,
-            }
-            checkpoint.save(out_dir, arrays, server_round, state)
-
-    evaluate_fn = make_evaluate_fn(model, test, cfg.server.eval_batch_size, strategy, recorder)
     try:
         result = strategy.start(
             grid=grid,
             initial_arrays=start_arrays,
             num_rounds=cfg.server.num_rounds,
             timeout=cfg.server.round_timeout,
-            train_config=ConfigRecord({"lr": cfg.lr}),
-            evaluate_fn=evaluate_fn,
+            train_config=ConfigRecord({"lr": cfg.lr}),  # the client trains with this lr
+            evaluate_fn=make_evaluate_fn(model, test, cfg.server.eval_batch_size),
             first_round=first_round,
-            on_round_end=on_round_end,
+            recorder=recorder,
         )
     except BaseException as exc:
         recorder.finish("failed", error=repr(exc))
         raise
     recorder.save_arrays(result.arrays)
+    recorder.finish("completed")
     last = recorder.rows[-1]
-    recorder.finish(
-        "completed",
-        final_accuracy=last["accuracy"],
-        diverged=any(r["diverged"] for r in recorder.rows),
-        at_chance=bool(last["at_chance"]),
-        failed_rounds=sum(bool(r.get("failed_round")) for r in recorder.rows),
-        total_bytes=last["cum_bytes"],
-    )
     log.info(
         "Final server accuracy %.4f after %d rounds; %s bytes in total",
-        last["accuracy"],
+        last.accuracy,
         cfg.server.num_rounds,
-        f"{last['cum_bytes']:,}",
+        f"{last.cum_bytes:,}",
     )

@@ -5,52 +5,27 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Result
+from flwr.serverapp.strategy import FedAvg
 
 from fedpeft.aggregation import RULES, RuleParams, Update
 from fedpeft.arrays import Arrays, payload_bytes, theoretical_bytes, wire_bytes
 
 from .central_dp import CentralDp
+from .round_loop import RoundLoop, RoundsFailedError
+from .rounds import RoundStats
 from .sampling import NodeDirectory
-from .validation import Checked, Limits, TensorSpec, check_reply
+from .validation import Checked, Limits, TensorSpec, check_envelope, check_reply
 
 log = logging.getLogger(__name__)
 
-
-class RoundsFailedError(RuntimeError):
-    """Too many consecutive rounds without enough valid replies."""
-
-
-@dataclass
-class RoundStats:
-    """What one training round sent, received, accepted and rejected."""
-
-    sent_to: int = 0
-    bytes_down: int = 0
-    bytes_up: int = 0
-    theoretical_down: int = 0
-    theoretical_up: int = 0
-    payload_up: int = 0
-    accepted: int = 0
-    rejected: dict[int, str] = field(default_factory=dict)
-    errors: dict[int, str] = field(default_factory=dict)
-    silent: list[int] = field(default_factory=list)  # sampled nodes that never replied
-    client_metrics: list[dict[str, float | int]] = field(default_factory=list)
-    weights: dict[str, int] = field(default_factory=dict)  # by partition label
-    update_norms: dict[str, float] = field(default_factory=dict)
-    aggregated: bool = False
-    failure: str = ""
-    population: int = 0
-    dp: dict[str, float | int] = field(default_factory=dict)
-    started: float = field(default_factory=time.perf_counter)
-    train_seconds: float = 0.0
+__all__ = ["PeftFedAvg", "RoundsFailedError"]
 
 
 @dataclass
@@ -59,7 +34,7 @@ class _Sent:
     arrays: dict[str, np.ndarray]
 
 
-class PeftFedAvg(FedAvg):
+class PeftFedAvg(RoundLoop, FedAvg):
     """FedAvg that aggregates only the trainable tensors of a PEFT model.
 
     Beyond :class:`flwr.serverapp.strategy.FedAvg` it samples clients with a
@@ -161,6 +136,8 @@ class PeftFedAvg(FedAvg):
             self.clients_per_round,
         )
         config["server-round"] = server_round
+        if "lr" in config:
+            stats.lr = float(config["lr"])  # type: ignore[arg-type]
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         messages = [
             Message(record, dst_node_id=node, message_type="train", group_id=str(server_round))
@@ -174,21 +151,6 @@ class PeftFedAvg(FedAvg):
         stats.theoretical_down = theoretical_bytes(arrays) * len(messages)
         log.info("round %d: sampled partitions %s", server_round, self.nodes.partitions(node_ids))
         return messages
-
-    def _envelope(self, msg: Message, server_round: int, counts: Counter) -> str | None:
-        meta = msg.metadata
-        if meta.group_id != str(server_round):
-            return f"reply for round {meta.group_id!r}, expected round {server_round}"
-        sent = self._sent.get(server_round)
-        if sent is not None:
-            if meta.src_node_id not in {m.metadata.dst_node_id for m in sent.messages}:
-                return f"node {meta.src_node_id} was not sampled in round {server_round}"
-            ids = {m.metadata.message_id for m in sent.messages} - {""}
-            if ids and meta.reply_to_message_id not in ids:
-                return f"reply to message {meta.reply_to_message_id!r}, not sent this round"
-        if counts[meta.src_node_id] > 1:
-            return f"node replied {counts[meta.src_node_id]} times in round {server_round}"
-        return None
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -211,7 +173,9 @@ class PeftFedAvg(FedAvg):
                 stats.bytes_up += wire_bytes(record)
                 stats.payload_up += payload_bytes(record)
                 stats.theoretical_up += theoretical_bytes(record)
-            result = self._envelope(msg, server_round, counts) or check_reply(
+            result = check_envelope(
+                msg, server_round, sent.messages if sent else None, counts
+            ) or check_reply(
                 msg.content,
                 self.reference,
                 self.weighted_by_key,
@@ -288,60 +252,3 @@ class PeftFedAvg(FedAvg):
         )
         stats.dp.update(info)
         return aggregated
-
-    def start(  # type: ignore[override]
-        self,
-        grid: Grid,
-        initial_arrays: ArrayRecord,
-        num_rounds: int = 3,
-        timeout: float = 3600,
-        train_config: ConfigRecord | None = None,
-        evaluate_config: ConfigRecord | None = None,
-        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
-        *,
-        first_round: int = 1,
-        on_round_end: Callable[[int, ArrayRecord], None] | None = None,
-    ) -> Result:
-        """Flower's round loop, plus resuming at ``first_round`` and failed-round handling.
-
-        Round 0 (evaluation of the initial arrays) runs only when starting at
-        round 1. ``on_round_end`` (e.g. a checkpoint) runs after each round's
-        evaluation. Raises :class:`RoundsFailedError` after ``max_failed_rounds``
-        consecutive failed rounds, once that round is recorded.
-        """
-        train_config = train_config or ConfigRecord()
-        evaluate_config = evaluate_config or ConfigRecord()
-        result = Result(arrays=initial_arrays)
-        arrays = initial_arrays
-        if evaluate_fn and first_round == 1:
-            evaluate_fn(0, arrays)
-        for server_round in range(first_round, num_rounds + 1):
-            log.info("[ROUND %d/%d]", server_round, num_rounds)
-            messages = self.configure_train(
-                server_round, arrays, ConfigRecord(dict(train_config)), grid
-            )
-            replies = grid.send_and_receive(messages, timeout=timeout)
-            aggregated, metrics = self.aggregate_train(server_round, replies)
-            self.failed_streak = 0 if aggregated is not None else self.failed_streak + 1
-            if aggregated is not None:
-                arrays = result.arrays = aggregated
-            if metrics is not None:
-                result.train_metrics_clientapp[server_round] = metrics
-            if self.fraction_evaluate > 0:
-                eval_msgs = self.configure_evaluate(server_round, arrays, evaluate_config, grid)
-                eval_replies = grid.send_and_receive(eval_msgs, timeout=timeout)
-                agg_eval = self.aggregate_evaluate(server_round, eval_replies)
-                if agg_eval is not None:
-                    result.evaluate_metrics_clientapp[server_round] = agg_eval
-            if evaluate_fn:
-                res = evaluate_fn(server_round, arrays)
-                if res is not None:
-                    result.evaluate_metrics_serverapp[server_round] = res
-            if on_round_end:
-                on_round_end(server_round, arrays)
-            if self.failed_streak >= self.max_failed_rounds:
-                raise RoundsFailedError(
-                    f"{self.failed_streak} consecutive failed rounds (server.max-failed-rounds="
-                    f"{self.max_failed_rounds}); last: {self.rounds[server_round].failure}"
-                )
-        return result

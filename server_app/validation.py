@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, RecordDict
+from flwr.app import ArrayRecord, Message, RecordDict
 
 from fedpeft.arrays import Arrays
 
@@ -77,6 +78,29 @@ def update_norm(arrays: Arrays, sent: Arrays) -> float:
     """L2 norm of ``arrays - sent`` over all tensors together."""
     return math.sqrt(sum(float(np.sum((arrays[k] - sent[k]).astype(np.float64) ** 2))
                          for k in sent))  # fmt: skip
+
+
+def check_envelope(
+    msg: Message, server_round: int, sent: list[Message] | None, counts: Counter
+) -> str | None:
+    """The reason a reply does not belong to this round (``None`` if it does).
+
+    It must carry the round's group id, come from a sampled node in reply to a
+    message sent this round (``sent``; ``None`` when not known), and be that node's
+    only reply (``counts``: replies per source node).
+    """
+    meta = msg.metadata
+    if meta.group_id != str(server_round):
+        return f"reply for round {meta.group_id!r}, expected round {server_round}"
+    if sent is not None:
+        if meta.src_node_id not in {m.metadata.dst_node_id for m in sent}:
+            return f"node {meta.src_node_id} was not sampled in round {server_round}"
+        ids = {m.metadata.message_id for m in sent} - {""}
+        if ids and meta.reply_to_message_id not in ids:
+            return f"reply to message {meta.reply_to_message_id!r}, not sent this round"
+    if counts[meta.src_node_id] > 1:
+        return f"node replied {counts[meta.src_node_id]} times in round {server_round}"
+    return None
 
 
 def check_reply(

@@ -55,14 +55,18 @@ def private_round(
     seed: int,
     state: RecordDict,
     partition_id: int,
+    lr: float | None = None,
 ) -> tuple[Outcome, dict[str, float | int]]:
-    """Train with DP-SGD and return the outcome and the ``dp-*`` reply metrics."""
+    """Train with DP-SGD and return the outcome and the ``dp-*`` reply metrics.
+
+    ``lr`` is the learning rate the server sent (``None``: the configured ``cfg.lr``).
+    """
     dp = cfg.dp
     warn_delta(dp.delta, len(data), f"client {partition_id}")
     accountant = accounting.from_record(state.config_records.get(STATE_KEY), dp.accountant)
     sigma = noise_multiplier(cfg, len(data))
     result = train_private(
-        model, data, cfg.train, cfg.lr, seed,
+        model, data, cfg.train, cfg.lr if lr is None else lr, seed,
         noise_multiplier=sigma, clip_norm=dp.clip_norm, accountant=accountant,
         secure_rng=dp.secure_rng,
     )  # fmt: skip

@@ -1,0 +1,81 @@
+"""What a training round did, as the strategy counts it and as the round loop hands it on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ArrayRecord, MetricRecord
+
+
+@dataclass
+class RoundStats:
+    """What one training round sent, received, accepted and rejected (by node id)."""
+
+    sent_to: int = 0
+    bytes_down: int = 0
+    bytes_up: int = 0
+    theoretical_down: int = 0
+    theoretical_up: int = 0
+    payload_up: int = 0
+    accepted: int = 0
+    rejected: dict[int, str] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    silent: list[int] = field(default_factory=list)  # sampled nodes that never replied
+    client_metrics: list[dict[str, float | int]] = field(default_factory=list)
+    weights: dict[str, int] = field(default_factory=dict)  # by partition label
+    update_norms: dict[str, float] = field(default_factory=dict)
+    aggregated: bool = False
+    failure: str = ""
+    population: int = 0
+    lr: float | None = None  # sent in the round's train config
+    dp: dict[str, float | int] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    train_seconds: float = 0.0
+
+    def record_fields(self, label: Callable[[int], str]) -> dict[str, Any]:
+        """The :class:`~fedpeft.record.RoundRecord` fields this round's counts give.
+
+        ``label`` maps a node id to its partition label (node ids change every run).
+        """
+        return {
+            "clients": self.sent_to,
+            "accepted": self.accepted,
+            "rejected": len(self.rejected),
+            "failed": len(self.errors),
+            "no_reply": self.sent_to - self.accepted - len(self.rejected) - len(self.errors),
+            "bytes_down": self.bytes_down,
+            "bytes_up": self.bytes_up,
+            "theoretical_down": self.theoretical_down,
+            "theoretical_up": self.theoretical_up,
+            "payload_up": self.payload_up,
+            "train_seconds": self.train_seconds,
+            "failed_round": bool(self.failure),
+            "failure": self.failure,
+            "lr": self.lr,
+            "rejections": {label(k): v for k, v in self.rejected.items()},
+            "errors": {label(k): v for k, v in self.errors.items()},
+            "no_reply_partitions": [label(n) for n in self.silent],
+            "client_metrics": self.client_metrics,
+            "weights": self.weights,
+            "update_norms": self.update_norms,
+            **self.dp,  # dp_epsilon (central) / dp_epsilon_max (local), cumulative
+        }
+
+
+@dataclass(frozen=True)
+class RoundEnd:
+    """What the round loop hands the recorder once a round is evaluated.
+
+    ``counts`` are the round's :meth:`RoundStats.record_fields` (empty for round 0,
+    which only evaluates the initial arrays); ``strategy_state`` is what a checkpoint
+    needs to resume the strategy after this round.
+    """
+
+    server_round: int
+    arrays: ArrayRecord
+    evaluation: MetricRecord
+    counts: dict[str, Any]
+    strategy_state: dict[str, Any]
