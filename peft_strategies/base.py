@@ -43,8 +43,9 @@ class ViTDims:
 
 def lr_field(default: float) -> Any:
     """The ``peft.<method>.lr`` field with the method's default learning rate."""
-    return field(default=default, metadata={"help": "learning rate of local SGD (defaults "
-                                            "checked on the offline ViT-S/14)"})  # fmt: skip
+    return field(default=default, metadata={"help": "local SGD learning rate, sent by the "
+                                            "server each round (defaults checked on the "
+                                            "offline ViT-S/14)"})  # fmt: skip
 
 
 @dataclass(frozen=True)

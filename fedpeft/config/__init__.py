@@ -15,7 +15,7 @@ from .dp import DpConfig
 from .fault import FaultConfig
 from .flat import ConfigError, KeyDoc, check
 from .merge import app_config, merge_overrides, to_arg
-from .node import NodeConfig, parse_node_config
+from .node import NodeConfig, node_config_arg, parse_node_config
 from .parse import declared_keys, parse_run_config, run_config
 from .schema import DataConfig, ModelConfig, PeftConfig, RunConfig, TrainConfig
 from .server import OutputConfig, ServerConfig
@@ -37,6 +37,7 @@ __all__ = [
     "check",
     "declared_keys",
     "merge_overrides",
+    "node_config_arg",
     "parse_node_config",
     "parse_run_config",
     "run_config",

@@ -30,7 +30,8 @@ def table() -> str:
     for doc in declared_keys():
         meaning = doc.help
         if doc.choices:
-            meaning += "; one of " + ", ".join(f"`{c}`" for c in doc.choices)
+            when = f"; with {doc.only_if}" if doc.only_if else ""
+            meaning += f"{when}; one of " + ", ".join(f"`{c}`" for c in doc.choices)
         lines.append(f"| `{doc.key}` | {_cell(_default(doc.default))} | {_cell(meaning)} |")
     return "\n".join(lines)
 

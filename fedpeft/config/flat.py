@@ -20,13 +20,18 @@ class ConfigError(ValueError):
     """A run-config key or value is invalid; the message names the key."""
 
 
-def key(default: Any, help: str, choices: Callable[[], Any] | None = None) -> Any:
+def key(
+    default: Any, help: str, choices: Callable[[], Any] | None = None, only_if: str = ""
+) -> Any:
     """A config field: its default, its meaning and (optionally) its registry of choices.
 
     ``choices`` is called when the value is checked, so the registry it returns is
-    imported only then and lists whatever its module registered.
+    imported only then and lists whatever its module registered. With ``only_if``
+    (e.g. ``"data.source = 'builtin'"``) the choices apply only then: the section's
+    ``__post_init__`` checks them, :func:`check_choices` skips the field.
     """
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+    meta = {"help": help, "choices": choices, "only_if": only_if}
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def field_key(prefix: str, name: str) -> str:
@@ -97,7 +102,7 @@ def check_choices(obj: Any, prefix: str) -> None:
     """Check every field of ``obj`` that declares ``choices`` against its registry."""
     for field in dataclasses.fields(obj):
         choices = field.metadata.get("choices")
-        if choices is not None:
+        if choices is not None and not field.metadata.get("only_if"):
             value = getattr(obj, field.name)
             names, what = _choice_names(choices)
             check(value in names, field_key(prefix, field.name), value,
@@ -112,6 +117,7 @@ class KeyDoc:
     default: Any
     help: str
     choices: tuple[str, ...] = ()
+    only_if: str = ""  # the choices apply only then
 
 
 def describe(cls: type, prefix: str) -> list[KeyDoc]:
@@ -124,5 +130,6 @@ def describe(cls: type, prefix: str) -> list[KeyDoc]:
             default=field.default,
             help=field.metadata.get("help", ""),
             choices=tuple(_choice_names(choices)[0]) if choices else (),
+            only_if=field.metadata.get("only_if", ""),
         ))  # fmt: skip
     return docs

@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from flwr.common.config import parse_config_args
 
 KEYS = ("partition-id", "num-partitions", "data-path", "weights-path")
 
@@ -69,3 +72,8 @@ def parse_node_config(config: Mapping[str, object], files: bool = True) -> NodeC
         data_path=None if data_path is None else str(data_path),
         weights_path=None if weights is None else str(Path(str(weights)).expanduser()),
     )
+
+
+def node_config_arg(text: str) -> dict[str, Any]:
+    """A ``--node-config`` string (``"partition-id=0 num-partitions=2"``) as a flat dict."""
+    return dict(parse_config_args([text]))

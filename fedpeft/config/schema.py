@@ -73,7 +73,8 @@ class DataConfig:
     PREFIX: ClassVar[str] = "data."
     source: str = key("builtin", "where the images come from (hub: a Hugging Face id via "
                       "flwr-datasets `FederatedDataset`)", choices=_sources)  # fmt: skip
-    dataset: str = key("fashion-mnist", "built-in name, hub id, image folder or parquet path")
+    dataset: str = key("fashion-mnist", "built-in name, hub id, image folder or parquet path",
+                       choices=_builtin, only_if="data.source = \"builtin\"")  # fmt: skip
     image_column: str = key("", "image column; empty = guess (image, img, ...)")
     label_column: str = key("", "label column; empty = guess (label, fine_label, ...)")
     test_split: str = key("test", "split held out for central evaluation (carved from train "

@@ -13,8 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from flwr.common.config import parse_config_args
-
+from ..config import node_config_arg
 from .launcher import Federation
 from .spec import FederationSpec
 
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             app=args.app.resolve(),
             workdir=args.workdir,
             num_supernodes=args.num_supernodes,
-            node_configs=[parse_config_args([c]) for c in args.node_config],
+            node_configs=[node_config_arg(c) for c in args.node_config],
             tls=not args.insecure,
             auth=not (args.insecure or args.no_auth),
             cert_dir=args.cert_dir,
