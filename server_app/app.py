@@ -25,6 +25,8 @@ from fedpeft.dp.client import warn_delta
 from fedpeft.logs import setup_logging
 from fedpeft.model import build_model
 from fedpeft.record import RoundRecord, RunRecord
+from fedpeft.schedules import lr_schedule
+from fedpeft.server_opt import OptParams, make_optimizer
 
 from . import checkpoint
 from .central_dp import CentralDp
@@ -82,6 +84,11 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         min_train_nodes=server.min_train_nodes,
         min_evaluate_nodes=server.min_train_nodes if server.fraction_evaluate else 0,
         min_available_nodes=server.min_train_nodes,
+        optimizer=make_optimizer(
+            server.optimizer,
+            OptParams(server.lr, server.momentum, server.beta1, server.beta2, server.tau),
+        ),
+        lr_at=lr_schedule(cfg.train, cfg.lr, server.num_rounds),
         central_dp=CentralDp(cfg.dp, server.num_rounds, cfg.seed)
         if cfg.dp.mode == "central"
         else None,
@@ -108,7 +115,7 @@ def main(grid: Grid, context: Context) -> None:
         ck = checkpoint.load(out_dir, fingerprint)
         start_arrays, first_round = ck.arrays, ck.server_round + 1
         rows = [RoundRecord.from_dict(r) for r in ck.rows]
-        strategy.load_state(ck.strategy_state)
+        strategy.load_state(ck.strategy_state, ck.state_arrays)
     n_params = sum(int(np.prod(a.shape, dtype=np.int64)) for a in initial.values())
     per_transfer = wire_bytes(initial)
     run = RunRecord(
@@ -134,7 +141,7 @@ def main(grid: Grid, context: Context) -> None:
             initial_arrays=start_arrays,
             num_rounds=cfg.server.num_rounds,
             timeout=cfg.server.round_timeout,
-            train_config=ConfigRecord({"lr": cfg.lr}),  # the client trains with this lr
+            train_config=ConfigRecord(),  # lr per round from the strategy's lr_at
             evaluate_fn=make_evaluate_fn(model, test, cfg.server.eval_batch_size),
             first_round=first_round,
             recorder=recorder,

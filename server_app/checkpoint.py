@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 FILENAME = "checkpoint.safetensors"
 _TORCH_RNG = "__rng__.torch"
+_STATE = "__state__."  # strategy state kept as tensors (server optimizer moments)
 
 
 class CheckpointError(ValueError):
@@ -39,6 +40,7 @@ class Checkpoint:
     server_round: int
     strategy_state: dict[str, Any]
     rows: list[dict[str, Any]]
+    state_arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def fingerprint(config: dict[str, Any], arrays: ArrayRecord) -> dict[str, Any]:
@@ -52,9 +54,20 @@ def fingerprint(config: dict[str, Any], arrays: ArrayRecord) -> dict[str, Any]:
     return json.loads(json.dumps(spec))  # as it reads back from the file
 
 
-def save(out_dir: Path, arrays: ArrayRecord, server_round: int, state: dict[str, Any]) -> Path:
-    """Write ``checkpoint.safetensors`` atomically (``state``: JSON-able run state)."""
+def save(
+    out_dir: Path,
+    arrays: ArrayRecord,
+    server_round: int,
+    state: dict[str, Any],
+    state_arrays: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Write ``checkpoint.safetensors`` atomically.
+
+    ``state`` is JSON-able run state (metadata); ``state_arrays`` are the strategy's
+    tensors (a server optimizer's moments), kept bit-exact in the file's body.
+    """
     tensors = {k: np.ascontiguousarray(v.numpy()) for k, v in arrays.items()}
+    tensors.update({_STATE + k: np.ascontiguousarray(v) for k, v in (state_arrays or {}).items()})
     tensors[_TORCH_RNG] = torch.get_rng_state().numpy()
     legacy = np.random.get_state()
     meta = {"round": server_round, "rng": {"numpy": [legacy[0], legacy[1].tolist(), *legacy[2:]]},
@@ -89,6 +102,7 @@ def load(out_dir: Path, expected: dict[str, Any]) -> Checkpoint:
         diff = _first_difference(meta.get("fingerprint"), expected)
         raise CheckpointError(f"{path} belongs to another setup: {diff}")
     torch.set_rng_state(torch.from_numpy(tensors.pop(_TORCH_RNG)))
+    extra = {k[len(_STATE) :]: tensors.pop(k) for k in sorted(tensors) if k.startswith(_STATE)}
     kind, keys, pos, has_gauss, cached = meta["rng"]["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     log.info("Resuming from %s after round %d", path, meta["round"])
@@ -97,4 +111,5 @@ def load(out_dir: Path, expected: dict[str, Any]) -> Checkpoint:
         server_round=int(meta["round"]),
         strategy_state=meta.get("strategy", {}),
         rows=meta.get("rows", []),
+        state_arrays=extra,
     )

@@ -86,7 +86,8 @@ class RunRecorder:
         if self.fingerprint is not None:
             state = {"fingerprint": self.fingerprint, "strategy": end.strategy_state,
                      "rows": [r.to_dict() for r in self.rows]}  # fmt: skip
-            checkpoint.save(self.out_dir, end.arrays, end.server_round, state)
+            checkpoint.save(self.out_dir, end.arrays, end.server_round, state,
+                            end.strategy_arrays)  # fmt: skip
 
     def _log(self, row: RoundRecord) -> None:
         log.info(

@@ -32,7 +32,8 @@ class RoundRecorder(Protocol):
 
 class RoundLoop:
     """Mixin for a Flower strategy that keeps ``rounds`` (:class:`RoundStats` by round),
-    ``nodes`` (partition labels), ``failed_streak``, ``max_failed_rounds`` and ``state()``.
+    ``nodes`` (partition labels), ``failed_streak``, ``max_failed_rounds``, ``state()``
+    and ``state_arrays()``.
     """  # noqa: D205
 
     rounds: dict[int, RoundStats]
@@ -111,4 +112,4 @@ class RoundLoop:
             stats = self.rounds.get(server_round) if server_round else None
             counts = stats.record_fields(self.nodes.label) if stats else {}
             recorder.round_end(RoundEnd(server_round, arrays, evaluation or MetricRecord(),
-                                        counts, self.state()))  # fmt: skip
+                                        counts, self.state(), self.state_arrays()))  # fmt: skip

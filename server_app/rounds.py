@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
 
 
@@ -70,8 +71,9 @@ class RoundEnd:
     """What the round loop hands the recorder once a round is evaluated.
 
     ``counts`` are the round's :meth:`RoundStats.record_fields` (empty for round 0,
-    which only evaluates the initial arrays); ``strategy_state`` is what a checkpoint
-    needs to resume the strategy after this round.
+    which only evaluates the initial arrays); ``strategy_state`` (JSON) and
+    ``strategy_arrays`` (tensors) are what a checkpoint needs to resume the strategy
+    after this round.
     """
 
     server_round: int
@@ -79,3 +81,4 @@ class RoundEnd:
     evaluation: MetricRecord
     counts: dict[str, Any]
     strategy_state: dict[str, Any]
+    strategy_arrays: dict[str, np.ndarray] = field(default_factory=dict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedpeft.aggregation import RULES, RuleParams, Update
 from fedpeft.arrays import Arrays, payload_bytes, theoretical_bytes, wire_bytes
+from fedpeft.server_opt import ServerOptimizer
 
 from .central_dp import CentralDp
 from .round_loop import RoundLoop, RoundsFailedError
@@ -67,6 +68,12 @@ class PeftFedAvg(RoundLoop, FedAvg):
         Consecutive failed rounds after which :meth:`start` raises.
     central_dp : CentralDp, optional
         Server-side clipping and noise (``dp.mode = "central"``) instead of ``aggregation``.
+    optimizer : ServerOptimizer, optional
+        Applies the round's aggregate to the global arrays (``server.optimizer``);
+        ``None`` = the aggregate is the next global model.
+    lr_at : callable, optional
+        The learning rate sent in round ``r`` (``train.lr-schedule``); ``None`` = the
+        ``lr`` of the train config, every round.
     **kwargs
         Passed to :class:`~flwr.serverapp.strategy.FedAvg`.
 
@@ -86,6 +93,8 @@ class PeftFedAvg(RoundLoop, FedAvg):
         clients_per_round: int = 0,
         exclude_partitions: frozenset[int] = frozenset(),
         central_dp: CentralDp | None = None,
+        optimizer: ServerOptimizer | None = None,
+        lr_at: Callable[[int], float] | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -102,6 +111,8 @@ class PeftFedAvg(RoundLoop, FedAvg):
         self._sent: dict[int, _Sent] = {}
         self.central_dp = central_dp
         self.client_epsilon: dict[int, float] = {}  # local DP: latest ε per partition
+        self.optimizer = optimizer
+        self.lr_at = lr_at
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint must keep to resume the strategy."""
@@ -112,8 +123,14 @@ class PeftFedAvg(RoundLoop, FedAvg):
             state["central_dp"] = self.central_dp.state()
         return state
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state`."""
+    def state_arrays(self) -> Arrays:
+        """The state a checkpoint keeps as tensors (the server optimizer's moments)."""
+        return {} if self.optimizer is None else self.optimizer.state()
+
+    def load_state(self, state: dict[str, Any], arrays: Arrays | None = None) -> None:
+        """Restore :meth:`state` and :meth:`state_arrays`."""
+        if self.optimizer is not None:
+            self.optimizer.load_state(arrays or {})
         self.failed_streak = int(state.get("failed_streak", 0))
         self.client_epsilon = {int(k): v for k, v in state.get("client_epsilon", {}).items()}
         if self.central_dp is not None and "central_dp" in state:
@@ -136,6 +153,8 @@ class PeftFedAvg(RoundLoop, FedAvg):
             self.clients_per_round,
         )
         config["server-round"] = server_round
+        if self.lr_at is not None:
+            config["lr"] = float(self.lr_at(server_round))
         if "lr" in config:
             stats.lr = float(config["lr"])  # type: ignore[arg-type]
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
@@ -234,6 +253,9 @@ class PeftFedAvg(RoundLoop, FedAvg):
             except ValueError as exc:  # e.g. too few replies for Krum's f
                 stats.failure = str(exc)
             else:
+                sent = self._sent.get(server_round)
+                if self.optimizer is not None and sent is not None:
+                    aggregated = self.optimizer.step(server_round, sent.arrays, aggregated)
                 stats.aggregated = True
                 return ArrayRecord(
                     {k: Array(np.ascontiguousarray(v)) for k, v in aggregated.items()}

@@ -37,6 +37,12 @@ def _builtin() -> Any:
     return BUILTIN_DATASETS
 
 
+def _schedules() -> Any:
+    from fedpeft.schedules import SCHEDULES
+
+    return SCHEDULES
+
+
 def _partitioners() -> Any:
     from fedpeft.data.partitioners import PARTITIONERS
 
@@ -133,6 +139,13 @@ class TrainConfig:
     momentum: float = key(0.9, "SGD momentum")
     nesterov: bool = key(True, "Nesterov momentum")
     weight_decay: float = key(1e-4, "SGD weight decay")
+    lr_schedule: str = key("constant", "the lr the server sends over the rounds (a factor "
+                           "of peft.<method>.lr, after the warm-up)",
+                           choices=_schedules)  # fmt: skip
+    warmup_rounds: int = key(0, "rounds of linear warm-up before the schedule (round r of W "
+                             "gets r/W of the lr)")  # fmt: skip
+    lr_step_rounds: int = key(10, "step: rounds between two lr cuts")
+    lr_gamma: float = key(0.1, "step: factor of each lr cut")
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
@@ -145,6 +158,11 @@ class TrainConfig:
             "Nesterov momentum needs train.momentum > 0",
         )
         check(self.weight_decay >= 0, "train.weight-decay", self.weight_decay, "must be >= 0")
+        check_choices(self, self.PREFIX)
+        check(self.warmup_rounds >= 0, "train.warmup-rounds", self.warmup_rounds, "must be >= 0")
+        check(self.lr_step_rounds >= 1, "train.lr-step-rounds", self.lr_step_rounds,
+              "must be >= 1")  # fmt: skip
+        check(0 < self.lr_gamma <= 1, "train.lr-gamma", self.lr_gamma, "must be in (0, 1]")
 
 
 @dataclass(frozen=True)

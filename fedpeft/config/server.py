@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .flat import check, check_choices, key
+
+
+def _optimizers() -> Any:
+    from fedpeft.server_opt import OPTIMIZERS
+
+    return OPTIMIZERS
 
 
 def _rules() -> Any:
@@ -35,6 +42,15 @@ class ServerConfig:
     aggregation: str = key("fedavg", "how accepted replies are combined (trimmed-mean: "
                            "server.trim-beta; krum, multi-krum: server.krum.*)",
                            choices=_rules)  # fmt: skip
+    optimizer: str = key("fedavg", "applies the round's aggregate to the global model "
+                         "(Reddi et al. 2021; each as Flower's strategy of that name)",
+                         choices=_optimizers)  # fmt: skip
+    lr: float = key(1.0, "server learning rate of server.optimizer (1 with fedavg / fedavgm "
+                    "= plain averaging; try 0.01-0.1 for fedadam / fedyogi)")  # fmt: skip
+    momentum: float = key(0.9, "fedavgm: server momentum")
+    beta1: float = key(0.9, "fedadam / fedyogi: first-moment decay")
+    beta2: float = key(0.99, "fedadam / fedyogi: second-moment decay")
+    tau: float = key(1e-3, "fedadam / fedyogi / fedadagrad: adaptivity ε in the denominator")
     trim_beta: float = key(0.1, "trimmed-mean: fraction cut at each end")
     krum__byzantine: int = key(0, "krum / multi-krum: assumed attackers f (n >= 2f + 3)")
     krum__keep: int = key(0, "multi-krum: updates averaged; 0 = n - f")
@@ -58,6 +74,11 @@ class ServerConfig:
         check(self.round_timeout > 0, "server.round-timeout", self.round_timeout, "must be > 0")
         check_choices(self, self.PREFIX)
         check(0 <= self.trim_beta < 0.5, "server.trim-beta", self.trim_beta, "must be in [0, 0.5)")
+        check(0 < self.lr < math.inf, "server.lr", self.lr, "must be a finite number > 0")
+        for key_, value in (("server.momentum", self.momentum), ("server.beta1", self.beta1),
+                            ("server.beta2", self.beta2)):  # fmt: skip
+            check(0 <= value < 1, key_, value, "must be in [0, 1)")
+        check(0 < self.tau < math.inf, "server.tau", self.tau, "must be a finite number > 0")
         for key_, value in (
             ("server.clients-per-round", self.clients_per_round),
             ("server.krum.byzantine", self.krum__byzantine),
