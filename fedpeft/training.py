@@ -28,6 +28,28 @@ def client_seed(seed: int, server_round: int, partition_id: int) -> int:
     return seed * 1_000_003 + server_round * 10_007 + partition_id
 
 
+def proximal_start(params: list[nn.Parameter], mu: float) -> list[torch.Tensor] | None:
+    """The received values of ``params`` for FedProx's proximal term (``None`` when μ = 0)."""
+    return [p.detach().clone() for p in params] if mu > 0 else None
+
+
+def add_proximal(
+    params: list[nn.Parameter], received: list[torch.Tensor] | None, mu: float
+) -> None:
+    """Add FedProx's ∇ (μ/2)·‖w − w_received‖² = μ·(w − w_received) to each ``p.grad``.
+
+    Over the trainable tensors only (the frozen backbone never moves). Added to the
+    gradient, not the loss, so DP-SGD can add it after clipping and noise: it does not
+    depend on the data, so it costs no privacy (Li et al. 2020; as weight decay).
+    """
+    if received is None:
+        return
+    with torch.no_grad():
+        for p, p0 in zip(params, received, strict=True):
+            if p.grad is not None:
+                p.grad.add_(p - p0, alpha=mu)
+
+
 def _stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     mean, std = normalization(model)
     return torch.tensor(mean), torch.tensor(std)
@@ -40,6 +62,7 @@ def train_local(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
+    received = proximal_start(params, cfg.proximal_mu)
     optimizer = torch.optim.SGD(
         params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
     )
@@ -56,6 +79,7 @@ def train_local(
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             loss.backward()
+            add_proximal(params, received, cfg.proximal_mu)
             optimizer.step()
             total_loss += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y).sum())

@@ -10,6 +10,7 @@ run config; everything downstream takes :class:`RunConfig`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -139,6 +140,8 @@ class TrainConfig:
     momentum: float = key(0.9, "SGD momentum")
     nesterov: bool = key(True, "Nesterov momentum")
     weight_decay: float = key(1e-4, "SGD weight decay")
+    proximal_mu: float = key(0.0, "FedProx: μ of the proximal term (μ/2)·‖w − w_sent‖² over "
+                             "the trainable tensors (DP-SGD too); 0 = plain training")  # fmt: skip
     lr_schedule: str = key("constant", "the lr the server sends over the rounds (a factor "
                            "of peft.<method>.lr, after the warm-up)",
                            choices=_schedules)  # fmt: skip
@@ -159,6 +162,8 @@ class TrainConfig:
         )
         check(self.weight_decay >= 0, "train.weight-decay", self.weight_decay, "must be >= 0")
         check_choices(self, self.PREFIX)
+        check(0 <= self.proximal_mu < math.inf, "train.proximal-mu", self.proximal_mu,
+              "must be a finite number >= 0")  # fmt: skip
         check(self.warmup_rounds >= 0, "train.warmup-rounds", self.warmup_rounds, "must be >= 0")
         check(self.lr_step_rounds >= 1, "train.lr-step-rounds", self.lr_step_rounds,
               "must be >= 1")  # fmt: skip

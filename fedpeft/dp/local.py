@@ -26,7 +26,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data.tensors import ImageTensors, normalize
-from ..training import Outcome, _stats
+from ..training import Outcome, _stats, add_proximal, proximal_start
 from .grad_samplers import SharedAwareGradSampleModule
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ def train_private(
     """
     torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
+    received = proximal_start(params, cfg.proximal_mu)
     n_trainable = sum(p.numel() for p in params)
     if n_trainable > LARGE_TRAINABLE:
         log.warning(
@@ -131,7 +132,9 @@ def train_private(
                 total_loss += float(loss.detach()) * len(idx)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(idx)
-            optimizer.step()
+            if optimizer.pre_step():  # clip, noise, account: DPOptimizer.step's first half
+                add_proximal(params, received, cfg.proximal_mu)  # data-free: after the noise
+                optimizer.original_optimizer.step()
             steps += 1
     finally:
         gsm._close()  # the cached model leaves without hooks or per-sample state
