@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
@@ -104,3 +105,45 @@ def multi_krum(updates: list[Update], params: RuleParams) -> Arrays:
     keep = params.keep or len(updates) - params.byzantine
     chosen = sorted(_krum_select(updates, params, keep), key=lambda u: u.partition_id)
     return fedavg(chosen, params)
+
+
+class Aggregator:
+    """A rule as the strategy uses it: an object that sees the accepted updates and the
+    global arrays sent this round, and may keep state (checkpointed under ``state_key``).
+
+    Central DP (:class:`server_app.central_dp.CentralDp`) is one; :class:`RuleAggregator`
+    wraps a registered stateless rule. The server optimizer then applies the aggregate.
+    """  # noqa: D205
+
+    state_key: ClassVar[str] = "rule"
+
+    def aggregate(
+        self, updates: list[Update], sent: Arrays | None, num_sampled: int, population: int,
+        server_round: int,
+    ) -> tuple[Arrays, dict[str, Any]]:  # fmt: skip
+        """The round's aggregate and the round-record fields it adds (e.g. ``dp_*``)."""
+        raise NotImplementedError
+
+    def idle(self) -> dict[str, Any]:
+        """The round-record fields of a round that aggregated nothing (failed)."""
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able state for the checkpoint (empty: nothing to keep)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`."""
+
+
+class RuleAggregator(Aggregator):
+    """A registered rule of :data:`RULES` with its parameters; no state."""
+
+    def __init__(self, rule: Rule, params: RuleParams) -> None:
+        self.rule, self.params = rule, params
+
+    def aggregate(
+        self, updates: list[Update], sent: Arrays | None, num_sampled: int, population: int,
+        server_round: int,
+    ) -> tuple[Arrays, dict[str, Any]]:  # fmt: skip
+        return self.rule(updates, self.params), {}

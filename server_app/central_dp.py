@@ -23,10 +23,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
-from fedpeft.aggregation import Update
+from fedpeft.aggregation import Aggregator, Update
 from fedpeft.arrays import Arrays
 from fedpeft.config import DpConfig
 
@@ -45,8 +46,14 @@ def clip(update: Arrays, sent: Arrays, clip_norm: float) -> tuple[Arrays, float]
 
 
 @dataclass
-class CentralDp:
-    """Server-side clipping, Gaussian noise and accounting; one instance per run."""
+class CentralDp(Aggregator):
+    """Server-side clipping, Gaussian noise and accounting; one instance per run.
+
+    The aggregation rule of ``dp.mode = "central"``: its state (the releases) goes into
+    the checkpoint under ``central_dp``.
+    """
+
+    state_key: ClassVar[str] = "central_dp"
 
     cfg: DpConfig
     num_rounds: int
@@ -73,10 +80,12 @@ class CentralDp:
         return np.random.default_rng([self.seed, server_round, 0xD9])
 
     def aggregate(
-        self, updates: list[Update], sent: Arrays, num_sampled: int, population: int,
+        self, updates: list[Update], sent: Arrays | None, num_sampled: int, population: int,
         server_round: int,
     ) -> tuple[Arrays, dict[str, float | int]]:  # fmt: skip
         """The noisy clipped mean, applied to ``sent``; ε is composed for this release."""
+        if sent is None:
+            raise ValueError(f"central DP: no arrays were sent in round {server_round}")
         population = max(population, num_sampled)
         rate = num_sampled / population
         sigma = self.noise_multiplier(num_sampled, population)
@@ -109,6 +118,10 @@ class CentralDp:
             rate, info["dp_epsilon"], self.cfg.delta,
         )  # fmt: skip
         return out, info
+
+    def idle(self) -> dict[str, float | int]:
+        """A failed round released nothing: ε so far."""
+        return self.spent()
 
     def spent(self) -> dict[str, float | int]:
         """ε so far and the number of releases (for a round that released nothing)."""

@@ -14,7 +14,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedpeft.aggregation import RULES, RuleParams, Update
+from fedpeft.aggregation import RULES, Aggregator, RuleAggregator, RuleParams, Update
 from fedpeft.arrays import Arrays, payload_bytes, theoretical_bytes, wire_bytes
 from fedpeft.server_opt import ServerOptimizer
 
@@ -100,8 +100,9 @@ class PeftFedAvg(RoundLoop, FedAvg):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.reference = reference
         self.limits = limits or Limits()
-        self.rule = RULES.get(aggregation, "aggregation")
-        self.rule_params = rule_params or RuleParams()
+        self.aggregator: Aggregator = central_dp or RuleAggregator(
+            RULES.get(aggregation, "aggregation"), rule_params or RuleParams()
+        )
         self.min_replies = min_replies
         self.max_failed_rounds = max_failed_rounds
         self.clients_per_round = clients_per_round
@@ -109,7 +110,6 @@ class PeftFedAvg(RoundLoop, FedAvg):
         self.nodes = NodeDirectory(seed, query_timeout, exclude_partitions)
         self.rounds: dict[int, RoundStats] = {}
         self._sent: dict[int, _Sent] = {}
-        self.central_dp = central_dp
         self.client_epsilon: dict[int, float] = {}  # local DP: latest ε per partition
         self.optimizer = optimizer
         self.lr_at = lr_at
@@ -119,9 +119,14 @@ class PeftFedAvg(RoundLoop, FedAvg):
         state: dict[str, Any] = {"failed_streak": self.failed_streak}
         if self.client_epsilon:
             state["client_epsilon"] = {str(k): v for k, v in self.client_epsilon.items()}
-        if self.central_dp is not None:
-            state["central_dp"] = self.central_dp.state()
+        if rule_state := self.aggregator.state():
+            state[self.aggregator.state_key] = rule_state
         return state
+
+    @property
+    def central_dp(self) -> CentralDp | None:
+        """The central-DP rule, when it is the aggregator (for inspection)."""
+        return self.aggregator if isinstance(self.aggregator, CentralDp) else None
 
     def state_arrays(self) -> Arrays:
         """The state a checkpoint keeps as tensors (the server optimizer's moments)."""
@@ -133,8 +138,8 @@ class PeftFedAvg(RoundLoop, FedAvg):
             self.optimizer.load_state(arrays or {})
         self.failed_streak = int(state.get("failed_streak", 0))
         self.client_epsilon = {int(k): v for k, v in state.get("client_epsilon", {}).items()}
-        if self.central_dp is not None and "central_dp" in state:
-            self.central_dp.load_state(state["central_dp"])
+        if self.aggregator.state_key in state:
+            self.aggregator.load_state(state[self.aggregator.state_key])
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -234,8 +239,8 @@ class PeftFedAvg(RoundLoop, FedAvg):
         if self.client_epsilon:
             stats.dp["dp_epsilon_max"] = max(self.client_epsilon.values())
         arrays = self._aggregate(server_round, stats, [u for u, _ in accepted])
-        if self.central_dp is not None and not stats.dp:  # failed round: nothing released
-            stats.dp.update(self.central_dp.spent())
+        if not stats.dp:  # a failed round: what the rule records then (central DP: ε so far)
+            stats.dp.update(self.aggregator.idle())
         stats.train_seconds = time.perf_counter() - stats.started
         if arrays is None:
             return None, None
@@ -264,13 +269,9 @@ class PeftFedAvg(RoundLoop, FedAvg):
         return None
 
     def _rule(self, server_round: int, stats: RoundStats, updates: list[Update]) -> Arrays:
-        if self.central_dp is None:
-            return self.rule(updates, self.rule_params)
         sent = self._sent.get(server_round)
-        if sent is None:
-            raise ValueError(f"central DP: no arrays were sent in round {server_round}")
-        aggregated, info = self.central_dp.aggregate(
-            updates, sent.arrays, stats.sent_to, stats.population, server_round
+        aggregated, info = self.aggregator.aggregate(
+            updates, sent.arrays if sent else None, stats.sent_to, stats.population, server_round
         )
         stats.dp.update(info)
         return aggregated
