@@ -19,8 +19,12 @@ def _method_classes() -> dict[str, type]:
 
 
 def _section_classes() -> dict[str, type]:
-    hints = {f.name: f.default_factory for f in dataclasses.fields(RunConfig)}
-    return {name: hints[name] for name in RunConfig.SECTIONS}  # type: ignore[misc]
+    """``model``, ``data``, ...: RunConfig's dataclass fields, but ``peft`` (parsed apart)."""
+    return {
+        f.name: f.default_factory  # type: ignore[misc]
+        for f in dataclasses.fields(RunConfig)
+        if f.default_factory is not dataclasses.MISSING and f.name != "peft"
+    }
 
 
 def declared_keys() -> list[KeyDoc]:

@@ -201,9 +201,6 @@ class RunConfig:
     fault: FaultConfig = field(default_factory=FaultConfig)
     dp: DpConfig = field(default_factory=DpConfig)
 
-    SECTIONS: ClassVar[tuple[str, ...]] = ("model", "data", "train", "server", "output", "fault",
-                                          "dp")  # fmt: skip
-
     @property
     def lr(self) -> float:
         """Learning rate of the selected PEFT method (what the server sends each round)."""
