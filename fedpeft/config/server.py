@@ -45,8 +45,9 @@ class ServerConfig:
     optimizer: str = key("fedavg", "applies the round's aggregate to the global model "
                          "(Reddi et al. 2021; each as Flower's strategy of that name)",
                          choices=_optimizers)  # fmt: skip
-    lr: float = key(1.0, "server learning rate of server.optimizer (1 with fedavg / fedavgm "
-                    "= plain averaging; try 0.01-0.1 for fedadam / fedyogi)")  # fmt: skip
+    lr: float = key(1.0, "server learning rate of server.optimizer (fedavg ignores it; "
+                    "fedavgm at 1 with momentum 0 is plain averaging; fedadam / fedyogi want "
+                    "about 0.01-0.1)")  # fmt: skip
     momentum: float = key(0.9, "fedavgm: server momentum")
     beta1: float = key(0.9, "fedadam / fedyogi: first-moment decay")
     beta2: float = key(0.99, "fedadam / fedyogi: second-moment decay")
