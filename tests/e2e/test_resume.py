@@ -17,8 +17,10 @@ from safetensors import safe_open
 from server_app import checkpoint
 from tests.e2e.helpers import ROOT, launch_cmd, read_metrics, run_app
 
-# 4 clients, 2 sampled per round (seeded by partition id), 4 rounds.
-SETUP = "server.num-rounds=4 server.fraction-train=0.5 server.min-train-nodes=2"
+# 4 clients, 2 sampled per round (seeded by partition id), 4 rounds; a stateful server
+# optimizer (FedAdam's moments must come back from the checkpoint's tensors).
+SETUP = ("server.num-rounds=4 server.fraction-train=0.5 server.min-train-nodes=2 "
+         "server.optimizer='fedadam' server.lr=0.01")  # fmt: skip
 SAME = ("round", "accuracy", "loss", "clients", "accepted", "bytes_down", "bytes_up",
         "cum_bytes", "weights")  # fmt: skip
 
