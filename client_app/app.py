@@ -99,6 +99,18 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
 
+@app.train("ncm")
+def ncm_statistics(msg: Message, context: Context) -> Message:
+    """FedNCM: per-class sums and counts of this client's pooled features (before round 1)."""
+    from fedpeft.ncm import class_feature_sums
+
+    cfg, model, data, _ = _prepare(msg, context)
+    sums, counts = class_feature_sums(model, data, cfg.server.eval_batch_size)
+    arrays = ArrayRecord({"sums": Array(sums), "counts": Array(counts)})
+    metrics = MetricRecord({"num-examples": len(data)})
+    return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Tell the server this node's partition id (for seeded sampling and ordering)."""

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
 from .base import MethodConfig, PeftMethod, ViTDims, freeze_all_but_head, lr_field
 from .registry import register
 
+HEAD_INITS = ("default", "ncm")
+
 
 @dataclass(frozen=True)
 class HeadConfig(MethodConfig):
-    """``peft.head.*``: the learning rate only."""
+    """``peft.head.*``: the head method's lr, and how every method's head starts.
+
+    ``init`` applies to the classification head whatever ``peft.method`` is (every
+    method trains it): ``ncm`` sets it, before round 1, to the normalised class means of
+    the frozen features (FedNCM, Legate et al. 2023).
+    """
 
     lr: float = lr_field(0.05)
+    init: str = field(default="default", metadata={
+        "help": "how the head starts, for every method: `default` (timm's init) or `ncm` "
+                "(the normalised class means of the clients' features, a round of its own "
+                "before round 1; refused under DP)"})  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init not in HEAD_INITS:
+            raise ValueError(f"init={self.init!r}: choose one of {list(HEAD_INITS)}")
 
 
 @register

@@ -31,6 +31,7 @@ from fedpeft.server_opt import OptParams, make_optimizer
 from . import checkpoint
 from .central_dp import CentralDp
 from .evaluation import make_evaluate_fn
+from .ncm import head_keys, initialise_head
 from .recorder import RunRecorder
 from .strategy import PeftFedAvg
 from .validation import Limits, reference_specs
@@ -136,6 +137,9 @@ def main(grid: Grid, context: Context) -> None:
         len(initial), n_params, f"{per_transfer:,}",
     )  # fmt: skip
     try:
+        if cfg.peft.head.init == "ncm" and first_round == 1:  # a round 0 of its own
+            start_arrays = initialise_head(strategy, grid, start_arrays, head_keys(model),
+                                           cfg.server.round_timeout)  # fmt: skip
         result = strategy.start(
             grid=grid,
             initial_arrays=start_arrays,

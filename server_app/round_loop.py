@@ -109,7 +109,7 @@ class RoundLoop:
         if evaluation is not None:
             result.evaluate_metrics_serverapp[server_round] = evaluation
         if recorder is not None:
-            stats = self.rounds.get(server_round) if server_round else None
+            stats = self.rounds.get(server_round)  # round 0: only if FedNCM ran
             counts = stats.record_fields(self.nodes.label) if stats else {}
             recorder.round_end(RoundEnd(server_round, arrays, evaluation or MetricRecord(),
                                         counts, self.state(), self.state_arrays()))  # fmt: skip

@@ -39,8 +39,8 @@ def declared_keys() -> list[KeyDoc]:
     return docs
 
 
-def _method_params(flat: dict[str, Any], method: str) -> Any:
-    params = None
+def _method_params(flat: dict[str, Any], method: str) -> dict[str, Any]:
+    params = {}
     for name, cls in _method_classes().items():
         try:
             parsed = from_flat(cls, f"peft.{name}.", flat)
@@ -48,8 +48,7 @@ def _method_params(flat: dict[str, Any], method: str) -> Any:
             raise
         except ValueError as exc:  # the method's own validation: "r=0: must be >= 1"
             raise ConfigError(f"peft.{name}.{exc}") from exc
-        if name == method:
-            params = parsed
+        params[name] = parsed
     return params
 
 
@@ -72,7 +71,8 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
         top = from_flat(RunConfig, "", flat)
         sections = {n: from_flat(c, f"{n}.", flat) for n, c in _section_classes().items()}
         method = from_flat(PeftConfig, "peft.", flat).method  # an unknown method fails here
-        peft = PeftConfig(method=method, params=_method_params(flat, method))
+        params = _method_params(flat, method)
+        peft = PeftConfig(method=method, params=params[method], head=params["head"])
     except ConfigError:
         raise
     except ValueError as exc:
@@ -95,6 +95,13 @@ def _check_across_sections(cfg: RunConfig) -> None:
         "server.aggregation",
         cfg.server.aggregation,
         "central DP (dp.mode='central') bounds the sensitivity of the mean only; use 'fedavg'",
+    )
+    check(
+        cfg.peft.head.init != "ncm" or not cfg.dp.enabled,
+        "peft.head.init",
+        "ncm",
+        f"with dp.mode={cfg.dp.mode!r}: the clients' per-class feature sums would be released "
+        "without noise or accounting; not supported under DP",
     )
 
 

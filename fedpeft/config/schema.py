@@ -182,6 +182,7 @@ class PeftConfig:
     PREFIX: ClassVar[str] = "peft."
     method: str = key("lora", "the PEFT method trained and sent", choices=_methods)
     params: Any = field(default=None, compare=True)
+    head: Any = field(default=None, compare=True)  # peft.head.*: every method's head options
 
     def __post_init__(self) -> None:
         check_choices(self, self.PREFIX)
