@@ -100,8 +100,10 @@ class PeftFedAvg(RoundLoop, FedAvg):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.reference = reference
         self.limits = limits or Limits()
-        self.aggregator: Aggregator = central_dp or RuleAggregator(
-            RULES.get(aggregation, "aggregation"), rule_params or RuleParams()
+        self.aggregator: Aggregator = (
+            central_dp
+            if central_dp is not None
+            else RuleAggregator(RULES.get(aggregation, "aggregation"), rule_params or RuleParams())
         )
         self.min_replies = min_replies
         self.max_failed_rounds = max_failed_rounds
