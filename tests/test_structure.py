@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 
 PACKAGES = ("fedpeft", "server_app", "client_app", "peft_strategies")
 # Baseline: the longest modules when this test was written are server_app/strategy.py
-# (278 lines, 349 before the round loop moved out) and fedpeft/procs.py (253); past
+# (279 lines, 349 before the round loop moved out) and fedpeft/procs.py (253); past
 # ~300 lines a module holds two concerns.
 MAX_LINES = 300
 
