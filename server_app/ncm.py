@@ -16,7 +16,6 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from torch import nn
 
-from fedpeft.arrays import payload_bytes, theoretical_bytes, wire_bytes
 from fedpeft.ncm import ncm_head
 
 from .rounds import RoundStats
@@ -81,9 +80,7 @@ def initialise_head(
     content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 0})})
     sent = [Message(content, dst_node_id=n, message_type=MESSAGE_TYPE, group_id=GROUP)
             for n in nodes]  # fmt: skip
-    stats.sent_to = len(sent)
-    stats.bytes_down = wire_bytes(arrays) * len(sent)
-    stats.theoretical_down = theoretical_bytes(arrays) * len(sent)
+    stats.count_sent(arrays, len(sent))
     replies = list(grid.send_and_receive(sent, timeout=timeout))
     counts_by_node = Counter(m.metadata.src_node_id for m in replies if not m.has_error())
     accepted: list[tuple[int, int, np.ndarray, np.ndarray]] = []
@@ -92,10 +89,7 @@ def initialise_head(
         if msg.has_error():
             stats.errors[node] = msg.error.reason
             continue
-        for record in msg.content.array_records.values():
-            stats.bytes_up += wire_bytes(record)
-            stats.payload_up += payload_bytes(record)
-            stats.theoretical_up += theoretical_bytes(record)
+        stats.count_received(msg.content)
         result = check_envelope(msg, 0, sent, counts_by_node) or check_statistics(
             msg.content, classes, dim, strategy.limits.max_num_examples
         )

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, MetricRecord
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+from fedpeft.arrays import payload_bytes, theoretical_bytes, wire_bytes
 
 
 @dataclass
@@ -35,6 +37,19 @@ class RoundStats:
     dp: dict[str, float | int] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     train_seconds: float = 0.0
+
+    def count_sent(self, arrays: ArrayRecord, messages: int) -> None:
+        """Count ``arrays`` sent to ``messages`` nodes (serialised and raw bytes)."""
+        self.sent_to = messages
+        self.bytes_down = wire_bytes(arrays) * messages
+        self.theoretical_down = theoretical_bytes(arrays) * messages
+
+    def count_received(self, content: RecordDict) -> None:
+        """Count the ArrayRecords of one reply (serialised, payload and raw bytes)."""
+        for record in content.array_records.values():
+            self.bytes_up += wire_bytes(record)
+            self.payload_up += payload_bytes(record)
+            self.theoretical_up += theoretical_bytes(record)
 
     def record_fields(self, label: Callable[[int], str]) -> dict[str, Any]:
         """The :class:`~fedpeft.record.RoundRecord` fields this round's counts give.

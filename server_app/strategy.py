@@ -15,7 +15,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedpeft.aggregation import RULES, Aggregator, RuleAggregator, RuleParams, Update
-from fedpeft.arrays import Arrays, payload_bytes, theoretical_bytes, wire_bytes
+from fedpeft.arrays import Arrays
 from fedpeft.server_opt import ServerOptimizer
 
 from .central_dp import CentralDp
@@ -170,11 +170,8 @@ class PeftFedAvg(RoundLoop, FedAvg):
             for node in node_ids
         ]
         self._sent = {server_round: _Sent(messages, {k: v.numpy() for k, v in arrays.items()})}
-        per_client = wire_bytes(arrays)
-        stats.sent_to = len(messages)
+        stats.count_sent(arrays, len(messages))
         stats.population = len(list(grid.get_node_ids()))
-        stats.bytes_down = per_client * len(messages)
-        stats.theoretical_down = theoretical_bytes(arrays) * len(messages)
         log.info("round %d: sampled partitions %s", server_round, self.nodes.partitions(node_ids))
         return messages
 
@@ -195,10 +192,7 @@ class PeftFedAvg(RoundLoop, FedAvg):
                 log.warning("round %d: node %d (partition %s) failed: %s", server_round, node,
                             self.nodes.label(node), msg.error.reason)  # fmt: skip
                 continue
-            for record in msg.content.array_records.values():
-                stats.bytes_up += wire_bytes(record)
-                stats.payload_up += payload_bytes(record)
-                stats.theoretical_up += theoretical_bytes(record)
+            stats.count_received(msg.content)
             result = check_envelope(
                 msg, server_round, sent.messages if sent else None, counts
             ) or check_reply(
