@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 from .flat import check, key
 
@@ -24,7 +23,6 @@ class DpConfig:
     (``epsilon``, ``delta``) over the planned rounds instead.
     """
 
-    PREFIX: ClassVar[str] = "dp."
     mode: str = key("none", "`none`, `local` (DP-SGD on every client, Opacus) or `central` "
                     "(the server clips and noises); see \"Differential privacy\"")  # fmt: skip
     clip_norm: float = key(1.0, "C: per-sample gradient bound (local) / per-client update "

@@ -6,7 +6,6 @@ What each mode does is :mod:`fedpeft.faults`; this is only the keys.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from .flat import ConfigError, check, key
 
@@ -21,7 +20,6 @@ def _modes() -> tuple[str, ...]:
 class FaultConfig:
     """``fault.*``: ``modes`` is ``"<partition>:<mode>,..."``, e.g. ``"0:nan,3:raise"``."""
 
-    PREFIX: ClassVar[str] = "fault."
     modes: str = key("", "\"<partition>:<mode>,...\", e.g. \"0:nan,3:raise\": those clients "
                      "misbehave every round they are sampled")  # fmt: skip
     dropout: float = key(0.0, "probability that a sampled client fails (seeded)")

@@ -54,7 +54,6 @@ def _partitioners() -> Any:
 class ModelConfig:
     """``model.*``: timm name, weight source and input resolution."""
 
-    PREFIX: ClassVar[str] = "model."
     name: str = key("vit_small_patch14_dinov2", "any timm ViT (`vit_small_patch14_dinov2`, "
                     "`vit_base_patch16_224.augreg2_in21k_ft_in1k`, ...)")  # fmt: skip
     weights: str = key("offline", "`hub` (timm pretrained, needs internet), `offline` (bundled "

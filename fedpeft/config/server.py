@@ -115,7 +115,6 @@ class ServerConfig:
 class OutputConfig:
     """``output.*``: where results go (``<dir>/<run-name>/``), checkpoints, resume."""
 
-    PREFIX: ClassVar[str] = "output."
     dir: str = key("outputs", "results folder: each run writes <dir>/<run-name>/")
     run_name: str = key("", "run folder name; empty = <method>-<dataset>-<time>-<run id>")
     checkpoint: bool = key(True, "write <dir>/<run-name>/checkpoint.safetensors after every "
