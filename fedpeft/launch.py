@@ -10,13 +10,16 @@ SuperLink's whole process group (SuperExec, simulation, Ray) by PID.
 As root it runs inside a network namespace that has only ``lo``, so Ray's
 listeners cannot reach any other address (``--netns never`` to disable).
 ``RAY_ADDRESS`` in the environment attaches the simulation to an existing
-Ray cluster instead of starting one.
+Ray cluster instead of starting one. ``--gpus-per-client 0.25`` gives each
+ClientApp a quarter of a GPU in Ray's bookkeeping: four run at once per GPU
+(Ray does not cap their memory; README, "GPUs").
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import shutil
@@ -57,12 +60,45 @@ def _reexec_in_netns(argv: list[str]) -> int:
     return child.wait()
 
 
+def non_negative(text: str) -> float:
+    """``argparse`` type: a finite float >= 0 (``--gpus-per-client``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number >= 0")
+    return value
+
+
+def federation_config(num_supernodes: int, cpus_per_client: float,
+                      gpus_per_client: float = 0.0) -> str:  # fmt: skip
+    """The ``flwr run --federation-config`` string of a simulation.
+
+    ``client-resources-num-gpus`` is only passed when ``gpus_per_client`` > 0
+    (Flower's default is 0: no GPU asked for).
+
+    Raises
+    ------
+    ValueError
+        If ``gpus_per_client`` is negative or not finite.
+
+    """
+    if not math.isfinite(gpus_per_client) or gpus_per_client < 0:
+        raise ValueError(f"gpus_per_client={gpus_per_client!r}: must be a finite number >= 0")
+    fed = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client:g}"
+    if gpus_per_client > 0:
+        fed += f" client-resources-num-gpus={gpus_per_client:g}"
+    return fed
+
+
 def run_simulation(
     app: Path,
     run_config: list[str],
     num_supernodes: int,
     cpus_per_client: float,
     timeout: float,
+    gpus_per_client: float = 0.0,
 ) -> tuple[int, str]:
     """Start a SuperLink, run the app, stop the SuperLink; return (run id, status)."""
     become_subreaper()
@@ -90,7 +126,7 @@ def run_simulation(
     log.info("SuperLink pid %d on 127.0.0.1:%d (FLWR_HOME=%s)", proc.pid, port, home)
     try:
         wait_healthy(port, proc)
-        fed = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client:g}"
+        fed = federation_config(num_supernodes, cpus_per_client, gpus_per_client)
         run_cmd = [_bin("flwr"), "run", str(app), CONNECTION, "--stream",
                    "--federation-config", fed]  # fmt: skip
         merged = to_arg(merge_overrides(run_config))
@@ -114,23 +150,35 @@ def run_simulation(
             shutil.rmtree(home, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (``fedpeft-sim``)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="fedpeft-sim", description=__doc__.split("\n")[0])
-    parser.add_argument("--app", type=Path, default=Path.cwd(), help="Flower app directory")
-    parser.add_argument(
+def build_parser() -> argparse.ArgumentParser:
+    """``fedpeft-sim``'s command line."""
+    p = argparse.ArgumentParser(prog="fedpeft-sim", description=__doc__.split("\n")[0])
+    p.add_argument("--app", type=Path, default=Path.cwd(), help="Flower app directory")
+    p.add_argument(
         "--run-config",
         "-c",
         action="append",
         default=[],
         help="run-config overrides or a .toml preset (repeatable; merged key by key, later wins)",
     )
-    parser.add_argument("--num-supernodes", type=int, default=10)
-    parser.add_argument("--cpus-per-client", type=float, default=1.0)
-    parser.add_argument("--timeout", type=float, default=3600.0)
-    parser.add_argument("--netns", choices=("auto", "always", "never"), default="auto")
-    args = parser.parse_args(argv)
+    p.add_argument("--num-supernodes", type=int, default=10)
+    p.add_argument("--cpus-per-client", type=float, default=1.0)
+    p.add_argument(
+        "--gpus-per-client",
+        type=non_negative,
+        default=0.0,
+        help="GPU share of each ClientApp for Ray's scheduling, e.g. 0.25: 4 clients per "
+        "GPU (default 0: none; memory is not capped)",
+    )
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--netns", choices=("auto", "always", "never"), default="auto")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (``fedpeft-sim``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # SIGTERM unwinds like Ctrl-C, so the SuperLink's process group is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -139,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return _reexec_in_netns(argv)
     _, status = run_simulation(
         args.app.resolve(), args.run_config, args.num_supernodes, args.cpus_per_client,
-        args.timeout,
+        args.timeout, args.gpus_per_client,
     )  # fmt: skip
     return 0 if status == "finished:completed" else 1
 

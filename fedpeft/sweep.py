@@ -2,6 +2,7 @@
 
     .venv/bin/fedpeft-sweep conf/sweep-cpu.toml            # run what is missing, then report
     .venv/bin/fedpeft-sweep conf/sweep-cpu.toml --report   # only rebuild RESULTS.md and plots
+    .venv/bin/fedpeft-sweep SWEEP.toml --gpus-per-client 0.25  # each run: 4 clients per GPU
 
 A sweep file names a base preset, the methods, the seeds and the settings (each a
 run-config string). Several sweep files can report into one ``RESULTS.md``: a sweep
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import shutil
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpeft.config import app_config, parse_run_config
+from fedpeft.launch import non_negative
 from fedpeft.record import read_run
 from fedpeft.report import write_report
 from fedpeft.sweepfile import Run, Sweep, load_sweep
@@ -85,9 +88,15 @@ def is_done(results: Path, run: Run, expected: Config | None = None) -> bool:
     return not stale
 
 
-def simulate(run: Run, num_supernodes: int, out_dir: Path) -> Path:
-    """Run one simulation with ``fedpeft-sim``; return its run folder."""
+def simulate(run: Run, num_supernodes: int, out_dir: Path, gpus_per_client: float = 0.0) -> Path:
+    """Run one simulation with ``fedpeft-sim``; return its run folder.
+
+    ``gpus_per_client`` > 0 is passed on as ``--gpus-per-client`` (the machine's, not
+    the run's: it is not part of the run config the sweep compares).
+    """
     cmd = [sys.executable, "-m", "fedpeft.launch", "--num-supernodes", str(num_supernodes)]
+    if gpus_per_client > 0:
+        cmd += ["--gpus-per-client", f"{gpus_per_client:g}"]
     for item in (*run.overrides, f"output.dir='{out_dir}' output.run-name='{run.name}'"):
         cmd += ["-c", item]
     with (out_dir / f"{run.name}.log").open("w") as logfile:
@@ -132,12 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fedpeft-sweep", description=__doc__.split("\n")[0])
     parser.add_argument("sweep", type=Path, help="sweep file, e.g. conf/sweep-cpu.toml")
     parser.add_argument("--report", action="store_true", help="only rebuild the report")
+    parser.add_argument("--gpus-per-client", type=non_negative, default=0.0,
+                        help="passed to each run's fedpeft-sim (default 0: no GPU)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     sweep = load_sweep(args.sweep)
     failed = []
     if not args.report:
-        failed = [r.name for r, status in run_sweep(sweep) if status != "completed"]
+        runner = functools.partial(simulate, gpus_per_client=args.gpus_per_client)
+        failed = [r.name for r, status in run_sweep(sweep, runner) if status != "completed"]
     write_report(sweep, command=f"fedpeft-sweep {args.sweep}")
     if failed:
         log.error("runs that did not complete: %s", failed)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedpeft import report
+from fedpeft import sweep as sweep_module
 from fedpeft.sweep import Run, load_sweep, run_sweep
 
 SWEEP = """
@@ -204,3 +205,42 @@ def test_a_sweep_name_that_is_no_file_name_part_is_refused(tmp_path):
     # Execute / Assert
     with pytest.raises(ValueError, match=r"name '\.\./x'"):
         load_sweep(path)
+
+
+class _Recorded:
+    """Stands in for ``subprocess.run``: keeps the command, runs nothing."""
+
+    def __init__(self) -> None:
+        self.cmds: list[list[str]] = []
+
+    def __call__(self, cmd, **_kwargs):
+        self.cmds.append(list(cmd))
+
+
+@pytest.mark.parametrize(("flag", "passed"), [(["--gpus-per-client", "0.25"], ["0.25"]), ([], [])])
+def test_the_sweep_passes_its_gpu_share_to_every_run(sweep, monkeypatch, tmp_path, flag, passed):
+    # Prepare: the runs and the report are replaced; the runner fedpeft-sweep builds is kept
+    runners = []
+    monkeypatch.setattr(sweep_module, "run_sweep", lambda s, runner: runners.append(runner) or [])
+    monkeypatch.setattr(sweep_module, "write_report", lambda *a, **k: [])
+    recorded = _Recorded()
+    monkeypatch.setattr(sweep_module.subprocess, "run", recorded)
+    sweep_file = tmp_path / "sweep.toml"
+    # Execute: fedpeft-sweep's runner makes one run
+    assert sweep_module.main([str(sweep_file), *flag]) == 0
+    runners[0](sweep.runs[0], 4, tmp_path)
+    # Assert: fedpeft-sim gets the GPU share (none without the flag) and the SuperNodes
+    cmd = recorded.cmds[0]
+    assert cmd[1:3] == ["-m", "fedpeft.launch"]
+    assert cmd[cmd.index("--num-supernodes") + 1] == "4"
+    got = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--gpus-per-client"]
+    assert got == passed
+
+
+def test_the_sweep_refuses_a_negative_gpu_share(tmp_path, capsys):
+    # Execute
+    with pytest.raises(SystemExit) as exit_info:
+        sweep_module.main([str(tmp_path / "sweep.toml"), "--gpus-per-client", "-1"])
+    # Assert
+    assert exit_info.value.code == 2
+    assert "--gpus-per-client" in capsys.readouterr().err

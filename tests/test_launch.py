@@ -1,0 +1,96 @@
+"""``fedpeft-sim``'s federation config and its GPU flag (nothing is started)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+from flwr.common.config import parse_config_args
+from flwr.supercore.utils import simulation_config_from_json
+
+from fedpeft import launch
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+PAPER = sorted(CONF.glob("paper-*.toml"))
+
+
+def _as_flower_reads_it(fed: str):
+    """The SimulationConfig ``flwr run --federation-config fed`` sends (flwr/cli/run/run.py)."""
+    parsed = {k.replace("-", "_"): v for k, v in parse_config_args([fed]).items()}
+    return simulation_config_from_json(parsed)
+
+
+def test_a_gpu_share_reaches_flowers_simulation_config():
+    # Execute
+    fed = launch.federation_config(64, 1.0, 0.25)
+    # Assert: Flower parses it into the field Ray's client resources come from
+    config = _as_flower_reads_it(fed)
+    assert config.client_resources_num_gpus == pytest.approx(0.25)
+    assert (config.num_supernodes, config.client_resources_num_cpus) == (64, 1)
+
+
+def test_no_gpu_share_leaves_the_federation_config_as_before():
+    # Execute
+    fed = launch.federation_config(10, 1.0)
+    # Assert
+    assert fed == "num-supernodes=10 client-resources-num-cpus=1"
+    assert not _as_flower_reads_it(fed).HasField("client_resources_num_gpus")
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf")])
+def test_a_bad_gpu_share_is_refused_naming_it(bad):
+    # Execute / Assert
+    with pytest.raises(ValueError, match=f"gpus_per_client={bad!r}"):
+        launch.federation_config(10, 1.0, bad)
+
+
+@pytest.mark.parametrize("bad", ["-1", "x", "nan"])
+def test_fedpeft_sim_refuses_a_bad_gpus_per_client_before_starting_anything(bad, capsys):
+    # Execute
+    with pytest.raises(SystemExit) as exit_info:
+        launch.main(["--gpus-per-client", bad, "--netns", "never"])
+    # Assert: argparse's usage error, naming the flag and the value
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--gpus-per-client" in err and repr(bad) in err
+
+
+def test_fedpeft_sim_passes_its_gpu_share_to_the_run(monkeypatch, tmp_path):
+    # Prepare: the simulation itself is replaced; only the arguments it gets are kept
+    seen = {}
+
+    def fake_run_simulation(*args):
+        seen["args"] = args
+        return 1, "finished:completed"
+
+    monkeypatch.setattr(launch, "run_simulation", fake_run_simulation)
+    monkeypatch.setattr(launch.signal, "signal", lambda *_: None)  # keep pytest's SIGTERM
+    # Execute
+    code = launch.main(["--app", str(tmp_path), "--gpus-per-client", "0.25", "--netns", "never"])
+    # Assert
+    assert code == 0
+    assert seen["args"][-1] == 0.25
+
+
+def _commands(preset: Path) -> list[list[str]]:
+    """The shell commands in a preset's header comment (``\\`` continues a line)."""
+    lines = [line[1:].strip() for line in preset.read_text().splitlines() if line.startswith("#")]
+    text = "\n".join(lines).replace("\\\n", " ")
+    return [
+        shlex.split(line) for line in text.splitlines() if line.startswith(("fedpeft-sim", "flwr"))
+    ]
+
+
+@pytest.mark.parametrize("preset", PAPER, ids=[p.stem for p in PAPER])
+def test_paper_presets_say_how_to_run_them_on_a_quarter_gpu_each(preset):
+    # Prepare
+    sim, flwr = _commands(preset)
+    # Execute: fedpeft-sim's own parser reads the first command
+    args = launch.build_parser().parse_args(sim[1:])
+    # Assert: 64 clients, 4 per GPU, this preset; plain Flower gets the same federation
+    assert (args.num_supernodes, args.gpus_per_client) == (64, 0.25)
+    assert args.run_config == [f"conf/{preset.name}"]
+    assert flwr[:2] == ["flwr", "run"] and flwr[flwr.index("--run-config") + 1] == sim[-1]
+    fed = flwr[flwr.index("--federation-config") + 1]
+    assert fed == launch.federation_config(64, args.cpus_per_client, args.gpus_per_client)
