@@ -4,7 +4,8 @@ TLS and SuperNode authentication are on by default (certificates and keys are
 made under ``--workdir`` unless ``--cert-dir`` holds them); ``--insecure``
 turns both off and must be asked for. The SuperLink keeps its state in
 ``--database``, so a later ``fedpeft-deploy`` on the same work dir lists the
-earlier runs (``flwr ls``).
+earlier runs (``flwr ls``). The SuperNodes divide the host's cores among
+themselves (``--no-cpu-split`` to let each use all of them).
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="passed to flwr run --run-config (repeatable)",
     )
+    p.add_argument(
+        "--no-cpu-split",
+        action="store_true",
+        help="let every SuperNode use all cores (default: SuperNode i gets its own share of "
+        "the CPUs, pinned, and OMP_NUM_THREADS/MKL_NUM_THREADS of that size)",
+    )
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole run")
     return p  # fmt: skip
 
@@ -71,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             auth=not (args.insecure or args.no_auth),
             cert_dir=args.cert_dir,
             database=args.database,
+            cpu_split=not args.no_cpu_split,
         )
     except ValueError as exc:
         log.error("%s", exc)

@@ -4,7 +4,8 @@
 its whole tree can be stopped), records their PIDs in ``<workdir>/pids.json``,
 and talks to the SuperLink only through the ``flwr`` CLI with its own
 ``FLWR_HOME``, exactly as a user on another machine would. Everything binds
-127.0.0.1.
+127.0.0.1. The SuperNodes divide the host's cores among themselves
+(:mod:`fedpeft.deploy.cpus`) unless ``FederationSpec.cpu_split`` is off.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 from .. import procs
+from .cpus import format_cpus, host_cpus, pin, split_cpus, thread_env
 from .flags import Tls, superlink_args, supernode_args
 from .flwr_cli import FlwrCli
 from .secrets import ensure_certs, ensure_node_key
@@ -45,6 +47,7 @@ class Federation:
         self.superlink: subprocess.Popen | None = None
         self.supernodes: dict[str, subprocess.Popen] = {}
         self.signalled: set[int] = set()
+        self.cpu_sets = split_cpus(host_cpus(), spec.num_supernodes) if spec.cpu_split else None
         self.cli = FlwrCli(spec.app, self.work / "cli-home", f"{HOST}:{self.port}",
                            self.tls.ca if self.tls else None, self.env)  # fmt: skip
 
@@ -59,11 +62,36 @@ class Federation:
         env.update(self.spec.env)
         return env
 
-    def _spawn(self, name: str, cmd: list[str], home: Path) -> subprocess.Popen:
+    def supernode_cpus(self, index: int) -> frozenset[int] | None:
+        """The CPUs SuperNode ``index`` runs on; None (all of them) without the split.
+
+        An index past ``num_supernodes`` (a SuperNode started later) shares, round-robin.
+        """
+        return None if self.cpu_sets is None else self.cpu_sets[index % len(self.cpu_sets)]
+
+    def supernode_env(self, index: int, home: Path) -> dict[str, str]:
+        """:meth:`env`, plus the thread counts of SuperNode ``index``'s CPUs.
+
+        ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` are its share's size (an
+        ``env`` entry of the spec still wins), so its ClientApps' torch uses that many.
+        """
+        env = self.env(home)
+        cpus = self.supernode_cpus(index)
+        if cpus is not None:
+            env.update(thread_env(cpus))
+            env.update(self.spec.env)
+        return env
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str],
+               cpus: frozenset[int] | None = None) -> subprocess.Popen:  # fmt: skip
         with (self.work / f"{name}.log").open("a") as out:
-            proc = subprocess.Popen(cmd, env=self.env(home), cwd=self.spec.app, stdout=out,
+            proc = subprocess.Popen(cmd, env=env, cwd=self.spec.app, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        log.info("%s: pid %d (log %s)", name, proc.pid, self.work / f"{name}.log")
+        where = ""
+        if cpus is not None:
+            pin(proc.pid, cpus)  # before it starts any ClientApp, which inherit it
+            where = f", CPUs {format_cpus(cpus)}, OMP_NUM_THREADS={env.get('OMP_NUM_THREADS')}"
+        log.info("%s: pid %d (log %s%s)", name, proc.pid, self.work / f"{name}.log", where)
         return proc
 
     def _write_pids(self) -> None:
@@ -90,7 +118,8 @@ class Federation:
 
     def start_superlink(self) -> None:
         """Start ``flower-superlink`` and wait until it is healthy."""
-        self.superlink = self._spawn("superlink", self.superlink_cmd(), self.work / "superlink")
+        self.superlink = self._spawn("superlink", self.superlink_cmd(),
+                                     self.env(self.work / "superlink"))  # fmt: skip
         self._write_pids()
         ca = Path(self.tls.ca) if self.tls else None
         procs.wait_healthy(self.port, self.superlink, ca_file=ca)
@@ -106,7 +135,7 @@ class Federation:
         self, index: int, name: str | None = None, register: bool = True,
         max_retries: int | None = None,
     ) -> subprocess.Popen:  # fmt: skip
-        """Start SuperNode ``index`` (0-based) with its node-config.
+        """Start SuperNode ``index`` (0-based) with its node-config, on its share of the CPUs.
 
         With authentication it gets the key pair ``keys/<name>`` (made if absent),
         whose public key is registered first unless ``register`` is False.
@@ -118,7 +147,8 @@ class Federation:
             if register:
                 self.cli.register(public)
         cmd = self.supernode_cmd(index, key, procs.free_port(), max_retries)
-        proc = self._spawn(name, cmd, self.work / name)
+        proc = self._spawn(name, cmd, self.supernode_env(index, self.work / name),
+                           self.supernode_cpus(index))  # fmt: skip
         self.supernodes[name] = proc
         self._write_pids()
         return proc

@@ -1,4 +1,7 @@
-"""What a local deployment starts: app, work dir, SuperNodes and their node-configs, security."""
+"""What a local deployment starts: app, work dir, SuperNodes and their node-configs, security.
+
+SuperNodes started on one host divide its CPUs among themselves (``cpu_split``).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ class FederationSpec:
     cert_dir: Path | None = None
     database: Path | None = None
     env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
+    cpu_split: bool = True  # SuperNode i: its share of the host's CPUs (fedpeft.deploy.cpus)
 
     def __post_init__(self) -> None:
         if self.num_supernodes < 1:
