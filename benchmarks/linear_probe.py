@@ -31,9 +31,9 @@ from threadpoolctl import threadpool_limits
 
 from fedpeft.config import RunConfig
 from fedpeft.data import ImageTensors, load_partition, load_test
-from fedpeft.data.tensors import normalize
+from fedpeft.engine import Engine, make_engine
+from fedpeft.features import pooled_features
 from fedpeft.model import build_model
-from fedpeft.training import _stats
 
 from .plain_loop import app_config
 
@@ -41,16 +41,11 @@ log = logging.getLogger("benchmarks.linear_probe")
 C_GRID = (0.001, 0.01, 0.1, 1.0)
 
 
-@torch.no_grad()
-def features(model: torch.nn.Module, data: ImageTensors, batch_size: int) -> np.ndarray:
-    """Pooled pre-logit features of the frozen backbone (timm ``forward_head(pre_logits)``)."""
-    mean, std = _stats(model)
-    model.eval()
-    out = []
-    for start in range(0, len(data), batch_size):
-        x = normalize(data.images[start : start + batch_size], mean, std)
-        out.append(model.forward_head(model.forward_features(x), pre_logits=True).numpy())
-    return np.concatenate(out)
+def features(
+    model: torch.nn.Module, data: ImageTensors, batch_size: int, engine: Engine
+) -> np.ndarray:
+    """Pooled pre-logit features of the frozen backbone, as the head-only clients see them."""
+    return pooled_features(model, data, engine, batch_size).cpu().numpy()
 
 
 def run(cfg: RunConfig, test_sizes: list[int]) -> dict:
@@ -61,7 +56,8 @@ def run(cfg: RunConfig, test_sizes: list[int]) -> dict:
     start = time.perf_counter()
     train = load_partition(cfg.data, cfg.seed, cfg.model.img_size, 0, 1)
     model = build_model(cfg.model, cfg.peft, train.num_classes, cfg.seed)
-    x_train = features(model, train, cfg.server.eval_batch_size)
+    engine = make_engine(model, cfg.train.device, cfg.train.precision)
+    x_train = features(model, train, cfg.server.eval_batch_size, engine)
     log.info("%d training features of dim %d", *x_train.shape)
     search = GridSearchCV(
         make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
@@ -72,14 +68,16 @@ def run(cfg: RunConfig, test_sizes: list[int]) -> dict:
     probe = search.best_estimator_
     result = {
         "model": cfg.model.name, "weights": cfg.model.weights, "img_size": cfg.model.img_size,
-        "dataset": cfg.data.dataset, "train_images": len(train), "seed": cfg.seed,
+        "precision": engine.precision.name, "dataset": cfg.data.dataset,
+        "train_images": len(train), "seed": cfg.seed,
         "C": float(search.best_params_["logisticregression__C"]),
         "train_accuracy": float(probe.score(x_train, train.labels.numpy())),
         "test": {},
     }  # fmt: skip
     for size in test_sizes:
         test = load_test(replace(cfg.data, test_size=size), cfg.seed, cfg.model.img_size)
-        acc = probe.score(features(model, test, cfg.server.eval_batch_size), test.labels.numpy())
+        x_test = features(model, test, cfg.server.eval_batch_size, engine)
+        acc = probe.score(x_test, test.labels.numpy())
         result["test"][str(size)] = {"images": len(test), "accuracy": float(acc)}
         log.info("linear probe: %.4f on %d test images", acc, len(test))
     result["wall_seconds"] = time.perf_counter() - start

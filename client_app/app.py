@@ -10,14 +10,19 @@ import logging
 import math
 import os
 import time
+from typing import NamedTuple
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from torch import nn
 
 from fedpeft import faults
 from fedpeft import model as model_lib
 from fedpeft.arrays import load_trainable, to_arrayrecord, trainable_state, wire_bytes
-from fedpeft.config import run_config
+from fedpeft.config import RunConfig, run_config
+from fedpeft.data import ImageTensors
+from fedpeft.device import set_threads
+from fedpeft.engine import Engine, make_engine
 from fedpeft.logs import setup_logging
 from fedpeft.training import client_seed, evaluate, train_local
 
@@ -28,14 +33,27 @@ log = logging.getLogger(__name__)
 app = ClientApp()
 
 
-def _prepare(msg: Message, context: Context):  # noqa: ANN202
+class Local(NamedTuple):
+    """What a message is handled with: the config, the model, the node's data, its engine."""
+
+    cfg: RunConfig
+    model: nn.Module
+    data: ImageTensors
+    client_id: int
+    engine: Engine
+
+
+def _prepare(msg: Message, context: Context) -> Local:
     setup_logging()
     cfg = run_config(context.run_config)
+    set_threads(cfg.train.num_threads)
     # node-config picks a partition or a local image folder, and optionally a weights file
     node = node_setup(cfg, context.node_config, msg.content["arrays"], context.node_id)
     model = model_lib.cached_model(node.model, cfg.peft, node.data.num_classes, cfg.seed)
+    t = cfg.train  # the model moves to train.device (a device this node lacks fails here)
+    engine = make_engine(model, t.device, t.precision, t.augment, private=cfg.dp.mode == "local")
     load_trainable(model, msg.content["arrays"])
-    return cfg, model, node.data, node.client_id
+    return Local(cfg, model, node.data, node.client_id, engine)
 
 
 def sent_lr(config: ConfigRecord) -> float:
@@ -57,7 +75,7 @@ def sent_lr(config: ConfigRecord) -> float:
 def train(msg: Message, context: Context) -> Message:
     """Train the received trainable tensors on this client's partition."""
     start = time.perf_counter()
-    cfg, model, data, partition_id = _prepare(msg, context)
+    cfg, model, data, partition_id, engine = _prepare(msg, context)
     server_round = int(msg.content["config"]["server-round"])
     lr = sent_lr(msg.content["config"])  # the server's (a schedule may change it per round)
     fault = faults.before_training(cfg.fault, cfg.seed, server_round, partition_id)
@@ -67,10 +85,10 @@ def train(msg: Message, context: Context) -> Message:
         from fedpeft.dp.client import private_round
 
         outcome, dp_metrics = private_round(
-            model, data, cfg, seed, context.state, partition_id, lr=lr
+            model, data, cfg, seed, context.state, partition_id, lr=lr, engine=engine
         )
     else:
-        outcome = train_local(model, data, cfg.train, lr, seed)
+        outcome = train_local(model, data, cfg.train, lr, seed, engine)
     if not math.isfinite(outcome.loss):
         log.warning(
             "client %d round %d: training loss is %s", partition_id, server_round, outcome.loss
@@ -104,8 +122,8 @@ def ncm_statistics(msg: Message, context: Context) -> Message:
     """FedNCM: per-class sums and counts of this client's pooled features (before round 1)."""
     from fedpeft.ncm import class_feature_sums
 
-    cfg, model, data, _ = _prepare(msg, context)
-    sums, counts = class_feature_sums(model, data, cfg.server.eval_batch_size)
+    cfg, model, data, _, engine = _prepare(msg, context)
+    sums, counts = class_feature_sums(model, data, cfg.server.eval_batch_size, engine)
     arrays = ArrayRecord({"sums": Array(sums), "counts": Array(counts)})
     metrics = MetricRecord({"num-examples": len(data)})
     return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
@@ -122,8 +140,8 @@ def query(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
     """Evaluate the global model on this client's local data."""
-    cfg, model, data, _ = _prepare(msg, context)
-    outcome = evaluate(model, data, cfg.server.eval_batch_size)
+    cfg, model, data, _, engine = _prepare(msg, context)
+    outcome = evaluate(model, data, cfg.server.eval_batch_size, engine, cfg.train.feature_cache)
     metrics = MetricRecord(
         {
             "num-examples": outcome.num_examples,

@@ -13,24 +13,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.tensors import ImageTensors, normalize
-from .training import _stats
+from .data.tensors import ImageTensors
+from .engine import Engine, make_engine
+from .features import cached_features, pooled_features
 
 
-@torch.inference_mode()
 def class_feature_sums(
-    model: nn.Module, data: ImageTensors, batch_size: int
+    model: nn.Module, data: ImageTensors, batch_size: int, engine: Engine | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class sums (``C × D``, float32) and counts (``C``, int64) of the pooled features."""
-    mean, std = _stats(model)
-    model.eval()
-    classes, dim = data.num_classes, model.num_features
-    sums = torch.zeros(classes, dim, dtype=torch.float64)
-    for start in range(0, len(data), batch_size):
-        x = normalize(data.images[start : start + batch_size], mean, std)
-        feats = model.forward_head(model.forward_features(x), pre_logits=True)
-        sums.index_add_(0, data.labels[start : start + batch_size], feats.double())
-    counts = torch.bincount(data.labels, minlength=classes)
+    """Per-class sums (``C × D``, float32) and counts (``C``, int64) of the pooled features.
+
+    Head-only: the features its training then reuses (:mod:`fedpeft.features`).
+    """
+    engine = engine or make_engine(model)
+    feats = cached_features(model, data, engine, batch_size)
+    if feats is None:
+        feats = pooled_features(model, data, engine, batch_size)
+    sums = torch.zeros(data.num_classes, feats.shape[1], dtype=torch.float64)
+    sums.index_add_(0, data.labels, feats.double().cpu())
+    counts = torch.bincount(data.labels, minlength=data.num_classes)
     return sums.float().numpy(), counts.numpy().astype(np.int64)
 
 

@@ -1,17 +1,28 @@
-"""Local SGD training and evaluation on uint8 image tensors."""
+"""The one local-training loop (plain SGD and DP-SGD) and evaluation, on any device.
+
+:func:`fit` runs index batches through a model (or, when only the head trains, the
+head over cached frozen features, :mod:`fedpeft.features`) under the engine's
+precision and hands each loss to a stepper: :class:`SgdStep` here, Opacus's
+DP optimizer in :mod:`fedpeft.dp.local`, which also supplies Poisson batches.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import normalization
 from .config import TrainConfig
-from .data.tensors import ImageTensors, normalize
+from .data.tensors import ImageTensors
+from .device import release
+from .engine import Engine, make_engine
+from .features import cached_features
+from .precision import Precision
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,18 @@ class Outcome:
 def client_seed(seed: int, server_round: int, partition_id: int) -> int:
     """Training seed of one client in one round, independent of which worker runs it."""
     return seed * 1_000_003 + server_round * 10_007 + partition_id
+
+
+def trainable(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters the optimizer updates (and the client sends)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def sgd(params: list[nn.Parameter], cfg: TrainConfig, lr: float) -> torch.optim.SGD:
+    """The local optimizer: SGD with ``train.momentum`` / ``nesterov`` / ``weight-decay``."""
+    return torch.optim.SGD(
+        params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+    )
 
 
 def proximal_start(params: list[nn.Parameter], mu: float) -> list[torch.Tensor] | None:
@@ -50,56 +73,129 @@ def add_proximal(
                 p.grad.add_(p - p0, alpha=mu)
 
 
-def _stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    mean, std = normalization(model)
-    return torch.tensor(mean), torch.tensor(std)
+class Stepper(Protocol):
+    """Turns one batch's loss into a parameter update."""
+
+    def __call__(self, loss: torch.Tensor | None) -> None:
+        """Update from ``loss``; ``None``: an empty batch (DP-SGD's noise-only step)."""
+
+
+class SgdStep:
+    """zero_grad, backward (loss-scaled for fp16), FedProx's term, SGD step."""
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], mu: float,
+        precision: Precision,
+    ) -> None:  # fmt: skip
+        self.optimizer, self.params, self.mu = optimizer, params, mu
+        self.received = proximal_start(params, mu)
+        self.scaler = precision.scaler()
+
+    def __call__(self, loss: torch.Tensor | None) -> None:
+        if loss is None:
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.received is not None:
+            self.scaler.unscale_(self.optimizer)  # the proximal term is in real units
+            add_proximal(self.params, self.received, self.mu)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
+def shuffled_batches(
+    n: int, batch_size: int, epochs: int, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """Index batches over ``epochs`` seeded permutations of ``range(n)``."""
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        yield from order.split(batch_size)
+
+
+def fit(
+    forward: nn.Module,
+    batches: Iterable[torch.Tensor],
+    inputs: Callable[[torch.Tensor], torch.Tensor],
+    labels: torch.Tensor,
+    engine: Engine,
+    step: Stepper,
+) -> tuple[float, float]:
+    """Train over ``batches`` (index tensors); the mean loss and accuracy over what was seen.
+
+    ``inputs(idx)`` gives the batch on the engine's device. Loss and accuracy add up on
+    the device, so a GPU is not synchronised every step.
+    """
+    labels = labels.to(engine.device)
+    loss_sum = torch.zeros((), device=engine.device)
+    correct = torch.zeros((), dtype=torch.long, device=engine.device)
+    seen = 0
+    for idx in batches:
+        if len(idx) == 0:
+            step(None)
+            continue
+        x, y = inputs(idx), labels[idx.to(engine.device)]
+        with engine.precision.autocast():
+            logits = forward(x)
+        loss = F.cross_entropy(logits.float(), y)
+        step(loss)
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(idx)
+    seen = max(seen, 1)
+    return float(loss_sum) / seen, int(correct) / seen
+
+
+def model_inputs(
+    model: nn.Module, data: ImageTensors, engine: Engine, batch_size: int,
+    generator: torch.Generator | None, cache: bool,
+) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:  # fmt: skip
+    """What :func:`fit` runs: the head on cached features where valid, else the whole model."""
+    feats = cached_features(model, data, engine, batch_size) if cache else None
+    if feats is not None:
+        return model.head, lambda idx: feats[idx.to(engine.device)]
+    return model, lambda idx: engine.pipeline(data.images[idx], generator)
 
 
 def train_local(
-    model: nn.Module, data: ImageTensors, cfg: TrainConfig, lr: float, seed: int
-) -> Outcome:
+    model: nn.Module, data: ImageTensors, cfg: TrainConfig, lr: float, seed: int,
+    engine: Engine | None = None,
+) -> Outcome:  # fmt: skip
     """Train the model's trainable parameters with SGD; deterministic given ``seed``."""
+    engine = engine or make_engine(model, cfg.device, cfg.precision, cfg.augment)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    received = proximal_start(params, cfg.proximal_mu)
-    optimizer = torch.optim.SGD(
-        params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
-    )
-    mean, std = _stats(model)
+    params = trainable(model)
+    step = SgdStep(sgd(params, cfg, lr), params, cfg.proximal_mu, engine.precision)
+    cache = cfg.feature_cache and cfg.augment == "none"
+    forward, inputs = model_inputs(model, data, engine, cfg.batch_size, generator, cache)
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(data), generator=generator)
-        for start in range(0, len(data), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            x = normalize(data.images[idx], mean, std)
-            y = data.labels[idx]
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            loss.backward()
-            add_proximal(params, received, cfg.proximal_mu)
-            optimizer.step()
-            total_loss += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(idx)
-    seen = max(seen, 1)
-    return Outcome(total_loss / seen, correct / seen, len(data))
+    batches = shuffled_batches(len(data), cfg.batch_size, cfg.epochs, generator)
+    try:
+        loss, acc = fit(forward, batches, inputs, data.labels, engine, step)
+    finally:
+        release(engine.device)
+    return Outcome(loss, acc, len(data))
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: ImageTensors, batch_size: int) -> Outcome:
-    """Loss and accuracy of ``model`` on ``data``."""
-    mean, std = _stats(model)
+def evaluate(
+    model: nn.Module, data: ImageTensors, batch_size: int, engine: Engine | None = None,
+    cache: bool = True,
+) -> Outcome:  # fmt: skip
+    """Loss and accuracy of ``model`` on ``data`` (the head on cached features where valid)."""
+    engine = engine or make_engine(model)
+    forward, inputs = model_inputs(model, data, engine, batch_size, None, cache)
     model.eval()
-    total_loss, correct = 0.0, 0
-    for start in range(0, len(data), batch_size):
-        x = normalize(data.images[start : start + batch_size], mean, std)
-        y = data.labels[start : start + batch_size]
-        logits = model(x)
-        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
+    labels = data.labels.to(engine.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=engine.device)
+    correct = torch.zeros((), dtype=torch.long, device=engine.device)
+    for idx in torch.arange(len(data)).split(batch_size):
+        with engine.precision.autocast():
+            logits = forward(inputs(idx)).float()
+        y = labels[idx.to(engine.device)]
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+    release(engine.device)
     n = max(len(data), 1)
-    loss = total_loss / n
-    return Outcome(loss if math.isfinite(loss) else float("nan"), correct / n, len(data))
+    loss = float(loss_sum) / n
+    return Outcome(loss if math.isfinite(loss) else float("nan"), int(correct) / n, len(data))

@@ -21,7 +21,9 @@ from fedpeft.arrays import (
 )
 from fedpeft.config import RunConfig, run_config
 from fedpeft.data import load_test
+from fedpeft.device import set_threads
 from fedpeft.dp.client import warn_delta
+from fedpeft.engine import make_engine
 from fedpeft.logs import setup_logging
 from fedpeft.model import build_model
 from fedpeft.record import RoundRecord, RunRecord
@@ -101,8 +103,11 @@ def main(grid: Grid, context: Context) -> None:
     """Run (or resume) federated PEFT fine-tuning with central evaluation each round."""
     setup_logging()
     cfg = run_config(context.run_config)  # a bad key or value fails here, at start-up
+    set_threads(cfg.train.num_threads)
     test = load_test(cfg.data, cfg.seed, cfg.model.img_size)
     model = build_model(cfg.model, cfg.peft, test.num_classes, cfg.seed)
+    # server.device: a device the server lacks fails here, at start-up
+    engine = make_engine(model, cfg.server.device, cfg.train.precision, device_key="server.device")
     initial = to_arrayrecord(trainable_state(model))  # trainable tensors only
     out_dir = Path(cfg.output.dir) / _run_name(
         cfg.output.run_name, cfg.peft.method, cfg.data.dataset, context.run_id
@@ -146,7 +151,9 @@ def main(grid: Grid, context: Context) -> None:
             num_rounds=cfg.server.num_rounds,
             timeout=cfg.server.round_timeout,
             train_config=ConfigRecord(),  # lr per round from the strategy's lr_at
-            evaluate_fn=make_evaluate_fn(model, test, cfg.server.eval_batch_size),
+            evaluate_fn=make_evaluate_fn(
+                model, test, cfg.server.eval_batch_size, engine, cfg.train.feature_cache
+            ),
             first_round=first_round,
             recorder=recorder,
         )

@@ -23,6 +23,13 @@ def tiny_vit(num_classes: int = 10) -> torch.nn.Module:
     return timm.create_model("test_vit", pretrained=False, num_classes=num_classes, img_size=32)
 
 
+def model_input(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Reference input of RGB uint8 images already at the model's size: [0, 1], standardised."""
+    cfg = timm.data.resolve_data_config({}, model=model)
+    mean, std = (torch.tensor(cfg[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+    return (images.float() / 255.0 - mean) / std
+
+
 @pytest.fixture(autouse=True)
 def _task_identity():
     # Flower Messages read the running task's identity, as inside a ServerApp.

@@ -13,6 +13,7 @@ import client_app.app as client
 from fedpeft.arrays import to_arrayrecord, trainable_state
 from fedpeft.config import parse_run_config
 from fedpeft.data.tensors import ImageTensors
+from fedpeft.engine import make_engine
 from fedpeft.training import client_seed, train_local
 from peft_strategies import get_method
 from tests.conftest import tiny_vit
@@ -36,7 +37,8 @@ def test_reply_is_trained_with_the_sent_lr(monkeypatch):
     # Prepare: the server sends lr 0.2; the run config says 0.05
     cfg, model, data = _setup()
     start = {k: v.clone() for k, v in trainable_state(model).items()}
-    monkeypatch.setattr(client, "_prepare", lambda msg, ctx: (cfg, model, data, 0))
+    local = client.Local(cfg, model, data, 0, make_engine(model, precision=cfg.train.precision))
+    monkeypatch.setattr(client, "_prepare", lambda msg, ctx: local)
     msg = _train_message(to_arrayrecord(start), {"server-round": 1, "lr": 0.2})
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
     # Execute

@@ -44,12 +44,18 @@ def test_shard_gives_k_classes_per_client():
     assert all(len(set(fed.partition(i)["label"])) == 2 for i in range(5))
 
 
-def test_fashion_mnist_subsampled_grayscale_to_rgb():
+def test_fashion_mnist_is_stored_at_its_source_size_capped_at_the_models():
+    # Prepare
     cfg = DataConfig(dataset="fashion-mnist", train_size=300, test_size=100)
+    # Execute: a 32 px model (above the source's 28 px) and a 16 px one (below)
     part = load_partition(cfg, 0, 32, 0, 3)
-    assert part.images.shape == (100, 3, 32, 32) and part.images.dtype == torch.uint8
+    small = load_partition(cfg, 0, 16, 0, 3)
+    # Assert: greyscale kept in one channel; 28 px, or downsampled once to the cap
+    assert part.images.shape == (100, 1, 28, 28) and part.images.dtype == torch.uint8
+    assert small.images.shape == (100, 1, 16, 16)
     assert part.num_classes == 10
     assert load_partition(cfg, 0, 32, 0, 3) is part  # cached per process
+    assert part.key and part.key != small.key != load_partition(cfg, 0, 32, 1, 3).key
 
 
 def test_image_folder_source_with_held_out_test(tmp_path):

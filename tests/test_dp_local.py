@@ -6,19 +6,20 @@ import logging
 
 import pytest
 import torch
-from conftest import tiny_vit
+from conftest import model_input, tiny_vit
 from flwr.app import RecordDict
 from opacus.accountants import RDPAccountant
 
 from fedpeft.config import TrainConfig, parse_run_config
-from fedpeft.data.tensors import ImageTensors, normalize
+from fedpeft.data.tensors import ImageTensors
 from fedpeft.dp import accounting
 from fedpeft.dp.client import STATE_KEY, private_round
 from fedpeft.dp.local import train_private
-from fedpeft.training import _stats, train_local
+from fedpeft.training import train_local
 from peft_strategies import get_method, method_names
 
-NO_MOMENTUM = TrainConfig(epochs=1, batch_size=4, momentum=0.0, nesterov=False, weight_decay=0.0)
+NO_MOMENTUM = TrainConfig(epochs=1, batch_size=4, momentum=0.0, nesterov=False, weight_decay=0.0,
+                          precision="fp32")  # fmt: skip
 
 
 def _model(name: str = "head") -> torch.nn.Module:
@@ -42,11 +43,10 @@ def test_clipping_bounds_every_per_sample_gradient():
     # Prepare: one step, lr 1, no momentum/decay/noise → Δ = −mean_i clip_C(g_i)
     model, data, clip = _model(), _data(4), 1e-3
     before = _trainable(model)
-    mean, std = _stats(model)
     truth = {n: torch.zeros_like(p) for n, p in before.items()}
     for i in range(4):  # ground truth: each example's gradient, clipped by hand
         model.zero_grad(set_to_none=True)
-        x = normalize(data.images[i : i + 1], mean, std)
+        x = model_input(model, data.images[i : i + 1])
         torch.nn.functional.cross_entropy(model(x), data.labels[i : i + 1]).backward()
         grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
         norm = torch.sqrt(sum((g**2).sum() for g in grads.values()))
@@ -67,7 +67,7 @@ def test_clipping_bounds_every_per_sample_gradient():
 @pytest.mark.parametrize("method", ["lora", "prompt"])
 def test_no_noise_no_clipping_equals_non_private_training(method):
     # Prepare: the batches train_local draws (N divisible by the batch size)
-    cfg, data, seed = TrainConfig(epochs=1, batch_size=4), _data(12), 5
+    cfg, data, seed = TrainConfig(epochs=1, batch_size=4, precision="fp32"), _data(12), 5
     order = torch.randperm(12, generator=torch.Generator().manual_seed(seed))
     plain, private = _model(method), _model(method)
     # Execute

@@ -10,12 +10,14 @@ import torch.nn.functional as F
 from opacus.accountants import RDPAccountant
 
 from fedpeft.config import TrainConfig
-from fedpeft.data.tensors import normalize
 from fedpeft.dp.local import train_private
-from fedpeft.training import _stats, train_local
+from fedpeft.training import train_local
+from tests.conftest import model_input
 from tests.test_dp_local import _data, _model, _trainable
 
-CFG = TrainConfig(epochs=2, batch_size=4, momentum=0.9, nesterov=True, weight_decay=1e-4)
+CFG = TrainConfig(
+    epochs=2, batch_size=4, momentum=0.9, nesterov=True, weight_decay=1e-4, precision="fp32"
+)  # the reference is fp32
 
 
 def _reference(model, data, cfg: TrainConfig, lr: float, seed: int, mu: float) -> None:
@@ -26,13 +28,12 @@ def _reference(model, data, cfg: TrainConfig, lr: float, seed: int, mu: float) -
     received = [p.detach().clone() for p in params]
     sgd = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                           weight_decay=cfg.weight_decay)  # fmt: skip
-    mean, std = _stats(model)
     model.train()
     for _ in range(cfg.epochs):
         order = torch.randperm(len(data), generator=generator)
         for start in range(0, len(data), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            loss = F.cross_entropy(model(normalize(data.images[idx], mean, std)), data.labels[idx])
+            loss = F.cross_entropy(model(model_input(model, data.images[idx])), data.labels[idx])
             loss = loss + mu / 2 * sum(
                 ((p - r) ** 2).sum() for p, r in zip(params, received, strict=True)
             )

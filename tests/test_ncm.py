@@ -10,14 +10,14 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 import client_app.app as client
 from fedpeft.arrays import to_arrayrecord, trainable_state
 from fedpeft.config import ConfigError, parse_run_config
-from fedpeft.data.tensors import ImageTensors, normalize
+from fedpeft.data.tensors import ImageTensors
+from fedpeft.engine import make_engine
 from fedpeft.ncm import class_feature_sums
-from fedpeft.training import _stats
 from peft_strategies import get_method
 from server_app.ncm import check_statistics, head_keys, initialise_head
 from server_app.strategy import PeftFedAvg
 from server_app.validation import reference_specs
-from tests.conftest import tiny_vit
+from tests.conftest import model_input, tiny_vit
 from tests.fakes import FakeGrid
 
 CLASSES = 4
@@ -59,8 +59,8 @@ def test_ncm_head_equals_the_centralised_class_means(method):
     out = initialise_head(_strategy(model), grid, arrays, (weight_key, bias_key), 10.0)
     # Assert: unit-norm class means of all 16 images' features; class 3 (unseen) stays 0
     with torch.inference_mode():
-        mean, std = _stats(model)
-        x = torch.cat([normalize(p.images, mean, std) for p in parts])
+        model.eval()  # as the clients compute them (prompt dropout off)
+        x = torch.cat([model_input(model, p.images) for p in parts])
         feats = model.forward_head(model.forward_features(x), pre_logits=True).double()
     labels = torch.cat([p.labels for p in parts])
     for c in range(3):
@@ -114,7 +114,8 @@ def test_too_few_usable_replies_fail_with_a_clear_message():
 def test_the_client_handler_replies_valid_statistics(monkeypatch):
     # Prepare
     cfg, model, data = parse_run_config({"peft.method": "lora"}), _model("lora"), _data(10, 4)
-    monkeypatch.setattr(client, "_prepare", lambda msg, ctx: (cfg, model, data, 0))
+    local = client.Local(cfg, model, data, 0, make_engine(model, precision="fp32"))
+    monkeypatch.setattr(client, "_prepare", lambda msg, ctx: local)
     content = RecordDict({"arrays": to_arrayrecord(trainable_state(model)),
                           "config": ConfigRecord({"server-round": 0})})  # fmt: skip
     msg = Message(content, dst_node_id=1, message_type="train.ncm")

@@ -31,7 +31,8 @@ def test_integer_class_folders_become_labels(tmp_path):
     # Execute
     data = load_image_folder(str(tmp_path), 16, 10)
     # Assert
-    assert tuple(data.images.shape) == (5, 3, 16, 16)
+    # stored at the source's 8 px greyscale, not the model's 16 px (resized per batch)
+    assert tuple(data.images.shape) == (5, 1, 8, 8)
     assert data.labels.tolist() == [3, 3, 7, 7, 7]
     assert data.num_classes == 10
 

@@ -97,6 +97,13 @@ def _check_across_sections(cfg: RunConfig) -> None:
         "central DP (dp.mode='central') bounds the sensitivity of the mean only; use 'fedavg'",
     )
     check(
+        cfg.dp.mode != "local" or cfg.train.precision in ("fp32", "auto"),
+        "train.precision",
+        cfg.train.precision,
+        "with dp.mode='local': DP-SGD clips per-sample gradients computed in fp32 (checked "
+        "against micro-batch ground truth); use 'fp32' or 'auto' (fp32 under local DP)",
+    )
+    check(
         cfg.peft.head.init != "ncm" or not cfg.dp.enabled,
         "peft.head.init",
         "ncm",

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from .dp import DpConfig
 from .fault import FaultConfig
 from .flat import check, check_choices, key
-from .server import OutputConfig, ServerConfig
+from .server import OutputConfig, ServerConfig, check_device
 
 
 def _methods() -> tuple[str, list[str]]:
@@ -42,6 +42,18 @@ def _schedules() -> Any:
     from fedpeft.schedules import SCHEDULES
 
     return SCHEDULES
+
+
+def _precisions() -> Any:
+    from fedpeft.precision import PRECISIONS
+
+    return PRECISIONS
+
+
+def _augmentations() -> Any:
+    from fedpeft.data.batches import AUGMENTATIONS
+
+    return AUGMENTATIONS
 
 
 def _partitioners() -> Any:
@@ -148,6 +160,22 @@ class TrainConfig:
                              "gets r/W of the lr)")  # fmt: skip
     lr_step_rounds: int = key(10, "step: rounds between two lr cuts")
     lr_gamma: float = key(0.1, "step: factor of each lr cut")
+    device: str = key("auto", "where clients train: `auto` (CUDA, else `mps`, else CPU; logged), "
+                      "`cpu`, `cuda`, `cuda:N`, `mps`; a device the client lacks fails its "
+                      "first round naming this key")  # fmt: skip
+    precision: str = key("auto", "autocast dtype of forward and backward (parameters, optimizer "
+                         "state and what travels stay fp32): `auto` = bf16 where the device "
+                         "has it natively (CUDA, CPUs with AVX512-BF16/AMX), fp16 on older "
+                         "CUDA, else fp32; fp16 scales the loss; local DP: fp32 only",
+                         choices=_precisions)  # fmt: skip
+    augment: str = key("none", "augmentation of training batches on the device (`flip`; "
+                       "`crop-flip`: pad 1/8, random crop, flip); anything but `none` turns "
+                       "off the feature cache", choices=_augmentations)  # fmt: skip
+    feature_cache: bool = key(True, "when only the head trains, compute each worker's frozen "
+                              "features once and train and evaluate the head on them")  # fmt: skip
+    num_threads: int = key(0, "CPU threads of torch per process; 0 = the CPUs it may use "
+                           "(OMP_NUM_THREADS, set by Ray and fedpeft-deploy, else its "
+                           "affinity)")  # fmt: skip
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
@@ -167,6 +195,8 @@ class TrainConfig:
         check(self.lr_step_rounds >= 1, "train.lr-step-rounds", self.lr_step_rounds,
               "must be >= 1")  # fmt: skip
         check(0 < self.lr_gamma <= 1, "train.lr-gamma", self.lr_gamma, "must be in (0, 1]")
+        check_device("train.device", self.device)
+        check(self.num_threads >= 0, "train.num-threads", self.num_threads, "must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,6 +22,15 @@ def _rules() -> Any:
     return RULES
 
 
+DEVICE_SPEC = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device(key_: str, spec: str) -> None:
+    """The syntax of a ``*.device`` value (:mod:`fedpeft.device` checks that it exists)."""
+    check(DEVICE_SPEC.fullmatch(spec) is not None, key_, spec, f"choose one of {DEVICE_CHOICES}")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """``server.*``: rounds, client sampling, timeouts, reply limits and aggregation."""
@@ -36,6 +46,8 @@ class ServerConfig:
                                    "on their own data each round")  # fmt: skip
     round_timeout: float = key(600.0, "seconds the server waits for a round's replies")
     eval_batch_size: int = key(64, "batch size of evaluation (server and clients)")
+    device: str = key("auto", "where the server evaluates the global model (choices as "
+                      "train.device; checked at start-up)")  # fmt: skip
     min_replies: int = key(1, "fewer valid replies: the round fails and the global state "
                            "is unchanged")  # fmt: skip
     max_failed_rounds: int = key(3, "consecutive failed rounds before the run stops")
@@ -64,6 +76,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         positive = ("num_rounds", "min_train_nodes", "eval_batch_size", "min_replies",
                     "max_failed_rounds")  # fmt: skip
+        check_device("server.device", self.device)
         for name in positive:
             value = getattr(self, name)
             check(value >= 1, f"server.{name.replace('_', '-')}", value, "must be >= 1")

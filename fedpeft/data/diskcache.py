@@ -27,7 +27,8 @@ from .tensors import ImageTensors
 
 log = logging.getLogger(__name__)
 
-VERSION = 1  # bump when the tensors a key describes change
+# Bump when the tensors a key describes change (2: source resolution and channels).
+VERSION = 2
 
 
 def enabled() -> bool:
@@ -59,7 +60,8 @@ def cached(key: dict[str, object], build: Callable[[], ImageTensors]) -> ImageTe
     if path.is_file():
         state = load_file(str(path))
         log.info("Node data: %d images from cache %s", len(state["labels"]), path)
-        return ImageTensors(state["images"], state["labels"], int(state["num_classes"]))
+        return ImageTensors(state["images"], state["labels"], int(state["num_classes"]),
+                            path.stem)  # fmt: skip
     data = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

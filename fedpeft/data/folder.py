@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .tensors import ImageTensors, _to_rgb_uint8
+from .tensors import ImageTensors, data_key, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ def _label(folder: Path, ids: dict[str, int], num_classes: int) -> int:
 def load_image_folder(root: str, img_size: int, num_classes: int) -> ImageTensors:
     """All images under ``root`` as :class:`ImageTensors` (cached per process).
 
+    Each image is stored as a ``S×S`` square, S = the largest side found, at most
+    ``img_size`` (:func:`~fedpeft.data.tensors.to_uint8`).
+
     Raises
     ------
     ValueError
@@ -70,13 +73,23 @@ def load_image_folder(root: str, img_size: int, num_classes: int) -> ImageTensor
         for file in sorted(folder.iterdir()):
             if file.suffix.lower() in IMAGE_SUFFIXES:
                 with Image.open(file) as img:
-                    images.append(_to_rgb_uint8(img, img_size))
+                    img.load()
+                    if max(img.size) > img_size:  # the folder is never held at full size
+                        img = img.resize(_fit(img.size, img_size), Image.Resampling.BICUBIC)
+                    images.append(img)
                 labels.append(label)
     if not images:
         raise ValueError(f"data-path={root!r}: no images in <class>/ folders ({IMAGE_SUFFIXES})")
     log.info("Loaded %d images of %d classes from %s", len(images), len(set(labels)), path)
     return ImageTensors(
-        torch.from_numpy(np.stack(images)),
+        torch.from_numpy(to_uint8(images, img_size)),
         torch.from_numpy(np.asarray(labels, dtype=np.int64)),
         num_classes,
+        data_key(folder=str(path.resolve()), max_size=img_size, classes=num_classes),
     )
+
+
+def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``size`` scaled so that its longer side is ``max_side`` (aspect kept)."""
+    scale = max_side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))

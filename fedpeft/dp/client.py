@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import RunConfig
 from ..data.tensors import ImageTensors
+from ..engine import Engine
 from ..training import Outcome
 from . import accounting
 from .local import sampling, train_private
@@ -56,6 +57,7 @@ def private_round(
     state: RecordDict,
     partition_id: int,
     lr: float | None = None,
+    engine: Engine | None = None,
 ) -> tuple[Outcome, dict[str, float | int]]:
     """Train with DP-SGD and return the outcome and the ``dp-*`` reply metrics.
 
@@ -68,7 +70,7 @@ def private_round(
     result = train_private(
         model, data, cfg.train, cfg.lr if lr is None else lr, seed,
         noise_multiplier=sigma, clip_norm=dp.clip_norm, accountant=accountant,
-        secure_rng=dp.secure_rng,
+        secure_rng=dp.secure_rng, engine=engine,
     )  # fmt: skip
     state[STATE_KEY] = accounting.to_record(accountant)
     eps = accounting.epsilon(accountant, dp.delta)

@@ -4,8 +4,8 @@ Each step samples a batch by Poisson sampling (every image independently with
 probability ``q = 1 / ceil(N / batch_size)``, as Opacus's ``DPDataLoader``),
 clips every per-sample gradient to ``clip_norm``, adds Gaussian noise of std
 ``noise_multiplier · clip_norm`` to the sum and divides by the expected batch
-size ``q · N``; the accountant records every step. :func:`fedpeft.training.train_local`
-stays the non-private path.
+size ``q · N``; the accountant records every step. The loop itself is
+:func:`fedpeft.training.fit`, shared with plain training.
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from opacus.accountants import IAccountant
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
 from ..config import TrainConfig
-from ..data.tensors import ImageTensors, normalize
-from ..training import Outcome, _stats, add_proximal, proximal_start
+from ..data.tensors import ImageTensors
+from ..device import release
+from ..engine import Engine, make_engine
+from ..training import Outcome, add_proximal, fit, model_inputs, proximal_start, sgd, trainable
 from .grad_samplers import SharedAwareGradSampleModule
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,27 @@ def poisson_batches(
         yield mask.nonzero().squeeze(1)
 
 
-def _generator(seed: int, secure: bool) -> torch.Generator:
-    return torch.Generator().manual_seed(secrets.randbits(63) if secure else seed)
+def _generator(seed: int, secure: bool, device: torch.device | None = None) -> torch.Generator:
+    return torch.Generator(device or "cpu").manual_seed(secrets.randbits(63) if secure else seed)
+
+
+class DpStep:
+    """Opacus's DPOptimizer step, with FedProx's data-free term added after the noise."""
+
+    def __init__(self, optimizer: DPOptimizer, params: list[nn.Parameter], mu: float) -> None:
+        self.optimizer, self.params, self.mu = optimizer, params, mu
+        self.received = proximal_start(params, mu)
+
+    def __call__(self, loss: torch.Tensor | None) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if loss is None:  # an empty Poisson batch is still a (noise-only) step
+            for p in self.params:
+                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        else:
+            loss.backward()
+        if self.optimizer.pre_step():  # clip, noise, account: DPOptimizer.step's first half
+            add_proximal(self.params, self.received, self.mu)
+            self.optimizer.original_optimizer.step()
 
 
 def train_private(
@@ -75,16 +95,21 @@ def train_private(
     accountant: IAccountant,
     secure_rng: bool = False,
     batches: Iterable[torch.Tensor] | None = None,
+    engine: Engine | None = None,
 ) -> PrivateOutcome:
     """DP-SGD over ``cfg.epochs`` epochs of Poisson batches; steps ``accountant`` each step.
 
+    The loop is :func:`fedpeft.training.fit`'s, in fp32 (``engine``'s precision is
+    resolved with ``private=True``). When only the head trains, Opacus wraps the head
+    and the loop runs over the cached frozen features: the per-sample gradients are
+    the same, the backbone runs once per image instead of once per step.
     ``batches`` replaces Poisson sampling (tests only: the accountant's ε then
     does not describe the batches used). With ``secure_rng`` the batches and
     the noise come from OS entropy and Opacus's floating-point-safe noise.
     """
+    engine = engine or make_engine(model, cfg.device, cfg.precision, cfg.augment, private=True)
     torch.manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    received = proximal_start(params, cfg.proximal_mu)
+    params = trainable(model)
     n_trainable = sum(p.numel() for p in params)
     if n_trainable > LARGE_TRAINABLE:
         log.warning(
@@ -93,53 +118,48 @@ def train_private(
             n_trainable, 4 * n_trainable * cfg.batch_size / 1e9, cfg.batch_size,
         )  # fmt: skip
     sample_rate, per_epoch = sampling(len(data), cfg.batch_size)
+    gen = _generator(seed, secure_rng)
     if batches is None:
-        gen = _generator(seed, secure_rng)
         batches = poisson_batches(len(data), sample_rate, per_epoch * cfg.epochs, gen)
-    sgd = torch.optim.SGD(
-        params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
-    )
-    gsm = SharedAwareGradSampleModule(model, batch_first=True, loss_reduction="mean")
+    cache = cfg.feature_cache and cfg.augment == "none"
+    forward, inputs = model_inputs(model, data, engine, cfg.batch_size, gen, cache)
+    gsm = SharedAwareGradSampleModule(forward, batch_first=True, loss_reduction="mean")
     optimizer = DPOptimizer(
-        sgd,
+        sgd(params, cfg, lr),
         noise_multiplier=noise_multiplier,
         # C = inf (no clipping, noise 0 only): Opacus's std σ·C would be nan
         max_grad_norm=clip_norm if math.isfinite(clip_norm) else sys.float_info.max,
         expected_batch_size=sample_rate * len(data),
         loss_reduction="mean",
-        generator=_generator(seed + 1, secure_rng),
+        generator=_generator(seed + 1, secure_rng, engine.device),
         secure_mode=secure_rng,
     )
     optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
-    mean, std = _stats(model)
+    counted = _Counted(batches)
     gsm.train()
-    total_loss, correct, seen, steps = 0.0, 0, 0, 0
     try:
         # Frozen layers before the first trainable one: torch notes that the full
         # backward hooks Opacus uses fire on outputs only, which is what it needs.
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        for idx in batches:
-            optimizer.zero_grad(set_to_none=True)
-            if len(idx) == 0:  # an empty Poisson batch is still a (noise-only) step
-                for p in params:
-                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
-            else:
-                x = normalize(data.images[idx], mean, std)
-                y = data.labels[idx]
-                logits = gsm(x)
-                loss = F.cross_entropy(logits, y)
-                loss.backward()
-                total_loss += float(loss.detach()) * len(idx)
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(idx)
-            if optimizer.pre_step():  # clip, noise, account: DPOptimizer.step's first half
-                add_proximal(params, received, cfg.proximal_mu)  # data-free: after the noise
-                optimizer.original_optimizer.step()
-            steps += 1
+        loss, acc = fit(gsm, counted, inputs, data.labels, engine, DpStep(optimizer, params,
+                        cfg.proximal_mu))  # fmt: skip
     finally:
         gsm._close()  # the cached model leaves without hooks or per-sample state
         for p in params:
             if hasattr(p, "summed_grad"):
                 del p.summed_grad
-    seen = max(seen, 1)
-    return PrivateOutcome(Outcome(total_loss / seen, correct / seen, len(data)), steps, sample_rate)
+        release(engine.device)
+    outcome = Outcome(loss, acc, len(data))
+    return PrivateOutcome(outcome, counted.count, sample_rate)
+
+
+class _Counted:
+    """Iterate ``batches`` and count them (every batch, empty or not, is one DP step)."""
+
+    def __init__(self, batches: Iterable[torch.Tensor]) -> None:
+        self.batches, self.count = batches, 0
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for idx in self.batches:
+            self.count += 1
+            yield idx
