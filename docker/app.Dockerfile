@@ -5,6 +5,14 @@
 #
 # CPU torch by default; for CUDA pick the wheel index of your CUDA version, e.g.
 #   docker build -f docker/app.Dockerfile --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
+# (docker/with-gpu.yml builds the SuperNodes so). CUDA torch wheels bundle the CUDA
+# runtime, cuBLAS and cuDNN (the nvidia-* wheels from the same index), so python-slim
+# needs no CUDA base image: only the driver's libcuda comes from the host, mounted by the
+# NVIDIA Container Toolkit when the container is given a GPU (`--gpus 1`, or the
+# overlay's device reservation); the host driver must support the wheel's CUDA version
+# (`nvidia-smi` prints the newest it supports). PyPI's own Linux torch wheels are CUDA
+# builds too (torch 2.14.1 there is +cu130): TORCH_INDEX_URL=https://pypi.org/simple.
+# The ClientApp then computes on the GPU with train.device = "auto" (or "cuda").
 ARG PYTHON_VERSION=3.11
 FROM python:${PYTHON_VERSION}-slim
 

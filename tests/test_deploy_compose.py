@@ -17,6 +17,17 @@ from fedpeft.deploy.spec import FederationSpec
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ("docker-compose.yml", "docker/with-state.yml", "docker/with-tls.yml",
          "docker/with-auth.yml")  # fmt: skip
+GPU = "docker/with-gpu.yml"  # stacks on any prefix of STACK
+NODES = ("supernode-1", "supernode-2")
+
+
+def _merge_mapping(base: dict, over: dict) -> dict:
+    """Compose's merge of a mapping: key by key, nested mappings too; other values replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merge_mapping(base[key], value) if both else value
+    return merged
 
 
 def _merge_service(base: dict, over: dict) -> dict:
@@ -33,6 +44,8 @@ def _merge_service(base: dict, over: dict) -> dict:
             merged[key] = list(kept.values())
         elif key == "ports":
             merged[key] = sorted(set(merged.get(key, [])) | set(value))
+        elif key in ("build", "deploy", "environment"):  # mappings: merged key by key
+            merged[key] = _merge_mapping(merged.get(key, {}), value)
         else:  # command, entrypoint and scalars are replaced
             merged[key] = value
     return merged
@@ -56,7 +69,7 @@ def test_committed_compose_files_are_what_the_flags_render():
     # Execute
     rendered = compose.render()
     # Assert: one source for the process launcher and the containers
-    assert set(rendered) == set(STACK)
+    assert set(rendered) == {*STACK, GPU}
     for rel, text in rendered.items():
         assert (ROOT / rel).read_text() == text, f"{rel} is stale: python -m fedpeft.deploy.compose"
 
@@ -123,3 +136,35 @@ def test_secret_directories_are_never_committed():
     tracked = subprocess.run(["git", "ls-files", "certs", "keys", "state"], cwd=ROOT,
                              capture_output=True, text=True).stdout  # fmt: skip
     assert tracked == ""
+
+
+@pytest.mark.parametrize("depth", [1, 4])
+def test_the_gpu_overlay_gives_every_supernode_a_gpu_and_cuda_torch(depth):
+    # Prepare
+    without = _stack(STACK[:depth])["services"]
+    # Execute
+    services = _stack((*STACK[:depth], GPU))["services"]
+    # Assert: each SuperNode reserves one NVIDIA GPU and builds with a CUDA wheel index
+    for name in NODES:
+        node = services[name]
+        devices = node["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}], name
+        build = node["build"]
+        assert build["dockerfile"] == "docker/app.Dockerfile" and build["context"] == "."
+        assert "whl/cu" in build["args"]["TORCH_INDEX_URL"]
+        assert "compute" in node["environment"]["NVIDIA_DRIVER_CAPABILITIES"]
+        # nothing else of the SuperNode changes: same command, volumes, secrets
+        rest = {k: v for k, v in node.items() if k not in ("build", "deploy", "environment")}
+        assert rest == {k: v for k, v in without[name].items() if k != "build"}
+    # The SuperLink and the ServerApp executor keep the CPU image and ask for no GPU
+    for name in ("superlink", "serverapp"):
+        assert services[name] == without[name]
+
+
+def test_the_dockerfiles_torch_index_is_the_build_arg_the_gpu_overlay_sets():
+    # Prepare
+    dockerfile = (ROOT / "docker" / "app.Dockerfile").read_text()
+    # Assert: the arg exists, CPU wheels by default, and torch is installed from it
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in dockerfile
+    assert 'pip install --index-url "${TORCH_INDEX_URL}"' in dockerfile
+    assert compose.CUDA_TORCH_INDEX.startswith("https://download.pytorch.org/whl/cu")
