@@ -21,6 +21,8 @@ from fedpeft.arrays import trainable_state
 from fedpeft.config import RunConfig, parse_run_config
 from fedpeft.config import app_config as flat_app_config
 from fedpeft.data import load_partition, load_test
+from fedpeft.device import set_threads
+from fedpeft.engine import make_engine
 from fedpeft.model import build_model
 from fedpeft.training import client_seed, evaluate, train_local
 
@@ -37,6 +39,8 @@ def run(cfg: RunConfig, num_clients: int) -> dict:
     start = time.perf_counter()
     test = load_test(cfg.data, cfg.seed, cfg.model.img_size)
     model = build_model(cfg.model, cfg.peft, test.num_classes, cfg.seed)
+    set_threads(cfg.train.num_threads)
+    engine = make_engine(model, cfg.train.device, cfg.train.precision, cfg.train.augment)
     parts = [
         load_partition(cfg.data, cfg.seed, cfg.model.img_size, pid, num_clients)
         for pid in range(num_clients)
@@ -50,7 +54,7 @@ def run(cfg: RunConfig, num_clients: int) -> dict:
         for pid, data in enumerate(parts):
             model.load_state_dict(glob, strict=False)
             out = train_local(
-                model, data, cfg.train, cfg.lr, client_seed(cfg.seed, server_round, pid)
+                model, data, cfg.train, cfg.lr, client_seed(cfg.seed, server_round, pid), engine
             )
             for k, v in trainable_state(model).items():
                 total[k] += v * out.num_examples
@@ -59,7 +63,7 @@ def run(cfg: RunConfig, num_clients: int) -> dict:
         glob = {k: v / examples for k, v in total.items()}
         seconds = time.perf_counter() - t0
         model.load_state_dict(glob, strict=False)
-        acc = evaluate(model, test, cfg.server.eval_batch_size).accuracy
+        acc = evaluate(model, test, cfg.server.eval_batch_size, engine).accuracy
         rounds.append({"round": server_round, "images": images, "train_seconds": seconds,
                        "accuracy": acc})  # fmt: skip
     return {

@@ -45,8 +45,8 @@ def pooled_features(
     """
     was_training = model.training
     model.eval()
-    out = torch.empty(len(data), model.num_features, device=engine.device)
     with torch.inference_mode(False), torch.no_grad():
+        out = torch.empty(len(data), model.num_features, device=engine.device)
         for start in range(0, len(data), batch_size):
             x = engine.pipeline(data.images[start : start + batch_size])
             with engine.precision.autocast():

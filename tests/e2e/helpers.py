@@ -11,11 +11,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 # Tiny but real: the offline ViT-S/14 at 28 px (2×2 patches) on sklearn digits.
+# LoRA lr 0.005 learns for any seed: checked by hand once (benchmarks.plain_loop, the same
+# partitions, client seeds and training as these 3 clients) over seeds 42, 1, 7, 3, 11:
+# 0.48-0.59 after round 1, 0.74-0.80 after round 2, fp32 and bf16 alike. lr 0.01 was
+# seed-fragile (0.09 with seed 42, 0.62-0.78 with the others); 0.03 never learnt.
 TINY = (
     "model.img-size=28 data.source='builtin' data.dataset='digits' data.train-size=0 "
     "data.test-size=0 server.num-rounds=2 server.fraction-train=1.0 server.min-train-nodes=3 "
-    "peft.method='lora' peft.lora.lr=0.01"
+    "peft.method='lora' peft.lora.lr=0.005"
 )
+# Below the worst of those seeds after 2 rounds (0.739), 5× chance on 10 digit classes.
+LEARNT = 0.5
 
 
 def run_app(

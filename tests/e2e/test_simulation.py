@@ -14,7 +14,7 @@ from fedpeft.arrays import NPY_HEADER_BYTES, to_arrayrecord, trainable_state, wi
 from fedpeft.config import parse_run_config
 from fedpeft.model import build_model
 
-from .helpers import ROOT, TINY, launch_cmd, read_metrics, run_app
+from .helpers import LEARNT, ROOT, TINY, launch_cmd, read_metrics, run_app
 
 pytestmark = pytest.mark.e2e
 CHANCE = 0.1  # digits: 10 balanced classes
@@ -23,7 +23,8 @@ CHANCE = 0.1  # digits: 10 balanced classes
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lora")
-    code, output, metrics = run_app(tmp, "seed=7")
+    # bf16 named (auto picks it only on CPUs with native bf16); the default seed
+    code, output, metrics = run_app(tmp, "train.precision='bf16'")
     return tmp, code, output, metrics
 
 
@@ -33,9 +34,10 @@ def test_run_completes_and_learns(lora_run):
     assert metrics["status"] == "completed"
     rounds = metrics["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2]
-    # Baseline in the same run: round-0 accuracy of the untrained head (~chance).
-    assert rounds[-1]["accuracy"] >= 2 * CHANCE
-    assert rounds[-1]["accuracy"] > rounds[0]["accuracy"]
+    # Baseline in the same run: round-0 accuracy of the untrained head (~chance);
+    # LEARNT: the worst of 5 seeds checked by hand ended at 0.739 (helpers.TINY).
+    assert rounds[-1]["accuracy"] >= max(LEARNT, 2 * CHANCE)
+    assert rounds[-1]["accuracy"] > rounds[1]["accuracy"] > rounds[0]["accuracy"]
     out = tmp / "outputs" / "e2e"
     for name in ("metrics.json", "metrics.csv", "final_trainable.safetensors"):
         assert (out / name).is_file(), name
@@ -55,7 +57,7 @@ def test_model_built_once_per_worker(lora_run):
 def test_measured_bytes_are_only_the_trainable_tensors(lora_run):
     _, _, _, metrics = lora_run
     # Reference: the same seeded model built here, as the server builds it.
-    cfg = parse_run_config({**parse_config_args([TINY]), "seed": 7})
+    cfg = parse_run_config(parse_config_args([TINY]))
     state = trainable_state(build_model(cfg.model, cfg.peft, 10, cfg.seed))
     # Distinct random values: identical arrays (zero LoRA B at init) would travel once.
     ref = to_arrayrecord({k: torch.randn_like(v) for k, v in state.items()})
