@@ -20,7 +20,7 @@ from .registry import register
 class LoraMethodConfig(MethodConfig):
     """Rank ``r``, scaling ``alpha`` (scale = alpha / r) and LoRA dropout."""
 
-    lr: float = lr_field(0.002)
+    lr: float = lr_field(0.005)
     r: int = field(default=8, metadata={"help": "LoRA rank (peft's LoRA on every block's qkv)"})
     alpha: float = field(default=16.0, metadata={"help": "LoRA scaling: scale = alpha / r"})
     dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})

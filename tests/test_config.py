@@ -10,8 +10,8 @@ from fedpeft.config import ConfigError, parse_run_config
 def test_pyproject_defaults_parse(pyproject_config):
     cfg = parse_run_config(pyproject_config)
     assert cfg.peft.method == "lora"
-    assert cfg.model.img_size == 112
-    assert cfg.lr == pytest.approx(0.002)
+    assert cfg.model.img_size == 56
+    assert cfg.lr == pytest.approx(0.005)
     assert cfg.data.dirichlet__alpha == pytest.approx(0.5)
 
 

@@ -21,3 +21,19 @@ def test_probe_scores_the_frozen_features_on_the_apps_test_split():
     assert full["accuracy"] >= 0.9 and sub["accuracy"] >= 0.85
     assert result["C"] in (0.001, 0.01, 0.1, 1.0, 10.0)
     assert result["train_accuracy"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_engine_benchmark_measures_both_precisions_and_the_cache_on_cpu():
+    # Prepare: the CPU path of what benchmarks/gpu_check.sh runs on a GPU
+    from benchmarks.engine import head_round, speed
+
+    over = [TINY, "train.device='cpu'"]
+    # Execute
+    rows = speed(over, ["lora"], n_train=8, n_eval=8)
+    head = head_round(over, n=16, rounds=2)
+    # Assert: both precisions timed in one run, their ratio; cached rounds after the first
+    (row,) = rows
+    assert row["method"] == "lora" and {"fp32", "bf16"} <= set(row)
+    assert all(row[p]["train_img_s"] > 0 and row[p]["eval_img_s"] > 0 for p in ("fp32", "bf16"))
+    assert row["train_ratio"] == row["bf16"]["train_img_s"] / row["fp32"]["train_img_s"]
+    assert len(head["cached"]) == len(head["uncached"]) == 2 and head["later_round_fraction"] > 0

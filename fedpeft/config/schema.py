@@ -71,7 +71,7 @@ class ModelConfig:
     weights: str = key("offline", "`hub` (timm pretrained, needs internet), `offline` (bundled "
                        "ViT-S/14), `random` (tests), or a path to a `.safetensors` / `torch.save` "
                        "file (`weights_only=True`); no silent fallback")  # fmt: skip
-    img_size: int = key(112, "input resolution in pixels; position embeddings are resampled")
+    img_size: int = key(56, "input resolution in pixels; position embeddings are resampled")
 
     def __post_init__(self) -> None:
         check(bool(self.name), "model.name", self.name, "must not be empty")
@@ -99,7 +99,7 @@ class DataConfig:
                           "if absent)")  # fmt: skip
     partitioner: str = key("iid", "how the training pool is split across clients",
                            choices=_partitioners)  # fmt: skip
-    train_size: int = key(2000, "training images shared by all clients (0 = all)")
+    train_size: int = key(4000, "training images shared by all clients (0 = all)")
     test_size: int = key(1000, "central test images (0 = all)")
     dirichlet__alpha: float = key(0.5, "dirichlet: concentration α of the per-class proportions")
     dirichlet__min_partition_size: int = key(10, "dirichlet: resample until every client has "

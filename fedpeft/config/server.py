@@ -36,7 +36,7 @@ class ServerConfig:
     """``server.*``: rounds, client sampling, timeouts, reply limits and aggregation."""
 
     PREFIX: ClassVar[str] = "server."
-    num_rounds: int = key(3, "federated rounds")
+    num_rounds: int = key(5, "federated rounds")
     fraction_train: float = key(0.5, "fraction of the connected nodes sampled per round")
     clients_per_round: int = key(0, "absolute number of clients per round; 0 = use "
                                  "server.fraction-train")  # fmt: skip
