@@ -123,12 +123,7 @@ def memory(n: int, model_size: int) -> dict:
     for label, stored in (("before_model_size", model_size), ("now_source_size", 32)):
         res = subprocess.run([sys.executable, "-c", CHILD, str(n), str(stored)], check=True,
                              capture_output=True, text=True)  # fmt: skip
-        shape, nbytes, maxrss_kib = (
-            res.stdout.rsplit(")", 1)[0] + ")",
-            *res.stdout.split(")")[1].split(),
-        )
-        out[label] = {"stored": shape, "tensor_mib": int(nbytes) / 2**20,
-                      "peak_rss_mib": int(maxrss_kib) / 1024}  # fmt: skip
+        out[label] = json.loads(res.stdout.strip().splitlines()[-1])
         log.info("memory %s: %s", label, out[label])
     return out
 
