@@ -187,13 +187,14 @@ def evaluate(
     forward, inputs = model_inputs(model, data, engine, batch_size, None, cache)
     model.eval()
     labels = data.labels.to(engine.device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=engine.device)
+    wide = torch.float32 if engine.device.type == "mps" else torch.float64  # MPS has no fp64
+    loss_sum = torch.zeros((), dtype=wide, device=engine.device)
     correct = torch.zeros((), dtype=torch.long, device=engine.device)
     for idx in torch.arange(len(data)).split(batch_size):
         with engine.precision.autocast():
             logits = forward(inputs(idx)).float()
         y = labels[idx.to(engine.device)]
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").to(wide)
         correct += (logits.argmax(1) == y).sum()
     release(engine.device)
     n = max(len(data), 1)
