@@ -32,10 +32,11 @@ data:
 run: $(STAMP) data
 	$(VENV)/bin/fedpeft-sim --num-supernodes $(SUPERNODES) $(if $(RUN_CONFIG),-c "$(RUN_CONFIG)")
 
-# Two workers, one test file each (module fixtures stay in one process): the e2e
-# tests mostly wait on start-up, timeouts and heartbeats, so two overlap well.
+# Three workers on two cores, one test file each (module fixtures stay in one process):
+# the e2e tests mostly wait on start-up, timeouts and heartbeats (CI's 2 workers kept the
+# cores 60% busy), so a third overlaps with them.
 test: $(STAMP) data
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 3 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from fedpeft.config import merge_overrides, to_arg
+from fedpeft.fab import stage_app
 
 from .procs import become_subreaper, kill_descendants, run_status, stop_group, stream, wait_healthy
 from .procs import bin_path as _bin
@@ -127,7 +128,8 @@ def run_simulation(
     try:
         wait_healthy(port, proc)
         fed = federation_config(num_supernodes, cpus_per_client, gpus_per_client)
-        run_cmd = [_bin("flwr"), "run", str(app), CONNECTION, "--stream",
+        staged = stage_app(app, home / "app")  # the FAB's files, without walking .venv
+        run_cmd = [_bin("flwr"), "run", str(staged), CONNECTION, "--stream",
                    "--federation-config", fed]  # fmt: skip
         merged = to_arg(merge_overrides(run_config))
         if merged:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import procs
 from ..config import merge_overrides, to_arg
+from ..fab import stage_app
 
 CONNECTION = "fedpeft-deploy"
 
@@ -67,7 +68,8 @@ class FlwrCli:
         flwr 1.42 applies repeated ``--run-config`` options table by table, so a later
         ``server.x=1`` would drop every ``server.*`` key of an earlier one.
         """
-        cmd = [procs.bin_path("flwr"), "run", str(self.app), CONNECTION, "--stream"]
+        staged = stage_app(self.app, self.home / "app")  # what the FAB holds, quickly
+        cmd = [procs.bin_path("flwr"), "run", str(staged), CONNECTION, "--stream"]
         merged = to_arg(merge_overrides(run_config))
         if merged:
             cmd += ["--run-config", merged]

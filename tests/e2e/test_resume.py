@@ -1,4 +1,4 @@
-"""Checkpoint and resume: a run SIGKILLed in round 3 and resumed equals an uninterrupted run."""
+"""Checkpoint and resume: a run SIGKILLed in round 2 and resumed equals an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from safetensors import safe_open
 from server_app import checkpoint
 from tests.e2e.helpers import ROOT, launch_cmd, read_metrics, run_app
 
-# 4 clients, 2 sampled per round (seeded by partition id), 4 rounds; a stateful server
+# 4 clients, 2 sampled per round (seeded by partition id), 3 rounds; a stateful server
 # optimizer (FedAdam's moments must come back from the checkpoint's tensors).
-SETUP = ("server.num-rounds=4 server.fraction-train=0.5 server.min-train-nodes=2 "
+SETUP = ("server.num-rounds=3 server.fraction-train=0.5 server.min-train-nodes=2 "
          "server.optimizer='fedadam' server.lr=0.01")  # fmt: skip
 SAME = ("round", "accuracy", "loss", "clients", "accepted", "bytes_down", "bytes_up",
         "cum_bytes", "weights")  # fmt: skip
@@ -35,46 +35,46 @@ def _tensors(run_dir: Path) -> dict[str, bytes]:
         return {k: f.get_tensor(k).tobytes() for k in f.keys()}
 
 
-def _kill_serverapp_in_round_3(proc: subprocess.Popen, run_dir: Path, timeout: float) -> None:
-    """SIGKILL the process running the ServerApp once round 2 is checkpointed."""
+def _kill_serverapp_in_round_2(proc: subprocess.Popen, run_dir: Path, timeout: float) -> None:
+    """SIGKILL the process running the ServerApp once round 1 is checkpointed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (run_dir / "checkpoint.safetensors").exists() and _checkpoint_round(run_dir) == 2:
+        if (run_dir / "checkpoint.safetensors").exists() and _checkpoint_round(run_dir) == 1:
             break
         time.sleep(0.1)
     else:
-        raise AssertionError("round 2 was never checkpointed")
+        raise AssertionError("round 1 was never checkpointed")
     server = [p for p in psutil.Process(proc.pid).children(recursive=True)
               if any("flwr-simulation" in part for part in p.cmdline())]  # fmt: skip
     assert len(server) == 1, server
     os.kill(server[0].pid, signal.SIGKILL)
 
 
-def test_killed_in_round_3_and_resumed_equals_uninterrupted(tmp_path):
+def test_killed_in_round_2_and_resumed_equals_uninterrupted(tmp_path):
     # Prepare: the uninterrupted reference run
     code, out, reference = run_app(tmp_path, SETUP, supernodes=4, run_name="full")
     assert code == 0, out[-4000:]
-    # Execute: the same run, killed during round 3 ...
+    # Execute: the same run, killed during round 2 ...
     killed = tmp_path / "outputs" / "killed"
     cmd = launch_cmd(tmp_path, SETUP, supernodes=4, run_name="killed")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
     try:
-        _kill_serverapp_in_round_3(proc, killed, timeout=300)
+        _kill_serverapp_in_round_2(proc, killed, timeout=300)
         proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:  # the launcher stops its SuperLink on SIGTERM
             proc.terminate()
             proc.communicate(timeout=60)
     assert proc.returncode != 0, "the killed run must not report success"
-    assert _checkpoint_round(killed) == 2, "killed after round 3 finished: test did not bite"
+    assert _checkpoint_round(killed) == 1, "killed after round 2 finished: test did not bite"
     assert read_metrics(tmp_path, "killed")["status"] == "running"  # died without finishing
     # ... then resumed from its checkpoint
     code, out, resumed = run_app(tmp_path, SETUP + " output.resume=true", supernodes=4,
                                  run_name="killed")  # fmt: skip
     # Assert
     assert code == 0, out[-4000:]
-    assert resumed["resumed_after_round"] == 2
+    assert resumed["resumed_after_round"] == 1
     assert _tensors(killed) == _tensors(tmp_path / "outputs" / "full")
     rows = [{k: r.get(k) for k in SAME} for r in resumed["rounds"]]
     assert rows == [{k: r.get(k) for k in SAME} for r in reference["rounds"]]

@@ -1,0 +1,30 @@
+"""The staged app folder gives the FAB Flower builds from the app folder itself."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+from flwr.cli.build import build_fab_from_disk
+
+from fedpeft.fab import stage_app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _contents(fab: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(fab)) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def test_staged_app_builds_the_same_fab_as_the_app_folder(tmp_path):
+    # Prepare: this repository, with its ignored trees (.venv, outputs, ...) in place
+    (ROOT / "outputs").mkdir(exist_ok=True)
+    # Execute
+    staged = stage_app(ROOT, tmp_path / "app")
+    # Assert: the same files with the same bytes (the manifest lists their hashes)
+    want, got = _contents(build_fab_from_disk(ROOT)), _contents(build_fab_from_disk(staged))
+    assert sorted(got) == sorted(want) and "pyproject.toml" in got
+    assert got == want
+    assert not (staged / ".venv").exists() and not (staged / ".git").exists()
