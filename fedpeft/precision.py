@@ -3,7 +3,9 @@
 Trainable parameters, optimizer state and what travels stay fp32; only the
 autocast region (the model's forward, hence its backward) runs in bf16 or fp16.
 fp16 scales the loss (``torch.amp.GradScaler``) so small gradients do not flush to
-zero; bf16 has fp32's exponent range and needs no scaler. ``auto`` picks bf16 where
+zero (a fresh scaler each round, so a client's update does not depend on which worker
+ran it before; its first steps may be skipped while it calibrates); bf16 has fp32's
+exponent range and needs no scaler. ``auto`` picks bf16 where
 the device computes it natively (CUDA with bf16 support, a CPU with AVX512-BF16 or
 AMX), else fp16 on an older CUDA GPU, else fp32 (``docs/BENCHMARKS.md``, "Engine",
 has this machine's measurements). DP-SGD computes per-sample gradients in fp32:

@@ -182,7 +182,10 @@ def evaluate(
     model: nn.Module, data: ImageTensors, batch_size: int, engine: Engine | None = None,
     cache: bool = True,
 ) -> Outcome:  # fmt: skip
-    """Loss and accuracy of ``model`` on ``data`` (the head on cached features where valid)."""
+    """Loss and accuracy of ``model`` on ``data`` (the head on cached features where valid).
+
+    Without an ``engine``: on the CPU in fp32 (the model is moved there).
+    """
     engine = engine or make_engine(model)
     forward, inputs = model_inputs(model, data, engine, batch_size, None, cache)
     model.eval()
