@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.plain_loop import app_config
+from benchmarks.plain_loop import app_config, fedavg_round
 from fedpeft.arrays import trainable_state
 from fedpeft.data import load_partition, load_test
 from fedpeft.device import set_threads
 from fedpeft.engine import make_engine
 from fedpeft.model import build_model
 from fedpeft.ncm import class_feature_sums, ncm_head
-from fedpeft.training import client_seed, evaluate, train_local
+from fedpeft.training import evaluate
 from server_app.ncm import head_keys
 
 
@@ -51,17 +51,7 @@ def run(overrides: list[str], partitions: int, clients: int, rounds: int, ncm: b
     glob = {k: v.clone() for k, v in trainable_state(model).items()}
     accuracy = [evaluate(model, test, cfg.server.eval_batch_size, engine).accuracy]
     for server_round in range(1, rounds + 1):
-        total = {k: torch.zeros_like(v) for k, v in glob.items()}
-        examples = 0
-        for pid, data in enumerate(parts):
-            model.load_state_dict(glob, strict=False)
-            seed = client_seed(cfg.seed, server_round, pid)
-            out = train_local(model, data, cfg.train, cfg.lr, seed, engine)
-            for k, v in trainable_state(model).items():
-                total[k] += v * out.num_examples
-            examples += out.num_examples
-        glob = {k: v / examples for k, v in total.items()}
-        model.load_state_dict(glob, strict=False)
+        glob, _ = fedavg_round(model, glob, parts, cfg, engine, server_round)
         accuracy.append(evaluate(model, test, cfg.server.eval_batch_size, engine).accuracy)
     return {"run_config": overrides, "ncm": ncm, "precision": engine.precision.name,
             "accuracy": accuracy, "wall_seconds": time.perf_counter() - start}  # fmt: skip

@@ -20,9 +20,9 @@ import torch
 from fedpeft.arrays import trainable_state
 from fedpeft.config import RunConfig, parse_run_config
 from fedpeft.config import app_config as flat_app_config
-from fedpeft.data import load_partition, load_test
+from fedpeft.data import ImageTensors, load_partition, load_test
 from fedpeft.device import set_threads
-from fedpeft.engine import make_engine
+from fedpeft.engine import Engine, make_engine
 from fedpeft.model import build_model
 from fedpeft.training import client_seed, evaluate, train_local
 
@@ -32,6 +32,27 @@ ROOT = Path(__file__).resolve().parents[1]
 def app_config(overrides: list[str]) -> RunConfig:
     """The app's run config: pyproject defaults fused with ``--run-config`` strings."""
     return parse_run_config(flat_app_config(ROOT, overrides))
+
+
+def fedavg_round(
+    model: torch.nn.Module, glob: dict[str, torch.Tensor], parts: list[ImageTensors],
+    cfg: RunConfig, engine: Engine, server_round: int,
+) -> tuple[dict[str, torch.Tensor], int]:  # fmt: skip
+    """Train every partition from ``glob`` in turn (the ClientApp's seeds and training) and
+    average by examples; the model is left holding the average. Returns it and the count.
+    """
+    total = {k: torch.zeros_like(v) for k, v in glob.items()}
+    examples = 0
+    for pid, data in enumerate(parts):
+        model.load_state_dict(glob, strict=False)
+        seed = client_seed(cfg.seed, server_round, pid)
+        out = train_local(model, data, cfg.train, cfg.lr, seed, engine)
+        for k, v in trainable_state(model).items():
+            total[k] += v * out.num_examples
+        examples += out.num_examples
+    glob = {k: v / examples for k, v in total.items()}
+    model.load_state_dict(glob, strict=False)
+    return glob, examples
 
 
 def run(cfg: RunConfig, num_clients: int) -> dict:
@@ -49,20 +70,9 @@ def run(cfg: RunConfig, num_clients: int) -> dict:
     rounds = []
     for server_round in range(1, cfg.server.num_rounds + 1):
         t0 = time.perf_counter()
-        total = {k: torch.zeros_like(v) for k, v in glob.items()}
-        images = examples = 0
-        for pid, data in enumerate(parts):
-            model.load_state_dict(glob, strict=False)
-            out = train_local(
-                model, data, cfg.train, cfg.lr, client_seed(cfg.seed, server_round, pid), engine
-            )
-            for k, v in trainable_state(model).items():
-                total[k] += v * out.num_examples
-            examples += out.num_examples
-            images += out.num_examples * cfg.train.epochs
-        glob = {k: v / examples for k, v in total.items()}
+        glob, examples = fedavg_round(model, glob, parts, cfg, engine, server_round)
+        images = examples * cfg.train.epochs
         seconds = time.perf_counter() - t0
-        model.load_state_dict(glob, strict=False)
         acc = evaluate(model, test, cfg.server.eval_batch_size, engine).accuracy
         rounds.append({"round": server_round, "images": images, "train_seconds": seconds,
                        "accuracy": acc})  # fmt: skip

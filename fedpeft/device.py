@@ -16,6 +16,7 @@ import torch
 
 from .config import ConfigError
 from .config.server import check_device
+from .deploy.cpus import host_cpus
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,7 @@ def available_cpus() -> int:
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return len(host_cpus())
 
 
 def set_threads(num_threads: int) -> int:

@@ -119,8 +119,10 @@ def fit(
     labels: torch.Tensor,
     engine: Engine,
     step: Stepper,
-) -> tuple[float, float]:
-    """Train over ``batches`` (index tensors); the mean loss and accuracy over what was seen.
+) -> tuple[float, float, int]:
+    """Train over ``batches`` (index tensors): mean loss, accuracy and number of steps.
+
+    Loss and accuracy are over the images seen; every batch, an empty one too, is a step.
 
     ``inputs(idx)`` gives the batch on the engine's device. Loss and accuracy add up on
     the device, so a GPU is not synchronised every step.
@@ -128,8 +130,9 @@ def fit(
     labels = labels.to(engine.device)
     loss_sum = torch.zeros((), device=engine.device)
     correct = torch.zeros((), dtype=torch.long, device=engine.device)
-    seen = 0
+    seen = steps = 0
     for idx in batches:
+        steps += 1
         if len(idx) == 0:
             step(None)
             continue
@@ -142,7 +145,7 @@ def fit(
         correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
     seen = max(seen, 1)
-    return float(loss_sum) / seen, int(correct) / seen
+    return float(loss_sum) / seen, int(correct) / seen, steps
 
 
 def model_inputs(
@@ -166,12 +169,13 @@ def train_local(
     generator = torch.Generator().manual_seed(seed)
     params = trainable(model)
     step = SgdStep(sgd(params, cfg, lr), params, cfg.proximal_mu, engine.precision)
-    cache = cfg.feature_cache and cfg.augment == "none"
-    forward, inputs = model_inputs(model, data, engine, cfg.batch_size, generator, cache)
+    forward, inputs = model_inputs(
+        model, data, engine, cfg.batch_size, generator, cfg.caches_features
+    )
     model.train()
     batches = shuffled_batches(len(data), cfg.batch_size, cfg.epochs, generator)
     try:
-        loss, acc = fit(forward, batches, inputs, data.labels, engine, step)
+        loss, acc, _ = fit(forward, batches, inputs, data.labels, engine, step)
     finally:
         release(engine.device)
     return Outcome(loss, acc, len(data))

@@ -198,6 +198,11 @@ class TrainConfig:
         check_device("train.device", self.device)
         check(self.num_threads >= 0, "train.num-threads", self.num_threads, "must be >= 0")
 
+    @property
+    def caches_features(self) -> bool:
+        """Whether head-only training may reuse frozen features (no augmentation to redo)."""
+        return self.feature_cache and self.augment == "none"
+
 
 @dataclass(frozen=True)
 class PeftConfig:

@@ -1,11 +1,11 @@
 """The host's cores divided among the SuperNodes one launcher starts on it.
 
 Each SuperNode's ClientApp would otherwise use every core, and N of them on one
-host oversubscribe it (2 SuperNodes on 2 cores: 165 s a round for 2 × 1,000
-images, where the simulation takes 32 s for 1,000). SuperNode ``i`` gets a
-disjoint set of the launcher's CPUs (its affinity, inherited by the ClientApp
-processes it starts) and ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` of that size,
-which is what ``train.num-threads = 0`` then uses.
+host oversubscribe it (docs/DEPLOY.md has the rounds measured before and after the
+split on 2 cores: 165 s, then 146-161 s, close to that machine's compute limit).
+SuperNode ``i`` gets a disjoint set of the launcher's CPUs (its affinity, inherited
+by the ClientApp processes it starts) and ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``
+of that size, which is what ``train.num-threads = 0`` then uses.
 """
 
 from __future__ import annotations

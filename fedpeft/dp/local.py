@@ -121,8 +121,7 @@ def train_private(
     gen = _generator(seed, secure_rng)
     if batches is None:
         batches = poisson_batches(len(data), sample_rate, per_epoch * cfg.epochs, gen)
-    cache = cfg.feature_cache and cfg.augment == "none"
-    forward, inputs = model_inputs(model, data, engine, cfg.batch_size, gen, cache)
+    forward, inputs = model_inputs(model, data, engine, cfg.batch_size, gen, cfg.caches_features)
     gsm = SharedAwareGradSampleModule(forward, batch_first=True, loss_reduction="mean")
     optimizer = DPOptimizer(
         sgd(params, cfg, lr),
@@ -135,14 +134,13 @@ def train_private(
         secure_mode=secure_rng,
     )
     optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
-    counted = _Counted(batches)
     gsm.train()
     try:
         # Frozen layers before the first trainable one: torch notes that the full
         # backward hooks Opacus uses fire on outputs only, which is what it needs.
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        loss, acc = fit(gsm, counted, inputs, data.labels, engine, DpStep(optimizer, params,
-                        cfg.proximal_mu))  # fmt: skip
+        step = DpStep(optimizer, params, cfg.proximal_mu)
+        loss, acc, steps = fit(gsm, batches, inputs, data.labels, engine, step)
     finally:
         gsm._close()  # the cached model leaves without hooks or per-sample state
         for p in params:
@@ -150,16 +148,4 @@ def train_private(
                 del p.summed_grad
         release(engine.device)
     outcome = Outcome(loss, acc, len(data))
-    return PrivateOutcome(outcome, counted.count, sample_rate)
-
-
-class _Counted:
-    """Iterate ``batches`` and count them (every batch, empty or not, is one DP step)."""
-
-    def __init__(self, batches: Iterable[torch.Tensor]) -> None:
-        self.batches, self.count = batches, 0
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        for idx in self.batches:
-            self.count += 1
-            yield idx
+    return PrivateOutcome(outcome, steps, sample_rate)
