@@ -40,9 +40,10 @@ def run(overrides: list[str], partitions: int, clients: int, rounds: int, ncm: b
     model = build_model(cfg.model, cfg.peft, test.num_classes, cfg.seed)
     engine = make_engine(model, cfg.train.device, cfg.train.precision, cfg.train.augment)
     size = cfg.model.img_size
-    parts = [load_partition(cfg.data, cfg.seed, size, p, partitions) for p in range(clients)]
+    parts = {p: load_partition(cfg.data, cfg.seed, size, p, partitions) for p in range(clients)}
     if ncm:
-        stats = [class_feature_sums(model, d, cfg.server.eval_batch_size, engine) for d in parts]
+        bs = cfg.server.eval_batch_size
+        stats = [class_feature_sums(model, d, bs, engine) for d in parts.values()]
         weight, bias = ncm_head(sum(s for s, _ in stats), sum(c for _, c in stats))
         params = dict(model.named_parameters())
         with torch.no_grad():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -35,15 +36,16 @@ def app_config(overrides: list[str]) -> RunConfig:
 
 
 def fedavg_round(
-    model: torch.nn.Module, glob: dict[str, torch.Tensor], parts: list[ImageTensors],
+    model: torch.nn.Module, glob: dict[str, torch.Tensor], parts: Mapping[int, ImageTensors],
     cfg: RunConfig, engine: Engine, server_round: int,
 ) -> tuple[dict[str, torch.Tensor], int]:  # fmt: skip
-    """Train every partition from ``glob`` in turn (the ClientApp's seeds and training) and
-    average by examples; the model is left holding the average. Returns it and the count.
+    """Train every partition (id → images) from ``glob`` in turn (the ClientApp's seeds and
+    training) and average by examples; the model is left holding the average. Returns it
+    and the count.
     """
     total = {k: torch.zeros_like(v) for k, v in glob.items()}
     examples = 0
-    for pid, data in enumerate(parts):
+    for pid, data in parts.items():
         model.load_state_dict(glob, strict=False)
         seed = client_seed(cfg.seed, server_round, pid)
         out = train_local(model, data, cfg.train, cfg.lr, seed, engine)
@@ -62,10 +64,10 @@ def run(cfg: RunConfig, num_clients: int) -> dict:
     model = build_model(cfg.model, cfg.peft, test.num_classes, cfg.seed)
     set_threads(cfg.train.num_threads)
     engine = make_engine(model, cfg.train.device, cfg.train.precision, cfg.train.augment)
-    parts = [
-        load_partition(cfg.data, cfg.seed, cfg.model.img_size, pid, num_clients)
+    parts = {
+        pid: load_partition(cfg.data, cfg.seed, cfg.model.img_size, pid, num_clients)
         for pid in range(num_clients)
-    ]
+    }
     glob = {k: v.clone() for k, v in trainable_state(model).items()}
     rounds = []
     for server_round in range(1, cfg.server.num_rounds + 1):

@@ -22,7 +22,7 @@ from fedpeft.arrays import (
 from fedpeft.config import RunConfig, run_config
 from fedpeft.data import load_test
 from fedpeft.device import set_threads
-from fedpeft.dp.client import warn_delta
+from fedpeft.dp import warn_delta
 from fedpeft.engine import make_engine
 from fedpeft.logs import setup_logging
 from fedpeft.model import build_model

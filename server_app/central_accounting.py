@@ -25,9 +25,12 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from dp_accounting import dp_event, mechanism_calibration, rdp
-from dp_accounting.privacy_accountant import NeighboringRelation
+# dp-accounting is imported where it is used: every ServerApp imports this module (the
+# strategy knows the central-DP rule), but only a central-DP run needs it (~1 s of imports).
+if TYPE_CHECKING:
+    from dp_accounting import dp_event, rdp
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +55,16 @@ class Release:
 
     def event(self) -> dp_event.DpEvent:
         """The release as a ``dp-accounting`` event (σ/2: replace-one sensitivity 2C)."""
+        from dp_accounting import dp_event
+
         gaussian = dp_event.GaussianDpEvent(self.sigma / REPLACE_ONE_SENSITIVITY)
         return dp_event.SampledWithoutReplacementDpEvent(self.population, self.sampled, gaussian)
 
 
 def _fresh() -> rdp.RdpAccountant:
+    from dp_accounting import rdp
+    from dp_accounting.privacy_accountant import NeighboringRelation
+
     return rdp.RdpAccountant(neighboring_relation=NeighboringRelation.REPLACE_ONE)
 
 
@@ -80,6 +88,8 @@ def calibrate(target_epsilon: float, delta: float, sampled: int, population: int
     ``dp-accounting``'s calibration (Brent's method, σ within 1e-6); the returned σ meets
     the target.
     """
+    from dp_accounting import dp_event, mechanism_calibration
+
     Release(1.0, sampled, population)  # checks m and N before the search
 
     def make_event(sigma: float) -> dp_event.DpEvent:

@@ -44,3 +44,17 @@ def test_each_node_is_queried_once():
     queries = [m for m in grid.sent if m.metadata.message_type == "query"]
     assert sorted(m.metadata.dst_node_id for m in queries) == [10, 11, 12]
     assert directory.partition_of(12) == 2
+
+
+def test_excluded_partitions_are_never_sampled():
+    # Prepare: 6 nodes, partitions 0 and 1 quarantined (server.exclude-partitions='0,1')
+    grid = FakeGrid({100 + p: p for p in range(6)}, {})
+    directory = NodeDirectory(42, exclude=frozenset({0, 1}))
+    # Execute: every eligible node, then a sample of 2, over several rounds
+    everyone = [directory.sample(grid, r, fraction=1.0, min_nodes=1, min_available=6)
+                for r in (1, 2, 3)]  # fmt: skip
+    some = [directory.sample(grid, r, fraction=0.5, min_nodes=2, min_available=6)
+            for r in range(1, 11)]  # fmt: skip
+    # Assert
+    assert all(sorted(grid.partitions[n] for n in s) == [2, 3, 4, 5] for s in everyone)
+    assert all(len(s) == 2 and not {grid.partitions[n] for n in s} & {0, 1} for s in some)

@@ -16,7 +16,7 @@ from ..config import RunConfig
 from ..data.tensors import ImageTensors
 from ..engine import Engine
 from ..training import Outcome
-from . import accounting
+from . import accounting, warn_delta
 from .local import sampling, train_private
 
 log = logging.getLogger(__name__)
@@ -37,16 +37,6 @@ def noise_multiplier(cfg: RunConfig, num_examples: int) -> float:
     rate, per_epoch = sampling(num_examples, cfg.train.batch_size)
     steps = cfg.server.num_rounds * cfg.train.epochs * per_epoch
     return accounting.calibrate(dp.epsilon, dp.delta, rate, steps, dp.accountant)
-
-
-def warn_delta(delta: float, num_examples: int, who: str) -> None:
-    """Log a warning when δ >= 1/(number of records protected)."""
-    if num_examples > 0 and delta >= 1.0 / num_examples:
-        log.warning(
-            "%s: dp.delta=%g is >= 1/%d (its number of records): such a δ allows "
-            "releasing a record outright; use δ well below 1/%d",
-            who, delta, num_examples, num_examples,
-        )  # fmt: skip
 
 
 def private_round(

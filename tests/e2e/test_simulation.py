@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -14,7 +15,7 @@ from fedpeft.arrays import NPY_HEADER_BYTES, to_arrayrecord, trainable_state, wi
 from fedpeft.config import parse_run_config
 from fedpeft.model import build_model
 
-from .helpers import LEARNT, ROOT, TINY, launch_cmd, read_metrics, run_app
+from .helpers import CPUS_PER_CLIENT, LEARNT, ROOT, TINY, launch_cmd, read_metrics, run_app
 
 pytestmark = pytest.mark.e2e
 CHANCE = 0.1  # digits: 10 balanced classes
@@ -51,7 +52,8 @@ def test_model_built_once_per_worker(lora_run):
     # Every reply, in both rounds, came from a worker that had built exactly one model.
     assert {m["worker-model-builds"] for m in replies} == {1}
     workers = {m["worker-pid"] for m in replies}
-    assert len(workers) <= 2  # 2 CPUs, 1 CPU per client → at most 2 Ray actors
+    # at most one Ray actor per CPUS_PER_CLIENT of the machine's CPUs (one here: 2 of 2)
+    assert len(workers) <= max(1, (os.cpu_count() or 1) // CPUS_PER_CLIENT)
 
 
 def test_measured_bytes_are_only_the_trainable_tensors(lora_run):
