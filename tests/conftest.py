@@ -12,6 +12,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # One torch thread per test process: `make test` runs three at once on 2 cores (with
+    # the end-to-end runs' processes beside them), and threads past the cores spin.
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def pyproject_config() -> dict:
     with (ROOT / "pyproject.toml").open("rb") as f:

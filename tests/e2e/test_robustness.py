@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 SEED = 42  # pyproject's default seed
 CLIENTS, ROUNDS = 6, 2
 FAULTS = FaultConfig(modes="0:raise,1:nan", dropout=0.3)
-# fp32: the reference loop and the ClientApp then compute the same numbers on 2 threads
+# fp32: the reference loop and the ClientApp then compute the same numbers
 SETUP = (
     f"server.num-rounds={ROUNDS} server.min-train-nodes={CLIENTS} train.precision='fp32' "
     f"fault.modes='{FAULTS.modes}' fault.dropout={FAULTS.dropout}"
@@ -65,7 +65,7 @@ def _healthy_alone() -> tuple[float, dict[str, np.ndarray]]:
     cfg = app_config([TINY, SETUP])
     test = load_test(cfg.data, cfg.seed, cfg.model.img_size)
     model = build_model(cfg.model, cfg.peft, test.num_classes, cfg.seed)
-    set_threads(2)  # as the run's one Ray actor (2 CPUs per client)
+    set_threads(cfg.train.num_threads)  # as the run's ClientApp
     engine = make_engine(model, cfg.train.device, cfg.train.precision, cfg.train.augment)
     glob = {k: v.clone() for k, v in trainable_state(model).items()}
     for server_round, outcomes in OUTCOMES.items():
