@@ -108,6 +108,8 @@ class RunRecord:
     status: str = "running"  # running | completed | failed
     rounds: list[RoundRecord] = field(default_factory=list)
     final_accuracy: float | None = None
+    best_round: int | None = None  # highest server accuracy (the earliest of ties; round 0 counts)
+    best_accuracy: float | None = None
     diverged: bool | None = None
     at_chance: bool | None = None
     failed_rounds: int | None = None
@@ -133,6 +135,15 @@ class RunRecord:
     def epsilon(self) -> float | None:
         """The run's final ε (None without DP)."""
         return self.rounds[-1].epsilon if self.rounds else None
+
+
+def best_row(rows: list[RoundRecord]) -> RoundRecord | None:
+    """The round with the highest finite server accuracy, the earliest of ties."""
+    best = None
+    for row in rows:
+        if math.isfinite(row.accuracy) and (best is None or row.accuracy > best.accuracy):
+            best = row
+    return best
 
 
 def read_run(path: Path) -> RunRecord:

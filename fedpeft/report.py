@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 BEGIN, END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
@@ -54,9 +55,14 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
             # identical zero-initialised tensors travel once in round 1)
             "bytes_per_transfer": rounds[-1].bytes_up // max(rounds[-1].accepted, 1),
             "total_bytes": rounds[-1].cum_bytes, "epsilon": epsilon(metrics),
-            "_rounds": [(r.round, r.cum_bytes, r.accuracy) for r in rounds],
+            "_rounds": curve(metrics),
         })  # fmt: skip
     return rows
+
+
+def curve(metrics: RunRecord) -> list[tuple[int, int, float]]:
+    """A run's ``(round, cumulative bytes, server accuracy)`` points."""
+    return [(r.round, r.cum_bytes, r.accuracy) for r in metrics.rounds]
 
 
 def _by(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str, Any]]]:
@@ -74,25 +80,33 @@ def _mean_curve(runs: list[dict[str, Any]]) -> tuple[list[float], list[float], l
             [statistics.mean(c[2] for c in col) for col in cols])  # fmt: skip
 
 
+def draw_accuracy(ax: Axes, rows: list[dict[str, Any]], x: str, target: float = 0.0,
+                  title: str = "") -> None:  # fmt: skip
+    """Accuracy (mean over seeds) vs ``x`` ("round" or "bytes") on ``ax``, a line per method.
+
+    ``rows`` are :func:`collect`'s (only ``method`` and ``_rounds`` are read).
+    """
+    for (method,), runs in sorted(_by(rows, "method").items()):
+        rnd, cum, acc = _mean_curve(runs)
+        if x == "round":
+            ax.plot(rnd, acc, marker="o", label=method)
+        else:  # round 0 has sent nothing: no point on a log axis
+            ax.plot(cum[1:], acc[1:], marker="o", label=method)
+    if target:
+        ax.axhline(target, color="grey", linestyle="--", label=f"target {target:g}")
+    if x == "bytes":
+        ax.set_xscale("log")
+    ax.set(title=title, xlabel="round" if x == "round" else "cumulative bytes (up + down)",
+           ylabel="server accuracy")  # fmt: skip
+    ax.legend(fontsize=7)
+
+
 def plot_curves(rows: list[dict[str, Any]], x: str, target: float) -> Figure:
     """Accuracy (mean over seeds) vs ``x`` ("round" or "bytes"), a panel per setting."""
     settings = sorted({r["setting"] for r in rows})
     fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 4), squeeze=False)
     for ax, setting in zip(axes[0], settings, strict=True):
-        for (method,), runs in sorted(_by([r for r in rows if r["setting"] == setting],
-                                          "method").items()):  # fmt: skip
-            rnd, cum, acc = _mean_curve(runs)
-            if x == "round":
-                ax.plot(rnd, acc, marker="o", label=method)
-            else:  # round 0 has sent nothing: no point on a log axis
-                ax.plot(cum[1:], acc[1:], marker="o", label=method)
-        if target:
-            ax.axhline(target, color="grey", linestyle="--", label=f"target {target:g}")
-        if x == "bytes":
-            ax.set_xscale("log")
-        ax.set(title=setting, xlabel="round" if x == "round" else "cumulative bytes (up + down)",
-               ylabel="server accuracy")  # fmt: skip
-        ax.legend(fontsize=7)
+        draw_accuracy(ax, [r for r in rows if r["setting"] == setting], x, target, setting)
     fig.tight_layout()
     return fig
 

@@ -8,7 +8,8 @@ A sweep file names a base preset, the methods, the seeds and the settings (each 
 run-config string). Several sweep files can report into one ``RESULTS.md``: a sweep
 with a ``name`` writes its table between its own markers, ``summary-<name>.csv`` and
 ``plots/<name>/``. Every finished run's ``metrics.json`` / ``metrics.csv`` (never
-tensors) is copied to ``<results>/<setting>-<method>-s<seed>/``; a run whose copy
+tensors; with ``output.tensorboard`` also its ``tb/`` events, a few KB) is copied to
+``<results>/<setting>-<method>-s<seed>/``; a run whose copy
 says ``completed`` and was made with the run config the sweep file now asks for is
 skipped, so an interrupted sweep resumes where it stopped, on any machine with the
 same files. A copy made with another config (the preset or a default changed since)
@@ -40,6 +41,8 @@ from fedpeft.sweepfile import Run, Sweep, load_sweep
 __all__ = ["Run", "Sweep", "is_done", "load_sweep", "resolved_config", "run_sweep", "simulate"]
 
 log = logging.getLogger("fedpeft.sweep")
+
+TB_DIR = "tb"  # a run's TensorBoard events (server_app.tensorboard_events.TB_DIR)
 
 
 Config = dict[str, Any]
@@ -130,6 +133,9 @@ def run_sweep(
                 dest.mkdir(parents=True, exist_ok=True)
                 for name in ("metrics.json", "metrics.csv"):
                     shutil.copy2(run_dir / name, dest / name)
+                if (run_dir / TB_DIR).is_dir():  # tensorboard --logdir <results> compares runs
+                    shutil.rmtree(dest / TB_DIR, ignore_errors=True)
+                    shutil.copytree(run_dir / TB_DIR, dest / TB_DIR)
             log.info("[%d/%d] %s: %s in %.0f s", i, len(todo), run.name, status,
                      time.monotonic() - start)  # fmt: skip
             done.append((run, status))

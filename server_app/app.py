@@ -135,7 +135,7 @@ def main(grid: Grid, context: Context) -> None:
         rounds=rows,
     )
     recorder = RunRecorder(out_dir, run, test.num_classes,
-                           fingerprint if cfg.output.checkpoint else None)  # fmt: skip
+                           fingerprint if cfg.output.checkpoint else None, cfg.output)  # fmt: skip
     log.info("Results go to %s", out_dir)
     log.info(
         "Sending %d trainable tensors (%d parameters): %s bytes per client per direction",

@@ -1,8 +1,9 @@
 """Atomic per-round checkpoints: global trainable tensors + run state in one safetensors file.
 
-The tensors are stored as safetensors (no pickle); the round number, the
-strategy's state, the metrics history, the RNG states and a fingerprint of the
-method and backbone travel as JSON in the file's metadata. One file replaced
+The tensors are stored as safetensors (no pickle), with the strategy's tensors
+and the best round's tensors under their own prefixes; the round number, the best
+round, the strategy's state, the metrics history, the RNG states and a fingerprint
+of the method and backbone travel as JSON in the file's metadata. One file replaced
 with ``os.replace`` is atomic: a crash leaves the previous checkpoint intact.
 """
 
@@ -26,10 +27,19 @@ log = logging.getLogger(__name__)
 FILENAME = "checkpoint.safetensors"
 _TORCH_RNG = "__rng__.torch"
 _STATE = "__state__."  # strategy state kept as tensors (server optimizer moments)
+_BEST = "__best__."  # the trainable tensors of the best round so far
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or belongs to another run setup."""
+
+
+@dataclass(frozen=True)
+class Best:
+    """The round with the best server accuracy so far and its trainable tensors."""
+
+    server_round: int
+    arrays: ArrayRecord
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class Checkpoint:
     strategy_state: dict[str, Any]
     rows: list[dict[str, Any]]
     state_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    best: Best | None = None
 
 
 def fingerprint(config: dict[str, Any], arrays: ArrayRecord) -> dict[str, Any]:
@@ -60,14 +71,19 @@ def save(
     server_round: int,
     state: dict[str, Any],
     state_arrays: dict[str, np.ndarray] | None = None,
+    best: Best | None = None,
 ) -> Path:
     """Write ``checkpoint.safetensors`` atomically.
 
     ``state`` is JSON-able run state (metadata); ``state_arrays`` are the strategy's
-    tensors (a server optimizer's moments), kept bit-exact in the file's body.
+    tensors (a server optimizer's moments) and ``best`` the best round's tensors, both
+    kept bit-exact in the file's body.
     """
     tensors = {k: np.ascontiguousarray(v.numpy()) for k, v in arrays.items()}
     tensors.update({_STATE + k: np.ascontiguousarray(v) for k, v in (state_arrays or {}).items()})
+    if best is not None:
+        tensors.update({_BEST + k: np.ascontiguousarray(v.numpy()) for k, v in best.arrays.items()})
+        state = {**state, "best_round": best.server_round}
     tensors[_TORCH_RNG] = torch.get_rng_state().numpy()
     legacy = np.random.get_state()
     meta = {"round": server_round, "rng": {"numpy": [legacy[0], legacy[1].tolist(), *legacy[2:]]},
@@ -102,7 +118,8 @@ def load(out_dir: Path, expected: dict[str, Any]) -> Checkpoint:
         diff = _first_difference(meta.get("fingerprint"), expected)
         raise CheckpointError(f"{path} belongs to another setup: {diff}")
     torch.set_rng_state(torch.from_numpy(tensors.pop(_TORCH_RNG)))
-    extra = {k[len(_STATE) :]: tensors.pop(k) for k in sorted(tensors) if k.startswith(_STATE)}
+    extra = _pop_prefixed(tensors, _STATE)
+    best = _best(meta, _pop_prefixed(tensors, _BEST))
     kind, keys, pos, has_gauss, cached = meta["rng"]["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     log.info("Resuming from %s after round %d", path, meta["round"])
@@ -112,4 +129,28 @@ def load(out_dir: Path, expected: dict[str, Any]) -> Checkpoint:
         strategy_state=meta.get("strategy", {}),
         rows=meta.get("rows", []),
         state_arrays=extra,
+        best=best,
     )
+
+
+def _pop_prefixed(tensors: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix) :]: tensors.pop(k) for k in sorted(tensors) if k.startswith(prefix)}
+
+
+def _best(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Best | None:
+    if meta.get("best_round") is None or not arrays:  # written before best rounds were kept
+        return None
+    return Best(int(meta["best_round"]), ArrayRecord({k: Array(v) for k, v in arrays.items()}))
+
+
+def read_best(out_dir: Path) -> Best | None:
+    """The best round kept in ``out_dir``'s checkpoint (``None`` if it keeps none).
+
+    Reads only the best round's tensors and leaves the RNG states alone; call it
+    after :func:`load` has checked the checkpoint's setup.
+    """
+    path = out_dir / FILENAME
+    with safe_open(str(path), framework="numpy") as f:
+        meta = json.loads((f.metadata() or {})["fedpeft"])
+        arrays = {k[len(_BEST) :]: f.get_tensor(k) for k in sorted(f.keys()) if k.startswith(_BEST)}
+    return _best(meta, arrays)

@@ -3,7 +3,10 @@
 The round loop hands it each evaluated round (:class:`~server_app.rounds.RoundEnd`). It
 makes the round's :class:`~fedpeft.record.RoundRecord`, adding what only the run knows
 (wall time, cumulative bytes, health flags), logs it, rewrites ``metrics.json`` and
-``metrics.csv`` atomically, and writes the checkpoint from the same round end and rows.
+``metrics.csv`` atomically, keeps the best round's tensors (``best_trainable``), every
+``output.save-every``-th round's (``round_<N>_trainable``), writes TensorBoard events
+(``output.tensorboard``) and the checkpoint from the same round end and rows, and at
+the end of a completed run ``curves.png``.
 """
 
 from __future__ import annotations
@@ -20,15 +23,25 @@ from typing import Any
 from flwr.app import ArrayRecord
 from safetensors.numpy import save_file
 
-from fedpeft.record import CSV_FIELDS, RoundRecord, RunRecord
+from fedpeft.config import OutputConfig
+from fedpeft.record import CSV_FIELDS, RoundRecord, RunRecord, best_row
 
 from . import checkpoint
 from .rounds import RoundEnd
+from .tensorboard_events import EventWriter
 
 log = logging.getLogger(__name__)
 
 # Accuracy within this margin of 1/num_classes counts as "at chance".
 CHANCE_MARGIN = 0.02
+
+FINAL_FILE = "final_trainable.safetensors"
+BEST_FILE = "best_trainable.safetensors"
+
+
+def round_file(server_round: int) -> str:
+    """The name ``output.save-every`` keeps round ``server_round``'s tensors under."""
+    return f"round_{server_round}_trainable.safetensors"
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -50,17 +63,29 @@ class RunRecorder:
         For the at-chance flag.
     fingerprint : dict, optional
         The checkpoint fingerprint; ``None`` writes no checkpoint.
+    output : OutputConfig, optional
+        ``output.*``: with ``resume`` the best round comes back from the checkpoint
+        (already checked by :func:`~server_app.checkpoint.load`); ``save-every``,
+        ``tensorboard``. Default: the defaults (none of them).
 
     """
 
     def __init__(self, out_dir: Path, run: RunRecord, num_classes: int,
-                 fingerprint: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 fingerprint: dict[str, Any] | None = None,
+                 output: OutputConfig | None = None) -> None:  # fmt: skip
         self.out_dir = out_dir
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.run = run
         self.run.status = "running"
         self.chance = 1.0 / num_classes
         self.fingerprint = fingerprint
+        self.output = output or OutputConfig()
+        self.best: checkpoint.Best | None = None
+        self._best_from = 0  # rows before this one have no tensors here (an old checkpoint)
+        if self.output.resume:
+            self._resume_best()
+        first = self.rows[-1].round + 1 if self.rows else 0
+        self.events = EventWriter(out_dir, first) if self.output.tensorboard else None
         self._last = time.perf_counter()
         self.flush()
 
@@ -81,13 +106,48 @@ class RunRecorder:
         row.diverged = not math.isfinite(loss)
         row.at_chance = end.server_round > 0 and accuracy <= self.chance + CHANCE_MARGIN
         self.rows.append(row)
+        self._track_best(row, end.arrays)
+        every = self.output.save_every
+        if every and end.server_round > 0 and end.server_round % every == 0:
+            self._write(end.arrays, round_file(end.server_round))
         self.flush()
         self._log(row)
+        if self.events is not None:
+            self.events.write(self.rows)
         if self.fingerprint is not None:
             state = {"fingerprint": self.fingerprint, "strategy": end.strategy_state,
                      "rows": [r.to_dict() for r in self.rows]}  # fmt: skip
             checkpoint.save(self.out_dir, end.arrays, end.server_round, state,
-                            end.strategy_arrays)  # fmt: skip
+                            end.strategy_arrays, self.best)  # fmt: skip
+
+    def _resume_best(self) -> None:
+        """Take the best round from the checkpoint and rewrite its tensors' file.
+
+        The file a killed run left may be of a round after the checkpoint's; the
+        rewritten one is what an uninterrupted run has at this round.
+        """
+        self.best = checkpoint.read_best(self.out_dir)
+        if self.best is None:
+            self._best_from = len(self.rows)
+            log.warning(
+                "The checkpoint keeps no best round (an older version wrote it): best_round "
+                "counts the rounds after %d only", self.rows[-1].round if self.rows else 0,
+            )  # fmt: skip
+            return
+        self._write(self.best.arrays, BEST_FILE)
+        self.run.best_round = self.best.server_round
+        self.run.best_accuracy = next(r.accuracy for r in self.rows
+                                      if r.round == self.best.server_round)  # fmt: skip
+
+    def _track_best(self, row: RoundRecord, arrays: ArrayRecord) -> None:
+        """Keep ``row``'s tensors if it is the best round so far (the earliest of ties)."""
+        best = best_row(self.rows[self._best_from :])
+        if best is None:
+            return
+        if best is row:
+            self.best = checkpoint.Best(row.round, arrays)
+            self._write(arrays, BEST_FILE)
+        self.run.best_round, self.run.best_accuracy = best.round, best.accuracy
 
     def _log(self, row: RoundRecord) -> None:
         log.info(
@@ -107,8 +167,13 @@ class RunRecorder:
                         row.accuracy, self.chance)  # fmt: skip
 
     def finish(self, status: str, error: str | None = None) -> None:
-        """Record the final status (``completed`` or ``failed``) and the run's totals."""
+        """Record the final status (``completed`` or ``failed``) and the run's totals.
+
+        A completed run also gets ``curves.png`` (:mod:`fedpeft.curves`).
+        """
         self.run.status, self.run.error = status, error
+        if self.events is not None:
+            self.events.close()
         if status == "completed" and self.rows:
             last = self.rows[-1]
             self.run.final_accuracy = last.accuracy
@@ -117,6 +182,11 @@ class RunRecorder:
             self.run.failed_rounds = sum(r.failed_round for r in self.rows)
             self.run.total_bytes = last.cum_bytes
         self.flush()
+        if status == "completed" and self.rows:
+            from fedpeft.curves import FILENAME, write_curves  # matplotlib: only here
+
+            path = write_curves(self.run, self.out_dir / FILENAME, title=self.out_dir.name)
+            log.info("Saved accuracy and bytes by round to %s", path)
 
     def flush(self) -> None:
         """Write ``metrics.json`` and ``metrics.csv`` atomically."""
@@ -129,11 +199,16 @@ class RunRecorder:
             writer.writerows(r.to_dict() for r in self.rows)
         os.replace(tmp, self.out_dir / "metrics.csv")
 
-    def save_arrays(self, arrays: ArrayRecord, name: str = "final_trainable.safetensors") -> Path:
+    def save_arrays(self, arrays: ArrayRecord, name: str = FINAL_FILE) -> Path:
         """Save the global trainable tensors as safetensors."""
+        path = self._write(arrays, name)
+        log.info("Saved final trainable tensors to %s", path)
+        return path
+
+    def _write(self, arrays: ArrayRecord, name: str) -> Path:
         path = self.out_dir / name
         tmp = path.with_suffix(".tmp")
         save_file({k: v.numpy() for k, v in arrays.items()}, str(tmp))
         os.replace(tmp, path)
-        log.info("Saved final trainable tensors to %s", path)
+        log.debug("Saved %s", path)
         return path

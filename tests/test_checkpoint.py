@@ -79,3 +79,29 @@ def test_a_pickle_is_never_unpickled(tmp_path):
     # Execute / Assert: rejected as not a checkpoint, nothing executed
     with pytest.raises(checkpoint.CheckpointError, match="not a FedPEFT checkpoint"):
         checkpoint.load(tmp_path, {})
+
+
+def test_best_round_travels_beside_the_global_tensors_bit_identically(tmp_path):
+    # Prepare
+    arrays, best = _arrays(0), checkpoint.Best(3, _arrays(1))
+    fp = checkpoint.fingerprint(CONFIG, arrays)
+    # Execute
+    checkpoint.save(tmp_path, arrays, 5, {"fingerprint": fp}, best=best)
+    ck = checkpoint.load(tmp_path, fp)
+    read = checkpoint.read_best(tmp_path)
+    # Assert: the global tensors are exactly the trainable set, the best comes back apart
+    assert set(ck.arrays.keys()) == set(arrays.keys()) and ck.server_round == 5
+    for kept in (ck.best, read):
+        assert kept is not None and kept.server_round == 3
+        for key in arrays:
+            assert kept.arrays[key].numpy().tobytes() == best.arrays[key].numpy().tobytes()
+
+
+def test_a_checkpoint_without_a_best_round_reads_as_none(tmp_path):
+    # Prepare: as written before best rounds were kept
+    arrays = _arrays()
+    fp = checkpoint.fingerprint(CONFIG, arrays)
+    checkpoint.save(tmp_path, arrays, 1, {"fingerprint": fp})
+    # Execute / Assert
+    assert checkpoint.load(tmp_path, fp).best is None
+    assert checkpoint.read_best(tmp_path) is None

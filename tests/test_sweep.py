@@ -98,6 +98,22 @@ def test_failed_runs_are_not_recorded_and_are_retried(sweep):
     assert retry.calls == ["iid-lora-s1"]
 
 
+def test_tensorboard_events_are_copied_beside_the_metrics(sweep):
+    # Prepare: runs made with output.tensorboard = true
+    class WithEvents(FakeRunner):
+        def __call__(self, run: Run, num_supernodes: int, out_dir: Path) -> Path:
+            run_dir = super().__call__(run, num_supernodes, out_dir)
+            (run_dir / "tb").mkdir()
+            (run_dir / "tb" / "events.out.tfevents.1").write_bytes(b"events")
+            return run_dir
+
+    # Execute
+    run_sweep(sweep, WithEvents(), _fake_config)
+    # Assert: tensorboard --logdir <results> finds every run's events
+    for run in sweep.runs:
+        assert (sweep.results / run.name / "tb" / "events.out.tfevents.1").read_bytes() == b"events"
+
+
 def test_runs_made_with_another_config_are_run_again(sweep, caplog):
     # Prepare: a finished sweep; then the LoRA learning rate changes in the preset
     run_sweep(sweep, FakeRunner(), _fake_config)

@@ -133,8 +133,13 @@ class OutputConfig:
     checkpoint: bool = key(True, "write <dir>/<run-name>/checkpoint.safetensors after every "
                            "round")  # fmt: skip
     resume: bool = key(False, "continue <dir>/<run-name> from its checkpoint")
+    save_every: int = key(0, "also keep every N-th round's trainable tensors as "
+                          "<dir>/<run-name>/round_<N>_trainable.safetensors; 0 = off")  # fmt: skip
+    tensorboard: bool = key(False, "write TensorBoard event files to <dir>/<run-name>/tb/ "
+                            "every round")  # fmt: skip
 
     def __post_init__(self) -> None:
+        check(self.save_every >= 0, "output.save-every", self.save_every, "must be >= 0 (0 = off)")
         check(
             not self.resume or bool(self.run_name),
             "output.resume",
