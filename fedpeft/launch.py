@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedpeft.config import merge_overrides, to_arg
+from fedpeft.config import ConfigError, app_config, merge_overrides, parse_run_config, to_arg
 from fedpeft.fab import stage_app
 
 from .procs import become_subreaper, kill_descendants, run_status, stop_group, stream, wait_healthy
@@ -184,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # SIGTERM unwinds like Ctrl-C, so the SuperLink's process group is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:  # a bad key fails here, before a SuperLink and Ray start (the ServerApp checks too)
+        parse_run_config(app_config(args.app.resolve(), args.run_config))
+    except ConfigError as err:
+        log.error("invalid run config: %s", err)
+        return 2
     if _want_netns(args.netns):
         log.info("running inside a loopback-only network namespace")
         return _reexec_in_netns(argv)

@@ -10,6 +10,7 @@ from flwr.common.config import parse_config_args
 from flwr.supercore.utils import simulation_config_from_json
 
 from fedpeft import launch
+from tests.conftest import ROOT
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PAPER = sorted(CONF.glob("paper-*.toml"))
@@ -67,10 +68,21 @@ def test_fedpeft_sim_passes_its_gpu_share_to_the_run(monkeypatch, tmp_path):
     monkeypatch.setattr(launch, "run_simulation", fake_run_simulation)
     monkeypatch.setattr(launch.signal, "signal", lambda *_: None)  # keep pytest's SIGTERM
     # Execute
-    code = launch.main(["--app", str(tmp_path), "--gpus-per-client", "0.25", "--netns", "never"])
+    code = launch.main(["--app", str(ROOT), "--gpus-per-client", "0.25", "--netns", "never"])
     # Assert
     assert code == 0
     assert seen["args"][-1] == 0.25
+
+
+def test_fedpeft_sim_refuses_a_bad_run_config_before_starting_anything(monkeypatch, caplog):
+    # Prepare: starting the simulation would fail the test
+    monkeypatch.setattr(launch, "run_simulation", lambda *a: pytest.fail("started a run"))
+    monkeypatch.setattr(launch.signal, "signal", lambda *_: None)  # keep pytest's SIGTERM
+    # Execute
+    code = launch.main(["--app", str(ROOT), "--netns", "never", "-c", "train.batch-size=0"])
+    # Assert: the error names the key and its value
+    assert code == 2
+    assert "train.batch-size=0" in caplog.text
 
 
 def _commands(preset: Path) -> list[list[str]]:

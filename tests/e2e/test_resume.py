@@ -17,9 +17,10 @@ from safetensors import safe_open
 from server_app import checkpoint
 from tests.e2e.helpers import ROOT, launch_cmd, read_metrics, run_app
 
-# 4 clients, 2 sampled per round (seeded by partition id), 3 rounds; a stateful server
-# optimizer (FedAdam's moments must come back from the checkpoint's tensors).
-SETUP = ("server.num-rounds=3 server.fraction-train=0.5 server.min-train-nodes=2 "
+# 4 clients, 2 sampled per round (seeded by partition id), 2 rounds; a stateful server
+# optimizer (FedAdam's moments after round 1 must come back from the checkpoint's tensors
+# for round 2 to match).
+SETUP = ("server.num-rounds=2 server.fraction-train=0.5 server.min-train-nodes=2 "
          "server.optimizer='fedadam' server.lr=0.01")  # fmt: skip
 SAME = ("round", "accuracy", "loss", "clients", "accepted", "bytes_down", "bytes_up",
         "cum_bytes", "weights")  # fmt: skip
@@ -78,7 +79,7 @@ def test_killed_in_round_2_and_resumed_equals_uninterrupted(tmp_path):
     assert _tensors(killed) == _tensors(tmp_path / "outputs" / "full")
     rows = [{k: r.get(k) for k in SAME} for r in resumed["rounds"]]
     assert rows == [{k: r.get(k) for k in SAME} for r in reference["rounds"]]
-    assert [r["round"] for r in rows] == [0, 1, 2, 3]
+    assert [r["round"] for r in rows] == [0, 1, 2]
 
 
 def test_resume_of_another_method_fails_at_startup_naming_the_mismatch(tmp_path):

@@ -80,8 +80,12 @@ def test_measured_bytes_are_only_the_trainable_tensors(lora_run):
 
 
 def test_bad_run_config_fails_at_startup(tmp_path):
+    # Execute: fedpeft-sim checks the run config before it starts a SuperLink (a plain
+    # `flwr run` is refused by the ServerApp, with the same parser and message)
     code, output, metrics = run_app(tmp_path, "peft.method='nope'")
+    # Assert
     assert code != 0
+    assert "SuperLink" not in output  # nothing was started
     assert "peft.method='nope'" in output and "lora" in output
     assert not metrics  # nothing ran
 
