@@ -100,6 +100,7 @@ class RunRecord:
 
     run_id: int = 0
     config: dict[str, Any] = field(default_factory=dict)  # dataclasses.asdict(RunConfig)
+    class_names: list[str] = field(default_factory=list)  # by class id; empty: not recorded
     trainable_params: int = 0
     trainable_tensors: int = 0
     bytes_per_transfer: int = 0  # serialised bytes of the trainable set, one client, one way

@@ -82,6 +82,24 @@ class PeftMethod(ABC):
     def num_trainable(self, dims: ViTDims, cfg: Any) -> int:
         """Closed-form count of trainable parameters (head included)."""
 
+    def fold(self, model: nn.Module, cfg: Any) -> nn.Module:
+        """The trained ``model`` (after :meth:`apply`) as it is exported for inference.
+
+        A method whose tensors can be merged into the backbone's weights does so here
+        (in place) and returns the plain timm model; the default folds nothing: the
+        method's tensors are already timm weights (head, biases, all) or stay modules on
+        top of the timm model (adapters, prompts).
+        """
+        return model
+
+    def folded_structure(self, model: nn.Module, cfg: Any) -> nn.Module:
+        """The module structure :meth:`fold` leaves, rebuilt on a bare timm ``model``.
+
+        The exported weights are loaded into it strictly. The default is :meth:`apply`'s
+        structure; a method that folds into the backbone returns ``model`` unchanged.
+        """
+        return self.apply(model, cfg)
+
 
 def freeze_all_but_head(model: nn.Module) -> None:
     """Freeze every parameter of ``model`` except its classification head."""

@@ -3,7 +3,8 @@
 ``peft.inject_adapter_in_model`` adds ``lora_A``/``lora_B`` to each
 ``blocks.i.attn.qkv`` in place, so the model stays a timm
 ``VisionTransformer``. FedAvg averages A and B separately, as standard
-FedAvg does (exact LoRA aggregation is later work).
+FedAvg does (exact LoRA aggregation is later work). Exported for inference,
+LoRA is merged into the ``qkv`` weights (:meth:`LoraTuning.fold`).
 """
 
 from __future__ import annotations
@@ -63,3 +64,25 @@ class LoraTuning(PeftMethod):
     def num_trainable(self, dims: ViTDims, cfg: LoraMethodConfig) -> int:
         # A: r × dim, B: 3·dim × r, per block.
         return dims.head_params + dims.depth * cfg.r * (dims.dim + 3 * dims.dim)
+
+    def fold(self, model: nn.Module, cfg: LoraMethodConfig) -> nn.Module:
+        """Merge every LoRA layer into its ``qkv`` weight and put the plain layer back.
+
+        peft's own merge (``LoraLayer.merge``: W += scale · B A), then each wrapper is
+        replaced by its base layer, as ``merge_and_unload`` does for a ``PeftModel``:
+        the result is the plain timm model, without ``lora_`` parameters.
+        """
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [(n, m) for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
+        for name, layer in layers:
+            layer.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, layer.get_base_layer())
+        if hasattr(model, "peft_config"):  # set by inject_adapter_in_model
+            del model.peft_config
+        return model
+
+    def folded_structure(self, model: nn.Module, cfg: LoraMethodConfig) -> nn.Module:
+        """Merged LoRA is the plain timm model."""
+        return model

@@ -127,6 +127,7 @@ def main(grid: Grid, context: Context) -> None:
     run = RunRecord(
         run_id=context.run_id,
         config=config,
+        class_names=test.names(),
         trainable_params=n_params,
         trainable_tensors=len(initial),
         bytes_per_transfer=per_transfer,

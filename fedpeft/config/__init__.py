@@ -8,6 +8,7 @@
   per-process :func:`run_config`.
 * :mod:`.merge`: several ``--run-config`` arguments merged key by key.
 * :mod:`.node`: a SuperNode's ``--node-config``.
+* :mod:`.recorded`: the config a run recorded in ``metrics.json`` → :class:`RunConfig`.
 * :mod:`.docs`: the README's key table, generated.
 """
 
@@ -17,6 +18,7 @@ from .flat import ConfigError, KeyDoc, check
 from .merge import app_config, merge_overrides, to_arg
 from .node import NodeConfig, node_config_arg, parse_node_config
 from .parse import declared_keys, parse_run_config, run_config
+from .recorded import config_from_record
 from .schema import DataConfig, ModelConfig, PeftConfig, RunConfig, TrainConfig
 from .server import OutputConfig, ServerConfig
 
@@ -35,6 +37,7 @@ __all__ = [
     "TrainConfig",
     "app_config",
     "check",
+    "config_from_record",
     "declared_keys",
     "merge_overrides",
     "node_config_arg",

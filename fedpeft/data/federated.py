@@ -7,7 +7,7 @@ The source (:data:`fedpeft.data.sources.SOURCES`) loads the images; the partitio
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from datasets import ClassLabel, Dataset, DatasetDict
@@ -83,6 +83,19 @@ def _num_classes(dd: DatasetDict) -> int:
     return int(max(max(dd["train"]["label"]), max(dd["test"]["label"]))) + 1
 
 
+def _class_names(dd: DatasetDict, num_classes: int) -> list[str]:
+    """The class names of the label feature (a ``ClassLabel``: a folder's names, ...), else [].
+
+    The test split's feature, else the training split's; names that do not cover exactly
+    ``num_classes`` classes are not used.
+    """
+    for split in ("test", "train"):
+        feature = dd[split].features["label"]
+        if isinstance(feature, ClassLabel) and len(feature.names) == num_classes:
+            return [str(n) for n in feature.names]
+    return []
+
+
 @dataclass
 class FederatedImages:
     """Partitioned training images plus the held-out central test split."""
@@ -90,6 +103,7 @@ class FederatedImages:
     partitioner: Partitioner
     test: Dataset
     num_classes: int
+    class_names: list[str] = field(default_factory=list)  # by class id; empty: unknown
 
     def partition(self, partition_id: int) -> Dataset:
         """The rows of client ``partition_id``."""
@@ -103,4 +117,5 @@ def federated_images(cfg: DataConfig, num_partitions: int, seed: int) -> Federat
     load = SOURCES.get(cfg.source, "data.source")
     partitioner, test = load(cfg, partitioner, preprocess, seed)
     dd = DatasetDict({"train": partitioner.dataset, "test": test})
-    return FederatedImages(partitioner, test, _num_classes(dd))
+    num_classes = _num_classes(dd)
+    return FederatedImages(partitioner, test, num_classes, _class_names(dd, num_classes))

@@ -50,6 +50,25 @@ def _label(folder: Path, ids: dict[str, int], num_classes: int) -> int:
     return label
 
 
+def read_image(file: Path, max_size: int) -> Image.Image:
+    """One image file, decoded and, when a side is longer, shrunk to ``max_size`` (aspect kept).
+
+    What every image read from a folder goes through (never held at full size);
+    :func:`~fedpeft.data.tensors.to_uint8` then makes the stored square.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be read or decoded as an image (PIL's error).
+
+    """
+    with Image.open(file) as img:
+        img.load()
+        if max(img.size) > max_size:
+            img = img.resize(_fit(img.size, max_size), Image.Resampling.BICUBIC)
+        return img
+
+
 @functools.lru_cache(maxsize=4)
 def load_image_folder(root: str, img_size: int, num_classes: int) -> ImageTensors:
     """All images under ``root`` as :class:`ImageTensors` (cached per process).
@@ -72,11 +91,7 @@ def load_image_folder(root: str, img_size: int, num_classes: int) -> ImageTensor
         label = _label(folder, ids, num_classes)
         for file in sorted(folder.iterdir()):
             if file.suffix.lower() in IMAGE_SUFFIXES:
-                with Image.open(file) as img:
-                    img.load()
-                    if max(img.size) > img_size:  # the folder is never held at full size
-                        img = img.resize(_fit(img.size, img_size), Image.Resampling.BICUBIC)
-                    images.append(img)
+                images.append(read_image(file, img_size))
                 labels.append(label)
     if not images:
         raise ValueError(f"data-path={root!r}: no images in <class>/ folders ({IMAGE_SUFFIXES})")

@@ -35,15 +35,21 @@ class ImageTensors:
 
     ``key`` names where the images came from (data config, seed, size cap, partition),
     for caches of what is computed from them (:mod:`fedpeft.features`); empty: uncached.
+    ``class_names``: by class id, where the source names its classes.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     num_classes: int
     key: str = ""
+    class_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def names(self) -> list[str]:
+        """The class names by class id; ``"0"`` ... ``"C-1"`` where the source has none."""
+        return list(self.class_names) or [str(i) for i in range(self.num_classes)]
 
 
 GREY_MODES = ("1", "L")
@@ -73,11 +79,14 @@ def _pil(image: object) -> Image.Image:
     return image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
 
 
-def to_tensors(ds: Dataset, max_size: int, num_classes: int, key: str = "") -> ImageTensors:
+def to_tensors(
+    ds: Dataset, max_size: int, num_classes: int, key: str = "", class_names: tuple[str, ...] = ()
+) -> ImageTensors:
     """Convert rows with ``image``/``label`` into :class:`ImageTensors` (sides ≤ ``max_size``)."""
     images = to_uint8([_pil(img) for img in ds["image"]], max_size)
     labels = np.asarray(ds["label"], dtype=np.int64)
-    return ImageTensors(torch.from_numpy(images), torch.from_numpy(labels), num_classes, key)
+    return ImageTensors(torch.from_numpy(images), torch.from_numpy(labels), num_classes, key,
+                        class_names)  # fmt: skip
 
 
 def data_key(**parts: object) -> str:
@@ -109,5 +118,5 @@ def load_partition(
 def load_test(cfg: DataConfig, seed: int, img_size: int) -> ImageTensors:
     """The held-out central test split (cached per process)."""
     fed = _federated(cfg, 1, seed)
-    return to_tensors(fed.test, img_size, fed.num_classes, data_key(data=cfg, seed=seed,
-                      max_size=img_size, split="test"))  # fmt: skip
+    key = data_key(data=cfg, seed=seed, max_size=img_size, split="test")
+    return to_tensors(fed.test, img_size, fed.num_classes, key, tuple(fed.class_names))
