@@ -36,7 +36,7 @@ run: $(STAMP) data
 # the e2e tests mostly wait on start-up, timeouts and heartbeats (CI's 2 workers kept the
 # cores 60% busy), so a third overlaps with them.
 test: $(STAMP) data
-	$(PY) -m pytest -n 4 --dist loadfile
+	$(PY) -m pytest -n 3 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
