@@ -184,14 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # SIGTERM unwinds like Ctrl-C, so the SuperLink's process group is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:  # a bad key fails here, before a SuperLink and Ray start (the ServerApp checks too)
+    if _want_netns(args.netns):
+        log.info("running inside a loopback-only network namespace")
+        return _reexec_in_netns(argv)
+    try:  # a bad key fails here, before a SuperLink and Ray start (the ServerApp checks too);
+        # after the re-exec, so it runs once
         parse_run_config(app_config(args.app.resolve(), args.run_config))
     except ConfigError as err:
         log.error("invalid run config: %s", err)
         return 2
-    if _want_netns(args.netns):
-        log.info("running inside a loopback-only network namespace")
-        return _reexec_in_netns(argv)
     _, status = run_simulation(
         args.app.resolve(), args.run_config, args.num_supernodes, args.cpus_per_client,
         args.timeout, args.gpus_per_client,
