@@ -8,6 +8,7 @@ size, grey → three channels, standardise with the model's mean and std), in fp
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +53,21 @@ class Classifier:
             x = self.inputs(images[start : start + batch_size])
             out.append(self.model(x).float().softmax(dim=1).cpu())
         return torch.cat(out)
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer >= 1")
+    return int(text)
+
+
+def model_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments ``fedpeft-predict`` and ``fedpeft-evaluate`` share.
+
+    Which exported model, the batch size (an integer >= 1) and the device.
+    """
+    p.add_argument("model_dir", type=Path, help="a model folder written by fedpeft-export")
+    p.add_argument("--batch-size", type=positive, default=64)
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps")
+    return p

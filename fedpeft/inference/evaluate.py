@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .classify import Classifier
+from .classify import Classifier, model_arguments
 from .images import files_under, read_images
 
 log = logging.getLogger("fedpeft.evaluate")
@@ -135,7 +135,7 @@ def report(result: Evaluation) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedpeft-evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("model_dir", type=Path, help="a model folder written by fedpeft-export")
+    model_arguments(p)
     p.add_argument("--data", type=Path, required=True, help="<class name>/<images> folder")
     p.add_argument(
         "--confusion",
@@ -143,8 +143,6 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("confusion_matrix.png"),
         help="confusion-matrix PNG to write (default: ./confusion_matrix.png)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps")
     return p
 
 

@@ -20,7 +20,7 @@ from typing import TextIO
 
 import torch
 
-from .classify import Classifier
+from .classify import Classifier, model_arguments, positive
 from .images import find_files, read_images
 
 log = logging.getLogger("fedpeft.predict")
@@ -61,20 +61,12 @@ def _write(out: TextIO, k: int, table: list[list[str]]) -> None:
     writer.writerows(table)
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer >= 1")
-    return int(text)
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedpeft-predict", description=__doc__.split("\n")[0])
-    p.add_argument("model_dir", type=Path, help="a model folder written by fedpeft-export")
+    model_arguments(p)
     p.add_argument("images", type=Path, nargs="+", help="image files or folders (recursive)")
     p.add_argument("--out", type=Path, help="CSV file to write (default: standard output)")
-    p.add_argument("--top-k", type=_positive, default=5, help="classes listed per image")
-    p.add_argument("--batch-size", type=_positive, default=64)
-    p.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--top-k", type=positive, default=5, help="classes listed per image")
     return p
 
 
