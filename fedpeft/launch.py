@@ -36,11 +36,15 @@ from fedpeft.fab import stage_app
 from .procs import become_subreaper, kill_descendants, run_status, stop_group, stream, wait_healthy
 from .procs import bin_path as _bin
 from .procs import free_port as _free_port
+from .progress import RunConsole, results_dir
 
 log = logging.getLogger("fedpeft.launch")
 
 CONNECTION = "fedpeft-local"
 NETNS_ENV = "FEDPEFT_IN_NETNS"
+LOG_FILE = "run.log"  # the run's whole output, in its run folder
+# PYTHONWARNINGS entry (action:message prefix:category:module) for Ray's GPU-hiding tip
+RAY_GPU_TIP_FILTER = "ignore:Tip:FutureWarning:ray._private.worker"
 
 
 def _want_netns(mode: str) -> bool:
@@ -100,8 +104,13 @@ def run_simulation(
     cpus_per_client: float,
     timeout: float,
     gpus_per_client: float = 0.0,
+    verbose: bool = False,
 ) -> tuple[int, str]:
-    """Start a SuperLink, run the app, stop the SuperLink; return (run id, status)."""
+    """Start a SuperLink, run the app, stop the SuperLink; return (run id, status).
+
+    The run's output is shown through :class:`~fedpeft.progress.RunConsole` (every
+    line with ``verbose``) and kept whole in ``run.log`` in the run folder.
+    """
     become_subreaper()
     home = Path(tempfile.mkdtemp(prefix="fedpeft-flwr-"))
     port = _free_port()
@@ -112,6 +121,13 @@ def run_simulation(
     env = dict(os.environ, FLWR_HOME=str(home), FLWR_DISABLE_UPDATE_CHECK="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+    # Ray's driver warns on every start that a future Ray will stop hiding GPUs from
+    # actors that asked for none. This launcher relies on today's behaviour (a client
+    # with --gpus-per-client 0 sees no GPU, so train.device=auto picks the CPU), so the
+    # tip does not apply; only that warning is silenced.
+    env["PYTHONWARNINGS"] = ",".join(
+        w for w in (env.get("PYTHONWARNINGS"), RAY_GPU_TIP_FILTER) if w
+    )
     superlink_log = home / "superlink.log"
     cmd = [
         _bin("flower-superlink"), "--insecure", "--simulation",
@@ -124,7 +140,7 @@ def run_simulation(
         proc = subprocess.Popen(
             cmd, env=env, cwd=app, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    log.info("SuperLink pid %d on 127.0.0.1:%d (FLWR_HOME=%s)", proc.pid, port, home)
+    log.debug("SuperLink pid %d on 127.0.0.1:%d (FLWR_HOME=%s)", proc.pid, port, home)
     try:
         wait_healthy(port, proc)
         fed = federation_config(num_supernodes, cpus_per_client, gpus_per_client)
@@ -135,7 +151,12 @@ def run_simulation(
         if merged:
             run_cmd += ["--run-config", merged]
         started = time.monotonic()
-        output, code = stream(run_cmd, env, app, timeout)
+        console = RunConsole(verbose)
+        try:
+            output, code = stream(run_cmd, env, app, timeout, echo=console)
+        finally:
+            console.close()
+        _keep_log(output)
         match = re.search(r"Successfully started run (\d+)", output)
         if not match:
             return -1, f"not started (flwr run exit code {code})"
@@ -150,6 +171,16 @@ def run_simulation(
             log.info("kept %s", home)
         else:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def _keep_log(output: str) -> None:
+    """Write the run's whole output to ``run.log`` in its run folder (if it got one)."""
+    run_dir = results_dir(output)
+    if run_dir is None or not run_dir.is_dir():
+        log.warning("the run made no run folder; its output is not kept")
+        return
+    (run_dir / LOG_FILE).write_text(output)
+    log.info("full log: %s", run_dir / LOG_FILE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--netns", choices=("auto", "always", "never"), default="auto")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show every line of the run (default: one line per round, warnings, "
+                   "errors; the whole output is in run.log either way)")  # fmt: skip
     return p
 
 
@@ -181,11 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``fedpeft-sim``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     # SIGTERM unwinds like Ctrl-C, so the SuperLink's process group is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if _want_netns(args.netns):
-        log.info("running inside a loopback-only network namespace")
+        log.debug("running inside a loopback-only network namespace")
         return _reexec_in_netns(argv)
     try:  # a bad key fails here, before a SuperLink and Ray start (the ServerApp checks too);
         # after the re-exec, so it runs once
@@ -195,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _, status = run_simulation(
         args.app.resolve(), args.run_config, args.num_supernodes, args.cpus_per_client,
-        args.timeout, args.gpus_per_client,
+        args.timeout, args.gpus_per_client, verbose=args.verbose,
     )  # fmt: skip
     return 0 if status == "finished:completed" else 1
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -203,9 +203,10 @@ def stop_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
 
 
 def stream(
-    cmd: list[str], env: dict[str, str], cwd: Path, timeout: float, echo: bool = True
-) -> tuple[str, int]:
-    """Run ``cmd``, echoing its output live; return (output, exit code)."""
+    cmd: list[str], env: dict[str, str], cwd: Path, timeout: float,
+    echo: Callable[[str], None] | None = None,
+) -> tuple[str, int]:  # fmt: skip
+    """Run ``cmd``, handing each output line to ``echo`` live; return (output, exit code)."""
     lines: list[str] = []
     deadline = time.monotonic() + timeout
     with subprocess.Popen(cmd, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE,
@@ -213,9 +214,8 @@ def stream(
         assert proc.stdout is not None
         try:
             for line in proc.stdout:
-                if echo:
-                    sys.stdout.write(line)
-                    sys.stdout.flush()
+                if echo is not None:
+                    echo(line)
                 lines.append(line)
                 if time.monotonic() > deadline:
                     proc.kill()

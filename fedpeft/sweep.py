@@ -9,10 +9,11 @@ run-config string). Several sweep files can report into one ``RESULTS.md``: a sw
 with a ``name`` writes its table between its own markers, ``summary-<name>.csv`` and
 ``plots/<name>/``. Every finished run's ``metrics.json`` / ``metrics.csv`` (never
 tensors; with ``output.tensorboard`` also its ``tb/`` events, a few KB) is copied to
-``<results>/<setting>-<method>-s<seed>/``; a run whose copy
-says ``completed`` and was made with the run config the sweep file now asks for is
-skipped, so an interrupted sweep resumes where it stopped, on any machine with the
-same files. A copy made with another config (the preset or a default changed since)
+``<results>/<setting>-<method>-s<seed>/``, with the run's whole output (``run.log``,
+failed runs' too); after each run the log says runs done / to do, elapsed and ETA. A
+run whose copy says ``completed`` and was made with the run config the sweep file now
+asks for is skipped, so an interrupted sweep resumes where it stopped, on any machine
+with the same files. A copy made with another config (the preset or a default changed since)
 is logged with the keys that differ and run again.
 """
 
@@ -33,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from fedpeft.config import app_config, parse_run_config
-from fedpeft.launch import non_negative
+from fedpeft.launch import LOG_FILE, non_negative
+from fedpeft.progress import duration, eta
 from fedpeft.record import read_run
 from fedpeft.report import write_report
 from fedpeft.sweepfile import Run, Sweep, load_sweep
@@ -121,6 +123,7 @@ def run_sweep(
     log.info("%d of %d runs to do (%d already done)", len(todo), len(sweep.runs),
              len(sweep.runs) - len(todo))  # fmt: skip
     done = []
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fedpeft-sweep-") as tmp:
         for i, run in enumerate(todo, 1):
             start = time.monotonic()
@@ -128,16 +131,21 @@ def run_sweep(
             run_dir = runner(run, sweep.num_supernodes, Path(tmp))
             metrics = run_dir / "metrics.json"
             status = read_run(metrics).status if metrics.exists() else "no metrics"
+            dest = sweep.results / run.name
             if status == "completed":
-                dest = sweep.results / run.name
                 dest.mkdir(parents=True, exist_ok=True)
                 for name in ("metrics.json", "metrics.csv"):
                     shutil.copy2(run_dir / name, dest / name)
                 if (run_dir / TB_DIR).is_dir():  # tensorboard --logdir <results> compares runs
                     shutil.rmtree(dest / TB_DIR, ignore_errors=True)
                     shutil.copytree(run_dir / TB_DIR, dest / TB_DIR)
-            log.info("[%d/%d] %s: %s in %.0f s", i, len(todo), run.name, status,
-                     time.monotonic() - start)  # fmt: skip
+            if (run_dir / LOG_FILE).is_file():  # a failed run's too: why it failed
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run_dir / LOG_FILE, dest / LOG_FILE)
+            now = time.monotonic()
+            log.info("[%d/%d] %s: %s in %s; %s elapsed, ETA %s", i, len(todo), run.name, status,
+                     duration(now - start), duration(now - started),
+                     duration(eta(i, len(todo), now - started)))  # fmt: skip
             done.append((run, status))
     return done
 

@@ -26,6 +26,7 @@ from fedpeft.dp import warn_delta
 from fedpeft.engine import make_engine
 from fedpeft.logs import setup_logging
 from fedpeft.model import build_model
+from fedpeft.progress import RESULTS
 from fedpeft.record import RoundRecord, RunRecord
 from fedpeft.schedules import lr_schedule
 from fedpeft.server_opt import OptParams, make_optimizer
@@ -137,7 +138,7 @@ def main(grid: Grid, context: Context) -> None:
     )
     recorder = RunRecorder(out_dir, run, test.num_classes,
                            fingerprint if cfg.output.checkpoint else None, cfg.output)  # fmt: skip
-    log.info("Results go to %s", out_dir)
+    log.info("%s", RESULTS.format(out_dir))
     log.info(
         "Sending %d trainable tensors (%d parameters): %s bytes per client per direction",
         len(initial), n_params, f"{per_transfer:,}",

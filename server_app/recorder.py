@@ -24,6 +24,7 @@ from flwr.app import ArrayRecord
 from safetensors.numpy import save_file
 
 from fedpeft.config import OutputConfig
+from fedpeft.progress import eta, round_line
 from fedpeft.record import CSV_FIELDS, RoundRecord, RunRecord, best_row
 
 from . import checkpoint
@@ -86,7 +87,8 @@ class RunRecorder:
             self._resume_best()
         first = self.rows[-1].round + 1 if self.rows else 0
         self.events = EventWriter(out_dir, first) if self.output.tensorboard else None
-        self._last = time.perf_counter()
+        self._last = self._started = time.perf_counter()
+        self._first = first  # the first round this process records (its ETA counts from it)
         self.flush()
 
     @property
@@ -150,12 +152,17 @@ class RunRecorder:
         self.run.best_round, self.run.best_accuracy = best.round, best.accuracy
 
     def _log(self, row: RoundRecord) -> None:
-        log.info(
-            "round %d: server accuracy %.4f, loss %.4f | bytes down %s (theory %s), "
-            "up %s (theory %s), cumulative %s",
-            row.round, row.accuracy, row.loss,
-            f"{row.bytes_down:,}", f"{row.theoretical_down:,}",
-            f"{row.bytes_up:,}", f"{row.theoretical_up:,}", f"{row.cum_bytes:,}",
+        num_rounds = max(int(self.run.config.get("server", {}).get("num_rounds", 0)), row.round)
+        elapsed = time.perf_counter() - self._started
+        # rounds trained in this process so far (round 0 only evaluates)
+        trained = row.round - max(self._first, 1) + 1
+        left = eta(trained, num_rounds - max(self._first, 1) + 1, elapsed) if trained else math.nan
+        log.info("%s", round_line(row.round, num_rounds, row.accuracy, row.loss, row.cum_bytes,
+                                  elapsed, left))  # fmt: skip
+        log.debug(
+            "round %d: bytes down %s (theory %s), up %s (theory %s)",
+            row.round, f"{row.bytes_down:,}", f"{row.theoretical_down:,}",
+            f"{row.bytes_up:,}", f"{row.theoretical_up:,}",
         )  # fmt: skip
         if row.diverged:
             log.warning(

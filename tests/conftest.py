@@ -42,3 +42,20 @@ def _task_identity():
     from flwr.supercore.task_identity import TaskIdentity
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+
+
+@pytest.fixture(autouse=True)
+def _project_loggers():
+    # A test that runs the ServerApp or ClientApp in-process calls fedpeft.logs.setup_logging,
+    # which stops the project's loggers propagating (to Flower's handlers instead); later
+    # tests in the same worker read those records with caplog, so each test gets them back.
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("fedpeft", "server_app", "client_app",
+                                              "peft_strategies")]  # fmt: skip
+    saved = [(lg.level, list(lg.handlers), lg.propagate) for lg in loggers]
+    yield
+    for lg, (level, handlers, propagate) in zip(loggers, saved, strict=True):
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
+        lg.propagate = propagate

@@ -61,7 +61,7 @@ def test_fedpeft_sim_passes_its_gpu_share_to_the_run(monkeypatch, tmp_path):
     # Prepare: the simulation itself is replaced; only the arguments it gets are kept
     seen = {}
 
-    def fake_run_simulation(*args):
+    def fake_run_simulation(*args, **kwargs):
         seen["args"] = args
         return 1, "finished:completed"
 

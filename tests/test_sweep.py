@@ -114,6 +114,26 @@ def test_tensorboard_events_are_copied_beside_the_metrics(sweep):
         assert (sweep.results / run.name / "tb" / "events.out.tfevents.1").read_bytes() == b"events"
 
 
+def test_every_run_keeps_its_log_and_the_sweep_logs_done_of_total_with_an_eta(sweep, caplog):
+    # Prepare: runs that leave run.log (fedpeft-sim does), one of them failing
+    class WithLog(FakeRunner):
+        def __call__(self, run: Run, num_supernodes: int, out_dir: Path) -> Path:
+            run_dir = super().__call__(run, num_supernodes, out_dir)
+            (run_dir / "run.log").write_text(f"log of {run.name}\n")
+            return run_dir
+
+    caplog.set_level("INFO", logger="fedpeft.sweep")
+    # Execute
+    run_sweep(sweep, WithLog(fail={"iid-lora-s1"}), _fake_config)
+    # Assert: the failed run's log is kept too (why it failed); progress after each run
+    for run in sweep.runs:
+        assert (sweep.results / run.name / "run.log").read_text() == f"log of {run.name}\n"
+    assert not (sweep.results / "iid-lora-s1" / "metrics.json").exists()
+    done = [m for m in caplog.messages if " elapsed, ETA " in m]
+    assert [m.split("]")[0] for m in done] == [f"[{i}/8" for i in range(1, 9)]
+    assert done[-1].endswith("ETA 0s")
+
+
 def test_runs_made_with_another_config_are_run_again(sweep, caplog):
     # Prepare: a finished sweep; then the LoRA learning rate changes in the preset
     run_sweep(sweep, FakeRunner(), _fake_config)

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from ..config import node_config_arg
+from ..progress import RunConsole
 from .launcher import Federation
 from .spec import FederationSpec
 
@@ -61,13 +62,21 @@ def _parser() -> argparse.ArgumentParser:
         "the CPUs, pinned, and OMP_NUM_THREADS/MKL_NUM_THREADS of that size)",
     )
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole run")
+    p.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="show every line of the run (default: one line per round, warnings, "
+        "errors; the whole output is in WORKDIR/runs.log either way)",
+    )
     return p  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``fedpeft-deploy``)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
         spec = FederationSpec(
             app=args.app.resolve(),
@@ -85,8 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with Federation(spec) as fed:
         log.info("%d SuperNodes online; submitting the app", spec.num_supernodes)
-        run_id, status, _ = fed.run(args.run_config, timeout=args.timeout, echo=True)
-        log.info("run %d: %s (logs and pids.json in %s)", run_id, status, fed.work)
+        console = RunConsole(args.verbose)
+        try:
+            run_id, status, _ = fed.run(args.run_config, timeout=args.timeout, echo=console)
+        finally:
+            console.close()
+        log.info("run %d: %s (runs.log, node logs and pids.json in %s)", run_id, status,
+                 fed.work)  # fmt: skip
     return 0 if status == "finished:completed" else 1
 
 

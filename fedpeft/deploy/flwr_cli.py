@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -77,9 +76,14 @@ class FlwrCli:
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
 
     def finish_run(
-        self, proc: subprocess.Popen, timeout: float, echo: bool = False, log: Path | None = None
-    ) -> tuple[int, str, str]:
-        """Wait for a submitted run; return (run id or -1, final status, output)."""
+        self, proc: subprocess.Popen, timeout: float, echo: Callable[[str], None] | None = None,
+        log: Path | None = None,
+    ) -> tuple[int, str, str]:  # fmt: skip
+        """Wait for a submitted run; return (run id or -1, final status, output).
+
+        Each output line goes to ``echo`` as it arrives (e.g. a
+        :class:`~fedpeft.progress.RunConsole`) and the whole output to ``log``.
+        """
         lines: list[str] = []
         watchdog = threading.Timer(timeout, proc.kill)  # also ends a silent, hung flwr run
         watchdog.start()
@@ -87,9 +91,8 @@ class FlwrCli:
             assert proc.stdout is not None
             for line in proc.stdout:
                 lines.append(line)
-                if echo:
-                    sys.stdout.write(line)
-                    sys.stdout.flush()
+                if echo is not None:
+                    echo(line)
             proc.wait()
         finally:
             watchdog.cancel()

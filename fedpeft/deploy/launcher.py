@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import procs
@@ -91,7 +92,7 @@ class Federation:
         if cpus is not None:
             pin(proc.pid, cpus)  # before it starts any ClientApp, which inherit it
             where = f", CPUs {format_cpus(cpus)}, OMP_NUM_THREADS={env.get('OMP_NUM_THREADS')}"
-        log.info("%s: pid %d (log %s%s)", name, proc.pid, self.work / f"{name}.log", where)
+        log.debug("%s: pid %d (log %s%s)", name, proc.pid, self.work / f"{name}.log", where)
         return proc
 
     def _write_pids(self) -> None:
@@ -221,8 +222,12 @@ class Federation:
         raise RuntimeError(f"fewer than {count} SuperNodes online after {timeout}s")
 
     def run(
-        self, run_config: list[str], timeout: float = 3600.0, echo: bool = False
-    ) -> tuple[int, str, str]:
-        """Submit the app with ``flwr run`` and wait for its final status."""
+        self, run_config: list[str], timeout: float = 3600.0,
+        echo: Callable[[str], None] | None = None,
+    ) -> tuple[int, str, str]:  # fmt: skip
+        """Submit the app with ``flwr run`` and wait for its final status.
+
+        The output goes to ``echo`` line by line and to ``runs.log`` in the work dir.
+        """
         run = self.cli.start_run(run_config)
         return self.cli.finish_run(run, timeout, echo, log=self.work / "runs.log")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fedpeft.launch import LOG_FILE
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Tiny but real: the offline ViT-S/14 at 28 px (2×2 patches) on sklearn digits.
@@ -42,9 +44,15 @@ def run_app(
     netns: str = "auto",
     run_name: str = "e2e",
     cpus_per_client: int = CPUS_PER_CLIENT,
+    verbose: bool = False,
 ) -> tuple[int, str, dict]:
-    """Run one simulation; return (exit code, output, metrics.json)."""
-    cmd = launch_cmd(tmp_path, overrides, supernodes, timeout, netns, run_name, cpus_per_client)
+    """Run one simulation; return (exit code, output, metrics.json).
+
+    The output is what a user sees (``--verbose``: every line); the run folder's
+    ``run.log`` has every line either way.
+    """
+    cmd = launch_cmd(tmp_path, overrides, supernodes, timeout, netns, run_name, cpus_per_client,
+                     verbose)  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout + 60,
                           env={**os.environ, **(env or {})})  # fmt: skip
     return proc.returncode, proc.stdout + proc.stderr, read_metrics(tmp_path, run_name)
@@ -56,6 +64,11 @@ def read_metrics(tmp_path: Path, run_name: str = "e2e") -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def run_log(tmp_path: Path, run_name: str = "e2e") -> str:
+    """The run folder's ``run.log``: every line of the run's output."""
+    return (tmp_path / "outputs" / run_name / LOG_FILE).read_text()
+
+
 def launch_cmd(
     tmp_path: Path,
     overrides: str,
@@ -64,6 +77,7 @@ def launch_cmd(
     netns: str = "auto",
     run_name: str = "e2e",
     cpus_per_client: int = CPUS_PER_CLIENT,
+    verbose: bool = False,
 ) -> list[str]:
     """The ``fedpeft-sim`` command line of one tiny run."""
     out_dir = tmp_path / "outputs"
@@ -73,4 +87,5 @@ def launch_cmd(
         "--netns", netns,
         "--timeout", str(timeout), "-c", TINY, "-c", overrides,
         "-c", f"output.dir='{out_dir}' output.run-name='{run_name}'",
+        *(["--verbose"] if verbose else []),
     ]  # fmt: skip

@@ -16,7 +16,7 @@ from dp_accounting.privacy_accountant import NeighboringRelation
 from dp_accounting.rdp import RdpAccountant
 from opacus.accountants import RDPAccountant
 
-from .helpers import run_app
+from .helpers import run_app, run_log
 
 pytestmark = pytest.mark.e2e
 SIGMA, DELTA, BATCH = 1.0, 1e-4, 64
@@ -28,21 +28,22 @@ LOCAL = (
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    return run_app(tmp_path_factory.mktemp("dp-local"), LOCAL)
+    tmp = tmp_path_factory.mktemp("dp-local")
+    return *run_app(tmp, LOCAL), run_log(tmp)
 
 
 def test_local_dp_run_completes_and_reports_epsilon_per_client(local_run):
-    code, output, metrics = local_run
+    code, output, metrics, full_log = local_run
     assert code == 0, output[-4000:]
     assert metrics["status"] == "completed"
     for row in metrics["rounds"][1:]:
         assert row["accepted"] == 3
         assert all(m["dp-epsilon"] > 0 for m in row["client_metrics"])
-    assert "DP-SGD" in output
+    assert "DP-SGD" in full_log  # each client's line (shown with --verbose)
 
 
 def test_local_epsilon_is_cumulative_and_matches_an_independent_accountant(local_run):
-    _, _, metrics = local_run
+    _, _, metrics, _ = local_run
     history: dict[int, list[float]] = {}
     for server_round, row in enumerate(metrics["rounds"][1:], start=1):
         for m in row["client_metrics"]:

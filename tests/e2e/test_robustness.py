@@ -2,8 +2,9 @@
 
 One 6-client run holds the raising, the NaN and the dropped clients at once (each test
 below checks one of them in its rounds); its global model is compared with FedAvg of
-each round's healthy clients alone, trained in this process by the reference loop. A run stopped by consecutive failed
-rounds is tested on the ServerApp alone (``tests/test_server_main.py``).
+each round's healthy clients alone, trained in this process by the reference loop. A
+run stopped by consecutive failed rounds is tested on the ServerApp alone
+(``tests/test_server_main.py``).
 """
 
 from __future__ import annotations

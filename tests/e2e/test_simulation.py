@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import time
@@ -14,8 +15,18 @@ from flwr.common.config import parse_config_args
 from fedpeft.arrays import NPY_HEADER_BYTES, to_arrayrecord, trainable_state, wire_bytes
 from fedpeft.config import parse_run_config
 from fedpeft.model import build_model
+from fedpeft.progress import clean, parse_round
 
-from .helpers import CPUS_PER_CLIENT, LEARNT, ROOT, TINY, launch_cmd, read_metrics, run_app
+from .helpers import (
+    CPUS_PER_CLIENT,
+    LEARNT,
+    ROOT,
+    TINY,
+    launch_cmd,
+    read_metrics,
+    run_app,
+    run_log,
+)
 
 pytestmark = pytest.mark.e2e
 CHANCE = 0.1  # digits: 10 balanced classes
@@ -42,7 +53,25 @@ def test_run_completes_and_learns(lora_run):
     out = tmp / "outputs" / "e2e"
     for name in ("metrics.json", "metrics.csv", "final_trainable.safetensors"):
         assert (out / name).is_file(), name
-    assert "server accuracy" in output and "bytes down" in output
+
+
+def test_the_user_sees_a_line_per_round_and_the_log_keeps_every_line_once(lora_run):
+    # Prepare
+    tmp, _, output, _ = lora_run
+    full = run_log(tmp)
+    # Assert: by default one line per round (0, 1, 2) and where the results go, no
+    # per-client lines, no Ray tip, no DEBUG
+    rounds = [line for line in output.splitlines() if parse_round(line)]
+    assert [parse_round(line).round for line in rounds] == [0, 1, 2]
+    assert "Results go to" in output and "Final server accuracy" in output
+    for chatter in ("ClientAppActor", "FutureWarning", "DEBUG", "sampled partitions"):
+        assert chatter not in output, chatter
+    # run.log has every line (the per-client ones too), none twice
+    assert "ClientAppActor" in full and "sampled partitions" in full
+    records = [clean(line) for line in full.splitlines()]
+    lines = [line for line in records if line and not line.endswith(":")]  # not blank records
+    twice = [line for line, n in collections.Counter(lines).items() if n > 1]
+    assert twice == []
 
 
 def test_model_built_once_per_worker(lora_run):
@@ -82,10 +111,10 @@ def test_measured_bytes_are_only_the_trainable_tensors(lora_run):
 def test_bad_run_config_fails_at_startup(tmp_path):
     # Execute: fedpeft-sim checks the run config before it starts a SuperLink (a plain
     # `flwr run` is refused by the ServerApp, with the same parser and message)
-    code, output, metrics = run_app(tmp_path, "peft.method='nope'")
+    code, output, metrics = run_app(tmp_path, "peft.method='nope'", verbose=True)
     # Assert
     assert code != 0
-    assert "SuperLink" not in output  # nothing was started
+    assert "SuperLink" not in output  # nothing was started (--verbose names its pid)
     assert "peft.method='nope'" in output and "lora" in output
     assert not metrics  # nothing ran
 
