@@ -89,3 +89,8 @@ def launch_cmd(
         "-c", f"output.dir='{out_dir}' output.run-name='{run_name}'",
         *(["--verbose"] if verbose else []),
     ]  # fmt: skip
+
+
+def deploy_config(out: Path, extra: str) -> list[str]:
+    """``fedpeft-deploy`` run-config strings of a tiny run writing under ``out/deploy``."""
+    return [TINY, f"output.dir='{out}' output.run-name='deploy' {extra}"]
