@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -38,10 +38,11 @@ def app_config(overrides: list[str]) -> RunConfig:
 def fedavg_round(
     model: torch.nn.Module, glob: dict[str, torch.Tensor], parts: Mapping[int, ImageTensors],
     cfg: RunConfig, engine: Engine, server_round: int,
+    on_client: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
 ) -> tuple[dict[str, torch.Tensor], int]:  # fmt: skip
     """Train every partition (id → images) from ``glob`` in turn (the ClientApp's seeds and
     training) and average by examples; the model is left holding the average. Returns it
-    and the count.
+    and the count. ``on_client(partition, trained tensors)`` sees each client's reply.
     """
     total = {k: torch.zeros_like(v) for k, v in glob.items()}
     examples = 0
@@ -49,6 +50,8 @@ def fedavg_round(
         model.load_state_dict(glob, strict=False)
         seed = client_seed(cfg.seed, server_round, pid)
         out = train_local(model, data, cfg.train, cfg.lr, seed, engine)
+        if on_client is not None:
+            on_client(pid, trainable_state(model))
         for k, v in trainable_state(model).items():
             total[k] += v * out.num_examples
         examples += out.num_examples

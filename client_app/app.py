@@ -99,7 +99,7 @@ def train(msg: Message, context: Context) -> Message:
         log.warning("client %d round %d: injecting fault %r", partition_id, server_round, fault)
         sent = {k: v.numpy() for k, v in msg.content["arrays"].items()}
         honest = {k: v.numpy() for k, v in arrays.items()}
-        bad = faults.corrupt(fault, honest, sent, cfg.fault.scale)
+        bad = faults.corrupt(fault, honest, sent, cfg.fault.factor(partition_id))
         arrays = ArrayRecord({k: Array(v) for k, v in bad.items()})
         num_examples = faults.num_examples(fault, num_examples)
     values = {

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 MODES = (
     "raise", "sleep", "nan", "inf", "missing-key", "extra-key", "shape", "dtype", "oversize",
     "no-num-examples", "zero-num-examples", "float-num-examples", "huge-num-examples",
-    "scale", "sign-flip",
+    "scale", "sign-flip", "fill",
 )  # fmt: skip
 
 
@@ -41,7 +41,12 @@ def drops_out(cfg: FaultConfig, seed: int, server_round: int, partition_id: int)
 
 
 def corrupt(mode: str, arrays: Arrays, sent: Arrays, scale: float) -> Arrays:
-    """The arrays a client in ``mode`` sends instead of its honest ``arrays``."""
+    """The arrays a client in ``mode`` sends instead of its honest ``arrays``.
+
+    ``scale`` is the factor of ``scale`` / ``sign-flip`` (the update, reply − sent, times
+    it) and the value ``fill`` writes into every entry (finite, so only a bound on the
+    update's size can refuse it).
+    """
     out = dict(arrays)
     key = next(iter(out))
     if mode == "nan":
@@ -58,6 +63,8 @@ def corrupt(mode: str, arrays: Arrays, sent: Arrays, scale: float) -> Arrays:
         out[key] = out[key].astype(np.float64)
     elif mode == "oversize":
         out["padding"] = np.zeros(4 * 1024 * 1024 // 4, dtype=np.float32)
+    elif mode == "fill":
+        out = {k: np.full_like(v, scale) for k, v in out.items()}
     elif mode in ("scale", "sign-flip"):
         factor = scale if mode == "scale" else -scale
         out = {k: (sent[k] + factor * (v - sent[k])).astype(v.dtype) for k, v in out.items()}

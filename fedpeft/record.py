@@ -53,6 +53,7 @@ class RoundRecord:
     client_metrics: list[dict[str, Any]] = field(default_factory=list)  # accepted, in order
     weights: dict[str, int] = field(default_factory=dict)  # partition → num-examples
     update_norms: dict[str, float] = field(default_factory=dict)  # partition → ‖reply − sent‖
+    global_norm: float | None = None  # ‖sent‖, what the poisoning guard's model bound scales
     dp_epsilon: float | None = None  # central DP: cumulative client-level ε
     dp_delta: float | None = None
     dp_noise_multiplier: float | None = None

@@ -34,6 +34,7 @@ from fedpeft.server_opt import OptParams, make_optimizer
 from . import checkpoint
 from .central_dp import CentralDp
 from .evaluation import make_evaluate_fn
+from .guard import Guard
 from .ncm import head_keys, initialise_head
 from .recorder import RunRecorder
 from .strategy import PeftFedAvg
@@ -76,6 +77,7 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         reference=reference_specs(initial),
         seed=cfg.seed,
         limits=limits,
+        guard=Guard(server.guard__round_factor, server.guard__model_factor),
         aggregation=server.aggregation,
         rule_params=RuleParams(server.trim_beta, server.krum__byzantine, server.krum__keep),
         min_replies=server.min_replies,

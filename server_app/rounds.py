@@ -30,6 +30,7 @@ class RoundStats:
     client_metrics: list[dict[str, float | int]] = field(default_factory=list)
     weights: dict[str, int] = field(default_factory=dict)  # by partition label
     update_norms: dict[str, float] = field(default_factory=dict)
+    global_norm: float | None = None  # ‖sent‖ (the poisoning guard computes it)
     aggregated: bool = False
     failure: str = ""
     population: int = 0
@@ -77,6 +78,7 @@ class RoundStats:
             "client_metrics": self.client_metrics,
             "weights": self.weights,
             "update_norms": self.update_norms,
+            "global_norm": self.global_norm,
             **self.dp,  # dp_epsilon (central) / dp_epsilon_max (local), cumulative
         }
 

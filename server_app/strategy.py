@@ -19,6 +19,7 @@ from fedpeft.arrays import Arrays
 from fedpeft.server_opt import ServerOptimizer
 
 from .central_dp import CentralDp
+from .guard import Guard, model_norm
 from .round_loop import RoundLoop, RoundsFailedError
 from .rounds import RoundStats
 from .sampling import NodeDirectory
@@ -54,6 +55,9 @@ class PeftFedAvg(RoundLoop, FedAvg):
         Seed of the client sampling (with the round number).
     limits : Limits, optional
         Payload, ``num-examples`` and update-norm bounds on a reply.
+    guard : Guard, optional
+        The poisoning guard's bounds on update norms relative to the global model and
+        to the round's median (:mod:`server_app.guard`); ``None`` = off.
     aggregation : str
         One of :data:`fedpeft.aggregation.RULES`.
     rule_params : RuleParams, optional
@@ -85,6 +89,7 @@ class PeftFedAvg(RoundLoop, FedAvg):
         *,
         seed: int = 0,
         limits: Limits | None = None,
+        guard: Guard | None = None,
         aggregation: str = "fedavg",
         rule_params: RuleParams | None = None,
         min_replies: int = 1,
@@ -100,6 +105,7 @@ class PeftFedAvg(RoundLoop, FedAvg):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.reference = reference
         self.limits = limits or Limits()
+        self.guard = guard
         self.aggregator: Aggregator = (
             central_dp
             if central_dp is not None
@@ -211,6 +217,14 @@ class PeftFedAvg(RoundLoop, FedAvg):
             accepted.append((update, msg))
             if result.norm is not None:
                 norms[node] = result.norm
+        if self.guard is not None and sent is not None:
+            stats.global_norm = model_norm(sent.arrays)
+            refused = self.guard.screen(norms, stats.global_norm)
+            for node, reason in refused.items():
+                stats.rejected[node] = reason
+                log.warning("round %d: rejected the reply of node %d (partition %s): %s",
+                            server_round, node, self.nodes.label(node), reason)  # fmt: skip
+            accepted = [(u, m) for u, m in accepted if u.node_id not in refused]
         if sent is not None:  # sampled, but no reply before the round's timeout
             replied = {msg.metadata.src_node_id for msg in replies}
             silent = {m.metadata.dst_node_id for m in sent.messages} - replied

@@ -56,3 +56,22 @@ def test_scale_and_sign_flip_act_on_the_update():
     sent, honest = {"w": np.ones(2, np.float32)}, {"w": np.full(2, 1.5, np.float32)}
     np.testing.assert_allclose(faults.corrupt("scale", honest, sent, 10.0)["w"], 6.0)
     np.testing.assert_allclose(faults.corrupt("sign-flip", honest, sent, 10.0)["w"], -4.0)
+
+
+def test_scale_sign_flip_and_fill_take_a_number_of_their_own():
+    # Prepare
+    cfg = FaultConfig(modes="1:scale=10,2:scale,3:fill=1e30,4:nan", scale=1000.0)
+    # Execute
+    factors = {p: cfg.factor(p) for p in (1, 2, 3)}
+    filled = faults.corrupt("fill", {"w": np.zeros(3, np.float32)}, {}, factors[3])
+    # Assert: a number where given, fault.scale where not; fill writes it everywhere
+    assert cfg.by_partition() == {1: "scale", 2: "scale", 3: "fill", 4: "nan"}
+    assert factors == {1: 10.0, 2: 1000.0, 3: 1e30}
+    np.testing.assert_array_equal(filled["w"], np.full(3, 1e30, np.float32))
+    assert filled["w"].dtype == np.float32
+
+
+@pytest.mark.parametrize("modes", ["0:nan=3", "0:scale=abc", "0:fill=inf"])
+def test_a_number_where_none_is_taken_or_a_bad_number_is_refused(modes):
+    with pytest.raises(ConfigError, match=r"fault.modes.*take '=<finite number>'"):
+        FaultConfig(modes=modes)

@@ -5,6 +5,7 @@ What each mode does is :mod:`fedpeft.faults`; this is only the keys.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .flat import ConfigError, check, key
@@ -16,16 +17,22 @@ def _modes() -> tuple[str, ...]:
     return MODES
 
 
+# Modes that take a number (``4:scale=10``): fedpeft.faults.corrupt's factor / value.
+NUMBERED = ("scale", "sign-flip", "fill")
+
+
 @dataclass(frozen=True)
 class FaultConfig:
     """``fault.*``: ``modes`` is ``"<partition>:<mode>,..."``, e.g. ``"0:nan,3:raise"``."""
 
-    modes: str = key("", "\"<partition>:<mode>,...\", e.g. \"0:nan,3:raise\": those clients "
-                     "misbehave every round they are sampled")  # fmt: skip
+    modes: str = key("", "\"<partition>:<mode>,...\", e.g. \"0:nan,3:raise,4:scale=10\": "
+                     "those clients misbehave every round they are sampled (scale, sign-flip "
+                     "and fill take =<number>, else fault.scale)")  # fmt: skip
     dropout: float = key(0.0, "probability that a sampled client fails (seeded)")
     dropout_mode: str = key("raise", "`raise` in training, or `sleep` fault.sleep seconds "
                             "(a straggler)")  # fmt: skip
-    scale: float = key(100.0, "factor of the scale / sign-flip attacks")
+    scale: float = key(100.0, "factor of the scale / sign-flip attacks and value of fill, "
+                       "where fault.modes gives none")  # fmt: skip
     sleep: float = key(0.0, "seconds a `sleep` client / straggler stalls before training")
 
     def __post_init__(self) -> None:
@@ -47,13 +54,31 @@ class FaultConfig:
 
     def by_partition(self) -> dict[int, str]:
         """Partition id → fault mode."""
-        out: dict[int, str] = {}
+        return {pid: mode for pid, (mode, _) in self._entries().items()}
+
+    def factor(self, partition_id: int) -> float:
+        """The number of ``partition_id``'s ``scale`` / ``sign-flip`` / ``fill`` attack."""
+        value = self._entries().get(partition_id, ("", None))[1]
+        return self.scale if value is None else value
+
+    def _entries(self) -> dict[int, tuple[str, float | None]]:
+        out: dict[int, tuple[str, float | None]] = {}
         for item in filter(None, (s.strip() for s in self.modes.split(","))):
-            pid, _, mode = item.partition(":")
+            pid, _, spec = item.partition(":")
+            mode, has_value, number = spec.partition("=")
+            value = None
+            if has_value:
+                try:
+                    value = float(number)
+                except ValueError:
+                    value = None
+                if mode not in NUMBERED or value is None or not math.isfinite(value):
+                    raise ConfigError(f"fault.modes={self.modes!r}: bad entry {item!r}; only "
+                                      f"{list(NUMBERED)} take '=<finite number>'")  # fmt: skip
             if not pid.strip().isdigit() or mode not in _modes():
                 raise ConfigError(
                     f"fault.modes={self.modes!r}: bad entry {item!r}; expected "
                     f"'<partition id>:<mode>' with mode one of {list(_modes())}"
                 )
-            out[int(pid)] = mode
+            out[int(pid)] = (mode, value)
         return out

@@ -22,6 +22,11 @@ def _rules() -> Any:
     return RULES
 
 
+# The poisoning guard's defaults (server_app/guard.py), from measured honest updates
+# (benchmarks/guard.py; README "Reliability").
+GUARD_ROUND_FACTOR = 5.0
+GUARD_MODEL_FACTOR = 100.0
+
 DEVICE_SPEC = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 
@@ -72,6 +77,12 @@ class ServerConfig:
     max_num_examples: int = key(0, "largest num-examples a reply may claim; 0 = "
                                 "data.train-size when set, else no bound")  # fmt: skip
     max_update_norm: float = key(0.0, "L2 bound on a reply's update (reply - sent); 0 = none")
+    guard__round_factor: float = key(GUARD_ROUND_FACTOR, "poisoning guard: with 3 or more "
+                                     "valid replies, refuse an update norm over this times "
+                                     "their median; 0 = off")  # fmt: skip
+    guard__model_factor: float = key(GUARD_MODEL_FACTOR, "poisoning guard: refuse an update "
+                                     "norm over this times the global trainable tensors' "
+                                     "norm (at least 1); 0 = off")  # fmt: skip
 
     def __post_init__(self) -> None:
         positive = ("num_rounds", "min_train_nodes", "eval_batch_size", "min_replies",
@@ -100,8 +111,13 @@ class ServerConfig:
             ("server.max-payload-bytes", self.max_payload_bytes),
             ("server.max-num-examples", self.max_num_examples),
             ("server.max-update-norm", self.max_update_norm),
+            ("server.guard.round-factor", self.guard__round_factor),
+            ("server.guard.model-factor", self.guard__model_factor),
         ):
             check(value >= 0, key_, value, "must be >= 0 (0 = default/off)")
+        rf = self.guard__round_factor
+        check(rf == 0 or rf >= 1, "server.guard.round-factor", rf,
+              "must be 0 (off) or >= 1 (below 1 it refuses the median reply)")  # fmt: skip
         if self.aggregation in ("krum", "multi-krum"):
             need = 2 * self.krum__byzantine + 3
             check(

@@ -1,10 +1,13 @@
 """Every reply-rejection class through one real ``flwr run`` with misbehaving clients.
 
-One simulation, 15 clients, one round: partitions 0–12 each misbehave in one way
-(``fault.modes``), 13 and 14 are honest. Each test below checks one rejection
+One simulation, 23 clients, one round: partitions 0–16 each misbehave in one way
+(``fault.modes``), 17–22 are honest. Each test below checks one rejection
 class in that run's recorded round; the duplicate-node and other-round classes,
 which Flower's Grid cannot deliver, are tested with a fake Grid in
-``tests/test_strategy.py``.
+``tests/test_strategy.py``. The run sets no ``server.max-update-norm``: the scaled and
+the finite-but-huge updates are refused by the default poisoning guard
+(``server.guard.*``), whose round bound needs the honest majority of the replies that
+pass every other check (6 honest against 5 such attackers here).
 """
 
 from __future__ import annotations
@@ -25,15 +28,21 @@ MODES = {
     8: ("zero-num-examples", "num-examples=0 is not a positive integer"),
     9: ("float-num-examples", "is not a positive integer"),
     10: ("huge-num-examples", "implausibly large (limit 100000)"),
-    11: ("scale", "update norm"),
+    11: ("scale", "server.guard.round-factor"),  # ×1000 (fault.scale)
     12: ("raise", "partition 12 raises in training"),
+    13: ("scale=10", "server.guard.round-factor"),
+    14: ("scale=100", "server.guard.round-factor"),
+    15: ("fill=1e4", "server.guard.model-factor"),
+    16: ("fill=1e30", "server.guard.model-factor"),
 }
-HONEST = (13, 14)
-# Baseline: the honest LoRA updates in this run measured 0.34 and 0.36 (``update_norms``
-# in metrics.json, 2026-11-25); ×1000 puts the attacker at ≈ 380, far past the bound 5.0.
+HONEST = (17, 18, 19, 20, 21, 22)
+# Baseline: the 6 honest LoRA updates in this run measured 0.12-0.18 (median 0.174) and
+# the global norm 5.79 (metrics.json, 2026-12-02); ×10 of one (1.66) is over 5× (the
+# default server.guard.round-factor) their median, the fills (3.9e6, 3.9e32) over 100×
+# the global norm.
 OVERRIDES = (
     f"server.num-rounds=1 server.min-train-nodes={len(MODES) + len(HONEST)} "
-    "server.max-num-examples=100000 server.max-update-norm=5.0 fault.scale=1000.0 "
+    "server.max-num-examples=100000 fault.scale=1000.0 "
     "fault.modes='" + ",".join(f"{p}:{m}" for p, (m, _) in MODES.items()) + "'"
 )
 
