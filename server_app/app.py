@@ -162,7 +162,10 @@ def main(grid: Grid, context: Context) -> None:
             recorder=recorder,
         )
     except BaseException as exc:
-        recorder.finish("failed", error=repr(exc))
+        try:
+            recorder.finish("failed", error=repr(exc))
+        except OSError as write_error:  # the disk that failed the run may refuse this too
+            log.error("could not record the run's failure in %s: %s", out_dir, write_error)
         raise
     recorder.save_arrays(result.arrays)
     recorder.finish("completed")

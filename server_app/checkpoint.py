@@ -90,8 +90,15 @@ def save(
             **state}  # fmt: skip
     path = out_dir / FILENAME
     tmp = out_dir / (FILENAME + ".tmp")
-    save_file(tensors, str(tmp), metadata={"fedpeft": json.dumps(meta, default=str)})
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata={"fedpeft": json.dumps(meta, default=str)})
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as exc:  # e.g. a full disk: keep the last good one
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"writing {path} after round {server_round} failed ({exc}); the previous "
+            "checkpoint is unchanged"
+        ) from exc
     return path
 
 

@@ -1,5 +1,7 @@
 """The ServerApp's ``main`` in this process, on a fake Grid: how a run fails, end to end.
 
+Consecutive failed rounds, a checkpoint of another setup, a full disk at the checkpoint.
+
 The real ``flwr run`` plumbing (SuperLink, Ray, ClientApps) is covered by ``tests/e2e``;
 what is checked here is the ServerApp's own start-up and failure handling with the real
 model, data and recorder, which needs no federation (a launch costs ~40 CPU-seconds,
@@ -13,6 +15,7 @@ import json
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Context, RecordDict
+from safetensors import safe_open
 
 from fedpeft.config import app_config
 from server_app import checkpoint
@@ -63,3 +66,37 @@ def test_resume_of_another_method_fails_at_startup_naming_the_mismatch(tmp_path)
     # Assert
     assert "method: checkpoint has 'lora', this run has 'bias'" in str(err.value)
     assert grid.sent == []  # nothing was sent to any node
+
+
+def _honest(sent: dict[str, np.ndarray], server_round: int):
+    return {k: v + np.float32(0.01) for k, v in sent.items()}, 10
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_fails_the_run(tmp_path, monkeypatch):
+    # Prepare: the disk fills up while round 2's checkpoint is written (rounds 0 and 1
+    # write theirs)
+    real_save = checkpoint.save_file
+    calls = []
+
+    def save_file(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 3:
+            with open(filename, "wb") as f:  # a partial file, then ENOSPC
+                f.write(b"\0" * 64)
+            raise OSError(28, "No space left on device")
+        real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    grid = FakeGrid({n: n for n in range(3)}, {n: _honest for n in range(3)})
+    # Execute
+    with pytest.raises(CheckpointError) as err:
+        main(grid, _context(tmp_path, "server.num-rounds=3"))
+    # Assert: a clear message; round 1's checkpoint is intact and no partial file is left
+    run_dir = tmp_path / "r"
+    assert "No space left on device" in str(err.value) and "after round 2" in str(err.value)
+    assert "previous checkpoint is unchanged" in str(err.value)
+    assert not (run_dir / "checkpoint.safetensors.tmp").exists()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "No space left" in metrics["error"]
+    with safe_open(str(run_dir / "checkpoint.safetensors"), framework="numpy") as f:
+        assert json.loads(f.metadata()["fedpeft"])["round"] == 1
