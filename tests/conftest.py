@@ -12,18 +12,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# The longest files first (seconds each took in the fresh-clone CI run of 2026-12-02, -n 3):
+# The longest files first (seconds each took in a fresh-clone CI run of 2026-12-02, -n 3):
 # pytest-xdist hands each worker whole files in collection order, so a long file collected
 # late ran while the other workers had finished (the suite took 12:15 for 613 s of work
 # per worker). Only the order changes; a file not listed keeps its place after these.
 LONGEST_FIRST = (
-    "e2e/test_dp.py",  # 234
-    "e2e/test_deploy.py",  # 230
-    "e2e/test_resume.py",  # 218
-    "e2e/test_simulation.py",  # 197
-    "e2e/test_straggler.py",  # 192, mostly waiting for the round timeout
-    "e2e/test_deploy_kill.py",  # 172, mostly waiting for the dead node's heartbeat
-    "e2e/test_robustness.py",  # 167
+    "e2e/test_resume.py",  # 233
+    "e2e/test_deploy.py",  # 212
+    "e2e/test_simulation.py",  # 186
+    "e2e/test_dp.py",  # 169 (local DP)
+    "e2e/test_robustness.py",  # 158
+    "e2e/test_dp_central_run.py",  # 113
+    "e2e/test_deploy_kill.py",  # 108, mostly waiting for the dead node's heartbeat
+    "e2e/test_straggler.py",  # 82, mostly waiting for the round timeout
 )
 
 
