@@ -38,6 +38,10 @@ NOISE = (
     # FedAvg's base class when server.fraction-evaluate = 0 (the default): the server
     # evaluates centrally every round instead.
     "fraction_evaluate is set to 0.0. Federated evaluation will be skipped.",
+    # Flower's Ray backend on every actor it stops when a simulation ends (flwr 1.42
+    # simulation/ray_transport/ray_actor.py), printed only if it arrives before Ray's
+    # log stream closes.
+    "Manually terminating ClientAppActor",
 )
 
 

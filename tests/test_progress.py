@@ -45,6 +45,7 @@ STREAM = [
     FLWR_INFO + "[ROUND 2/2]\n",
     FLWR_INFO + ROUNDS[2] + "\n",
     FLWR_INFO + "Final server accuracy 0.7000 after 2 rounds; 3,000 bytes in total\n",
+    ACTOR + FLWR_WARNING + "Manually terminating ClientAppActor\n",
 ]
 
 
