@@ -30,7 +30,8 @@ from fedpeft.device import set_threads
 from fedpeft.engine import make_engine
 from fedpeft.model import build_model
 from peft_strategies import method_names
-from server_app.guard import MIN_REPLIES, Guard, model_norm
+from server_app.guard import MIN_REPLIES, Guard
+from server_app.validation import model_norm, update_norm
 
 # Fewer images than the default job (200 per client, not 400): fewer local steps make
 # the clients of a Dirichlet split more unlike each other, the harder case.
@@ -82,7 +83,7 @@ def measure(method: str, setting: str, num_clients: int, guard: Guard) -> dict:
         norms: dict[int, float] = {}
 
         def seen(pid: int, state: dict, sent: dict = sent, norms: dict = norms) -> None:
-            norms[pid] = model_norm({k: state[k].float().numpy() - sent[k] for k in sent})
+            norms[pid] = update_norm({k: v.float().numpy() for k, v in state.items()}, sent)
 
         glob, _ = fedavg_round(model, glob, parts, cfg, engine, server_round, seen)
         sent_norm = model_norm(sent)

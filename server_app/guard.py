@@ -25,17 +25,10 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from fedpeft.arrays import Arrays
-
 # Fewest replies whose median the round bound trusts: with two, one attacker is the mean.
 MIN_REPLIES = 3
 # ‖sent‖ below this counts as this (a zero-initialised trainable set).
 MODEL_NORM_FLOOR = 1.0
-
-
-def model_norm(arrays: Arrays) -> float:
-    """L2 norm of all of ``arrays`` together."""
-    return math.sqrt(sum(float((a.astype("float64") ** 2).sum()) for a in arrays.values()))
 
 
 @dataclass(frozen=True)

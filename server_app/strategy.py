@@ -19,11 +19,11 @@ from fedpeft.arrays import Arrays
 from fedpeft.server_opt import ServerOptimizer
 
 from .central_dp import CentralDp
-from .guard import Guard, model_norm
+from .guard import Guard
 from .round_loop import RoundLoop, RoundsFailedError
 from .rounds import RoundStats
 from .sampling import NodeDirectory
-from .validation import Checked, Limits, TensorSpec, check_envelope, check_reply
+from .validation import Checked, Limits, TensorSpec, check_envelope, check_reply, model_norm
 
 log = logging.getLogger(__name__)
 
@@ -209,9 +209,7 @@ class PeftFedAvg(RoundLoop, FedAvg):
                 sent.arrays if sent else None,
             )
             if not isinstance(result, Checked):
-                stats.rejected[node] = result
-                log.warning("round %d: rejected the reply of node %d (partition %s): %s",
-                            server_round, node, self.nodes.label(node), result)  # fmt: skip
+                self._reject(server_round, stats, node, result)
                 continue
             update = Update(result.arrays, result.weight, node, self.nodes.partition_of(node))
             accepted.append((update, msg))
@@ -221,9 +219,7 @@ class PeftFedAvg(RoundLoop, FedAvg):
             stats.global_norm = model_norm(sent.arrays)
             refused = self.guard.screen(norms, stats.global_norm)
             for node, reason in refused.items():
-                stats.rejected[node] = reason
-                log.warning("round %d: rejected the reply of node %d (partition %s): %s",
-                            server_round, node, self.nodes.label(node), reason)  # fmt: skip
+                self._reject(server_round, stats, node, reason)
             accepted = [(u, m) for u, m in accepted if u.node_id not in refused]
         if sent is not None:  # sampled, but no reply before the round's timeout
             replied = {msg.metadata.src_node_id for msg in replies}
@@ -256,6 +252,12 @@ class PeftFedAvg(RoundLoop, FedAvg):
             return None, None
         metrics = self.train_metrics_aggr_fn([m.content for _, m in accepted], self.weighted_by_key)
         return arrays, metrics
+
+    def _reject(self, server_round: int, stats: RoundStats, node: int, reason: str) -> None:
+        """Drop ``node``'s reply this round: recorded and logged with its partition."""
+        stats.rejected[node] = reason
+        log.warning("round %d: rejected the reply of node %d (partition %s): %s",
+                    server_round, node, self.nodes.label(node), reason)  # fmt: skip
 
     def _aggregate(
         self, server_round: int, stats: RoundStats, updates: list[Update]

@@ -74,10 +74,14 @@ def _decode(record: ArrayRecord, reference: dict[str, TensorSpec]) -> Arrays | s
     return arrays
 
 
+def model_norm(arrays: Arrays) -> float:
+    """L2 norm of all of ``arrays`` together (summed in float64)."""
+    return math.sqrt(sum(float(np.sum(a.astype(np.float64) ** 2)) for a in arrays.values()))
+
+
 def update_norm(arrays: Arrays, sent: Arrays) -> float:
     """L2 norm of ``arrays - sent`` over all tensors together."""
-    return math.sqrt(sum(float(np.sum((arrays[k] - sent[k]).astype(np.float64) ** 2))
-                         for k in sent))  # fmt: skip
+    return model_norm({k: arrays[k] - sent[k] for k in sent})
 
 
 def check_envelope(

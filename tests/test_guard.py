@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from fedpeft.config import ConfigError, ServerConfig, parse_run_config
-from server_app.guard import Guard, model_norm
+from server_app.guard import Guard
 from server_app.strategy import PeftFedAvg
-from server_app.validation import reference_specs
+from server_app.validation import model_norm, reference_specs
 from tests.fakes import HEAD_REF, reply
 from tests.test_strategy import _sent
 
