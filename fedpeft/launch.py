@@ -36,7 +36,7 @@ from fedpeft.fab import stage_app
 from .procs import become_subreaper, kill_descendants, run_status, stop_group, stream, wait_healthy
 from .procs import bin_path as _bin
 from .procs import free_port as _free_port
-from .progress import RunConsole, results_dir
+from .progress import RunConsole, add_verbose_argument, results_dir, setup_cli_logging
 
 log = logging.getLogger("fedpeft.launch")
 
@@ -151,11 +151,8 @@ def run_simulation(
         if merged:
             run_cmd += ["--run-config", merged]
         started = time.monotonic()
-        console = RunConsole(verbose)
-        try:
+        with RunConsole(verbose) as console:
             output, code = stream(run_cmd, env, app, timeout, echo=console)
-        finally:
-            console.close()
         _keep_log(output)
         match = re.search(r"Successfully started run (\d+)", output)
         if not match:
@@ -205,9 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--netns", choices=("auto", "always", "never"), default="auto")
-    p.add_argument("--verbose", "-v", action="store_true",
-                   help="show every line of the run (default: one line per round, warnings, "
-                   "errors; the whole output is in run.log either way)")  # fmt: skip
+    add_verbose_argument(p, "run.log")
     return p
 
 
@@ -215,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``fedpeft-sim``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    setup_cli_logging(args.verbose)
     # SIGTERM unwinds like Ctrl-C, so the SuperLink's process group is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if _want_netns(args.netns):

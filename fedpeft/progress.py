@@ -10,6 +10,8 @@ keep the full output in a log file either way, so nothing is lost by the filter.
 
 from __future__ import annotations
 
+import argparse
+import logging
 import math
 import re
 import sys
@@ -43,6 +45,23 @@ NOISE = (
     # log stream closes.
     "Manually terminating ClientAppActor",
 )
+
+
+def add_verbose_argument(parser: argparse.ArgumentParser, kept_in: str) -> None:
+    """``--verbose`` / ``-v`` of a launcher whose whole output is kept in ``kept_in``."""
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="show every line of the run (default: one line per round, warnings, errors; "
+        f"the whole output is in {kept_in} either way)",
+    )
+
+
+def setup_cli_logging(verbose: bool) -> None:
+    """A launcher's own log records: DEBUG with ``--verbose``, else INFO."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
 
 
 def duration(seconds: float) -> str:
@@ -168,6 +187,12 @@ class RunConsole:
         else:
             self.out.write(text + "\n")
             self.out.flush()
+
+    def __enter__(self) -> RunConsole:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """End the bar (if one was drawn)."""

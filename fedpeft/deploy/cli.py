@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from ..config import node_config_arg
-from ..progress import RunConsole
+from ..progress import RunConsole, add_verbose_argument, setup_cli_logging
 from .launcher import Federation
 from .spec import FederationSpec
 
@@ -62,21 +62,14 @@ def _parser() -> argparse.ArgumentParser:
         "the CPUs, pinned, and OMP_NUM_THREADS/MKL_NUM_THREADS of that size)",
     )
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole run")
-    p.add_argument(
-        "--verbose",
-        "-v",
-        action="store_true",
-        help="show every line of the run (default: one line per round, warnings, "
-        "errors; the whole output is in WORKDIR/runs.log either way)",
-    )
+    add_verbose_argument(p, "WORKDIR/runs.log")
     return p  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``fedpeft-deploy``)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    setup_cli_logging(args.verbose)
     try:
         spec = FederationSpec(
             app=args.app.resolve(),
@@ -94,11 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with Federation(spec) as fed:
         log.info("%d SuperNodes online; submitting the app", spec.num_supernodes)
-        console = RunConsole(args.verbose)
-        try:
+        with RunConsole(args.verbose) as console:
             run_id, status, _ = fed.run(args.run_config, timeout=args.timeout, echo=console)
-        finally:
-            console.close()
         log.info("run %d: %s (runs.log, node logs and pids.json in %s)", run_id, status,
                  fed.work)  # fmt: skip
     return 0 if status == "finished:completed" else 1
