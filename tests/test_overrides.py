@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 
+import pytest
 from flwr.common.config import parse_config_args
 
 from fedpeft.config import merge_overrides, to_arg
@@ -45,3 +47,14 @@ def test_to_arg_round_trips_every_value_type():
     # Assert
     assert parsed == values
     assert math.isinf(parsed["g"])
+
+
+def test_text_that_is_not_a_pair_is_refused_not_dropped():
+    # Prepare: spaces around '=' (flwr's parser returns {} for this item, silently)
+    item = "server.clients-per-round = 2 seed=3"
+    assert parse_config_args([item]) == {"seed": 3}
+
+    # Execute / Assert
+    with pytest.raises(ValueError, match=re.escape("'server.clients-per-round = 2' is not a key=value")):
+        merge_overrides([item])
+    assert merge_overrides(["a.b='x y' c=\"p q\" d=1"]) == {"a.b": "x y", "c": "p q", "d": 1}

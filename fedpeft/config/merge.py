@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,33 @@ def literal(value: Any) -> str:
     raise TypeError(f"run-config value {value!r} is not a bool, int, float or string")
 
 
+# flwr's own pattern for one ``key=value`` pair (flwr.common.config.parse_config_args).
+# It skips any text between pairs without a word, so ``"server.lr = 0.1"`` (spaces around
+# ``=``) would be dropped silently; ``_check_pairs`` refuses such text instead.
+PAIR = re.compile(r"(\S+?)=(\'[^\']*\'|\"[^\"]*\"|\S+)")
+
+
+def _check_pairs(item: str) -> None:
+    leftover = PAIR.sub(" ", item).split()
+    if leftover:
+        raise ValueError(f"--run-config {item!r}: {' '.join(leftover)!r} is not a key=value "
+                         "pair (write key=value without spaces around '=')")  # fmt: skip
+
+
 def merge_overrides(items: list[str]) -> dict[str, Any]:
-    """Flat key → value of all ``items`` in order; later items win per key."""
+    """Flat key → value of all ``items`` in order; later items win per key.
+
+    Raises
+    ------
+    ValueError
+        If an item holds text that is not a ``key=value`` pair (flwr would skip it).
+
+    """
     merged: dict[str, Any] = {}
     for item in items:
         if item.strip():
+            if not item.strip().endswith(".toml"):
+                _check_pairs(item)
             merged.update(parse_config_args([item]))
     return merged
 
