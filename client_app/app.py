@@ -12,13 +12,15 @@ import os
 import time
 from typing import NamedTuple
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
-from fedpeft import faults
+from fedpeft import faults, wire
 from fedpeft import model as model_lib
-from fedpeft.arrays import load_trainable, to_arrayrecord, trainable_state, wire_bytes
+from fedpeft.arrays import Arrays, load_trainable, to_numpy, trainable_state, wire_bytes
+from fedpeft.codecs import configured
 from fedpeft.config import RunConfig, run_config
 from fedpeft.data import ImageTensors
 from fedpeft.device import set_threads
@@ -34,26 +36,40 @@ app = ClientApp()
 
 
 class Local(NamedTuple):
-    """What a message is handled with: the config, the model, the node's data, its engine."""
+    """What a message is handled with: the config, the model, the node's data, its engine,
+    and the global arrays it received (fp32, decoded where ``comm.downlink`` encodes them).
+    """  # noqa: D205
 
     cfg: RunConfig
     model: nn.Module
     data: ImageTensors
     client_id: int
     engine: Engine
+    received: ArrayRecord
 
 
 def _prepare(msg: Message, context: Context) -> Local:
     setup_logging()
     cfg = run_config(context.run_config)
     set_threads(cfg.train.num_threads)
+    received = wire.received(msg.content, configured(cfg.comm, "downlink"))
     # node-config picks a partition or a local image folder, and optionally a weights file
-    node = node_setup(cfg, context.node_config, msg.content["arrays"], context.node_id)
+    node = node_setup(cfg, context.node_config, received, context.node_id)
     model = model_lib.cached_model(node.model, cfg.peft, node.data.num_classes, cfg.seed)
     t = cfg.train  # the model moves to train.device (a device this node lacks fails here)
     engine = make_engine(model, t.device, t.precision, t.augment, private=cfg.dp.mode == "local")
-    load_trainable(model, msg.content["arrays"])
-    return Local(cfg, model, node.data, node.client_id, engine)
+    load_trainable(model, received)
+    return Local(cfg, model, node.data, node.client_id, engine, received)
+
+
+def _reply_arrays(
+    cfg: RunConfig, trained: Arrays, received: Arrays, state: RecordDict
+) -> ArrayRecord:
+    """What travels back: the fp32 weights, or the update in the ``comm.uplink`` codec."""
+    if cfg.comm.uplink == "none":
+        return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in trained.items()})
+    return wire.encode_update(trained, received, configured(cfg.comm, "uplink"),
+                              state if cfg.comm.feedback else None)  # fmt: skip
 
 
 def sent_lr(config: ConfigRecord) -> float:
@@ -75,7 +91,7 @@ def sent_lr(config: ConfigRecord) -> float:
 def train(msg: Message, context: Context) -> Message:
     """Train the received trainable tensors on this client's partition."""
     start = time.perf_counter()
-    cfg, model, data, partition_id, engine = _prepare(msg, context)
+    cfg, model, data, partition_id, engine, received = _prepare(msg, context)
     server_round = int(msg.content["config"]["server-round"])
     lr = sent_lr(msg.content["config"])  # the server's (a schedule may change it per round)
     fault = faults.before_training(cfg.fault, cfg.seed, server_round, partition_id)
@@ -93,15 +109,16 @@ def train(msg: Message, context: Context) -> Message:
         log.warning(
             "client %d round %d: training loss is %s", partition_id, server_round, outcome.loss
         )
-    arrays = to_arrayrecord(trainable_state(model))
+    sent = {k: v.numpy() for k, v in received.items()}
+    trained = to_numpy(trainable_state(model))
     num_examples = outcome.num_examples
     if fault:  # fault injection (fault.modes), for fault-tolerance tests only
         log.warning("client %d round %d: injecting fault %r", partition_id, server_round, fault)
-        sent = {k: v.numpy() for k, v in msg.content["arrays"].items()}
-        honest = {k: v.numpy() for k, v in arrays.items()}
-        bad = faults.corrupt(fault, honest, sent, cfg.fault.factor(partition_id))
-        arrays = ArrayRecord({k: Array(v) for k, v in bad.items()})
+        trained = faults.corrupt(fault, trained, sent, cfg.fault.factor(partition_id))
         num_examples = faults.num_examples(fault, num_examples)
+    arrays = _reply_arrays(cfg, trained, sent, context.state)
+    if fault:
+        arrays = faults.corrupt_encoding(fault, arrays)
     values = {
         "num-examples": num_examples,
         "train-loss": outcome.loss,
@@ -114,7 +131,10 @@ def train(msg: Message, context: Context) -> Message:
         **dp_metrics,
     }
     metrics = MetricRecord({k: v for k, v in values.items() if v is not None})
-    return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+    content = RecordDict({"arrays": arrays, "metrics": metrics})
+    if cfg.comm.uplink != "none":
+        content[wire.COMM] = faults.announce(fault, wire.announce(configured(cfg.comm, "uplink")))
+    return Message(content=content, reply_to=msg)
 
 
 @app.train("ncm")
@@ -122,7 +142,7 @@ def ncm_statistics(msg: Message, context: Context) -> Message:
     """FedNCM: per-class sums and counts of this client's pooled features (before round 1)."""
     from fedpeft.ncm import class_feature_sums
 
-    cfg, model, data, _, engine = _prepare(msg, context)
+    cfg, model, data, _, engine, _ = _prepare(msg, context)
     sums, counts = class_feature_sums(model, data, cfg.server.eval_batch_size, engine)
     arrays = ArrayRecord({"sums": Array(sums), "counts": Array(counts)})
     metrics = MetricRecord({"num-examples": len(data)})
@@ -140,7 +160,7 @@ def query(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
     """Evaluate the global model on this client's local data."""
-    cfg, model, data, _, engine = _prepare(msg, context)
+    cfg, model, data, _, engine, _ = _prepare(msg, context)
     outcome = evaluate(model, data, cfg.server.eval_batch_size, engine, cfg.train.feature_cache)
     metrics = MetricRecord(
         {

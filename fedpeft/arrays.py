@@ -23,11 +23,14 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def to_numpy(state: dict[str, torch.Tensor]) -> Arrays:
+    """Named tensors as contiguous CPU numpy arrays."""
+    return {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in state.items()}
+
+
 def to_arrayrecord(state: dict[str, torch.Tensor]) -> ArrayRecord:
     """Serialise named tensors (copied to CPU numpy) into an ArrayRecord."""
-    return ArrayRecord(
-        {k: Array(np.ascontiguousarray(v.detach().cpu().numpy())) for k, v in state.items()}
-    )
+    return ArrayRecord({k: Array(v) for k, v in to_numpy(state).items()})
 
 
 def load_trainable(model: nn.Module, record: ArrayRecord) -> None:

@@ -5,7 +5,8 @@ every round it is sampled; ``fault.dropout`` makes any sampled client fail with
 that probability — raise (``fault.dropout-mode = "raise"``) or stall for
 ``fault.sleep`` seconds, past the round timeout (``"sleep"``) — seeded by
 (seed, round, partition) so a run is reproducible and a test can predict who
-drops. Nothing here runs unless configured; the keys are
+drops. With an encoded uplink (``comm.uplink``), :data:`ENCODING_MODES` send a
+malformed encoding instead. Nothing here runs unless configured; the keys are
 :class:`fedpeft.config.FaultConfig`, which checks ``fault.modes`` against :data:`MODES`.
 """
 
@@ -16,16 +17,25 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord
 
 from .arrays import Arrays
 
 if TYPE_CHECKING:
     from .config import FaultConfig
 
+# Malformed encodings of an encoded reply (comm.uplink other than "none"): mode → the
+# uplink codec it needs ("" = any). They alter the encoded record after honest encoding.
+ENCODING_MODES = {
+    "codec-name": "", "part-dtype": "", "part-shape": "", "part-missing": "",
+    "scale-nan": "int8", "scale-zero": "int8",
+    "index-range": "topk", "index-duplicate": "topk", "index-unsorted": "topk",
+    "topk-count": "topk",
+}  # fmt: skip
 MODES = (
     "raise", "sleep", "nan", "inf", "missing-key", "extra-key", "shape", "dtype", "oversize",
     "no-num-examples", "zero-num-examples", "float-num-examples", "huge-num-examples",
-    "scale", "sign-flip", "fill",
+    "scale", "sign-flip", "fill", *ENCODING_MODES,
 )  # fmt: skip
 
 
@@ -69,6 +79,47 @@ def corrupt(mode: str, arrays: Arrays, sent: Arrays, scale: float) -> Arrays:
         factor = scale if mode == "scale" else -scale
         out = {k: (sent[k] + factor * (v - sent[k])).astype(v.dtype) for k, v in out.items()}
     return out
+
+
+def corrupt_encoding(mode: str, record: ArrayRecord) -> ArrayRecord:
+    """The encoded ``record`` altered as ``mode`` says (unchanged for other modes).
+
+    Each alters the first tensor's parts (``k``, ``k#scale``, ``k#index``; see
+    :mod:`fedpeft.wire`) so that exactly one check of the server's must refuse it.
+    """
+    if mode not in ENCODING_MODES or mode == "codec-name":
+        return record
+    out = {k: v.numpy() for k, v in record.items()}
+    main = next(k for k in out if "#" not in k)
+    scale, index = f"{main}#scale", f"{main}#index"
+    if mode == "part-dtype":
+        out[main] = out[main].astype(np.float64)
+    elif mode == "part-shape":
+        out[main] = np.concatenate([out[main].reshape(-1), out[main].reshape(-1)[:1]])
+    elif mode == "part-missing":
+        del out[next((k for k in (scale, index) if k in out), main)]
+    elif mode == "scale-nan":
+        out[scale] = np.full_like(out[scale], np.nan)
+    elif mode == "scale-zero":
+        out[scale] = np.zeros_like(out[scale])
+    elif mode == "index-range":
+        out[index] = out[index].copy()
+        out[index][-1] = np.iinfo(out[index].dtype).max
+    elif mode == "index-duplicate":
+        out[index] = out[index].copy()
+        out[index][1] = out[index][0]
+    elif mode == "index-unsorted":
+        out[index] = out[index][::-1].copy()
+    elif mode == "topk-count":
+        out[main], out[index] = out[main][:-1].copy(), out[index][:-1].copy()
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in out.items()})
+
+
+def announce(mode: str, honest: ConfigRecord) -> ConfigRecord:
+    """The reply's codec record: ``codec-name`` names a codec other than the honest one."""
+    if mode != "codec-name":
+        return honest
+    return ConfigRecord({**honest, "codec": "fp16" if honest["codec"] != "fp16" else "bf16"})
 
 
 def num_examples(mode: str, honest: int) -> int | float | None:

@@ -82,11 +82,16 @@ def eta(done: int, total: int, elapsed: float) -> float:
 
 
 def round_line(server_round: int, num_rounds: int, accuracy: float, loss: float,
-               cum_bytes: int, elapsed: float, left: float) -> str:  # fmt: skip
-    """The one line the ServerApp logs per round (what :func:`parse_round` reads)."""
+               cum_bytes: int, elapsed: float, left: float, ratios: str = "") -> str:  # fmt: skip
+    """The one line the ServerApp logs per round (what :func:`parse_round` reads).
+
+    ``ratios`` (e.g. ``"up 0.26×, down 0.50× fp32"``) follows the bytes when a codec
+    encodes the arrays.
+    """
+    wire = f" ({ratios})" if ratios else ""
     return (
         f"round {server_round}/{num_rounds}: accuracy {accuracy:.4f}, loss {loss:.4f} | "
-        f"{cum_bytes:,} bytes | {duration(elapsed)} elapsed, ETA {duration(left)}"
+        f"{cum_bytes:,} bytes{wire} | {duration(elapsed)} elapsed, ETA {duration(left)}"
     )
 
 

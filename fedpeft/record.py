@@ -54,6 +54,8 @@ class RoundRecord:
     weights: dict[str, int] = field(default_factory=dict)  # partition → num-examples
     update_norms: dict[str, float] = field(default_factory=dict)  # partition → ‖reply − sent‖
     global_norm: float | None = None  # ‖sent‖, what the poisoning guard's model bound scales
+    downlink_ratio: float | None = None  # bytes_down / the same transfers in fp32 (comm.*)
+    uplink_ratio: float | None = None  # bytes_up / the same replies in fp32 (comm.*)
     dp_epsilon: float | None = None  # central DP: cumulative client-level ε
     dp_delta: float | None = None
     dp_noise_multiplier: float | None = None
@@ -106,6 +108,7 @@ class RunRecord:
     trainable_tensors: int = 0
     bytes_per_transfer: int = 0  # serialised bytes of the trainable set, one client, one way
     theoretical_bytes_per_transfer: int = 0
+    wire: dict[str, Any] = field(default_factory=dict)  # each direction's codec, as carried
     resumed_after_round: int = 0
     status: str = "running"  # running | completed | failed
     rounds: list[RoundRecord] = field(default_factory=list)

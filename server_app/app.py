@@ -19,6 +19,7 @@ from fedpeft.arrays import (
     trainable_state,
     wire_bytes,
 )
+from fedpeft.codecs import configured
 from fedpeft.config import RunConfig, run_config
 from fedpeft.data import load_test
 from fedpeft.device import set_threads
@@ -98,7 +99,24 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         central_dp=CentralDp(cfg.dp, server.num_rounds, cfg.seed)
         if cfg.dp.mode == "central"
         else None,
+        uplink=configured(cfg.comm, "uplink"),
+        downlink=configured(cfg.comm, "downlink"),
     )
+
+
+def wire_metadata(cfg: RunConfig) -> dict[str, dict[str, object]]:
+    """The run record's ``wire``: what each direction carries, and in which codec."""
+    out: dict[str, dict[str, object]] = {}
+    for direction, payload in (("uplink", "update"), ("downlink", "weights")):
+        codec = configured(cfg.comm, direction)
+        if codec.name == "none":
+            out[direction] = {"codec": "none", "payload": "weights", "carried_as": "float32"}
+        else:
+            out[direction] = {"codec": codec.name, "payload": payload,
+                              "carried_as": codec.carried_as}  # fmt: skip
+    if cfg.comm.uplink != "none":
+        out["uplink"]["error_feedback"] = cfg.comm.feedback
+    return out
 
 
 @app.main()
@@ -135,6 +153,7 @@ def main(grid: Grid, context: Context) -> None:
         trainable_tensors=len(initial),
         bytes_per_transfer=per_transfer,
         theoretical_bytes_per_transfer=theoretical_bytes(initial),
+        wire=wire_metadata(cfg),
         resumed_after_round=first_round - 1,
         rounds=rows,
     )

@@ -77,10 +77,12 @@ def initialise_head(
     classes, dim = arrays[weight_key].shape
     nodes = strategy.nodes.sample(grid, 0, 1.0, strategy.min_train_nodes,
                                   strategy.min_available_nodes)  # fmt: skip
-    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 0})})
+    config = ConfigRecord({"server-round": 0})
+    travelling = strategy.encode_downlink(arrays, config)
+    content = RecordDict({"arrays": travelling, "config": config})
     sent = [Message(content, dst_node_id=n, message_type=MESSAGE_TYPE, group_id=GROUP)
             for n in nodes]  # fmt: skip
-    stats.count_sent(arrays, len(sent))
+    stats.count_sent(travelling, len(sent))
     replies = list(grid.send_and_receive(sent, timeout=timeout))
     counts_by_node = Counter(m.metadata.src_node_id for m in replies if not m.has_error())
     accepted: list[tuple[int, int, np.ndarray, np.ndarray]] = []

@@ -157,8 +157,11 @@ class RunRecorder:
         # rounds trained in this process so far (round 0 only evaluates)
         trained = row.round - max(self._first, 1) + 1
         left = eta(trained, num_rounds - max(self._first, 1) + 1, elapsed) if trained else math.nan
+        ratios = ", ".join(f"{name} {value:.3f}×" for name, value in
+                           (("up", row.uplink_ratio), ("down", row.downlink_ratio))
+                           if value is not None)  # fmt: skip
         log.info("%s", round_line(row.round, num_rounds, row.accuracy, row.loss, row.cum_bytes,
-                                  elapsed, left))  # fmt: skip
+                                  elapsed, left, f"{ratios} fp32" if ratios else ""))  # fmt: skip
         log.debug(
             "round %d: bytes down %s (theory %s), up %s (theory %s)",
             row.round, f"{row.bytes_down:,}", f"{row.theoretical_down:,}",

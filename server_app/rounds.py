@@ -36,6 +36,8 @@ class RoundStats:
     population: int = 0
     lr: float | None = None  # sent in the round's train config
     dp: dict[str, float | int] = field(default_factory=dict)
+    fp32_transfer: int = 0  # bytes of the trainable set in fp32, one way (set when encoding)
+    replies: int = 0  # replies whose bytes were counted
     started: float = field(default_factory=time.perf_counter)
     train_seconds: float = 0.0
 
@@ -47,10 +49,26 @@ class RoundStats:
 
     def count_received(self, content: RecordDict) -> None:
         """Count the ArrayRecords of one reply (serialised, payload and raw bytes)."""
+        self.replies += 1
         for record in content.array_records.values():
             self.bytes_up += wire_bytes(record)
             self.payload_up += payload_bytes(record)
             self.theoretical_up += theoretical_bytes(record)
+
+    def count_accepted(
+        self, label: str, weight: int, metrics: MetricRecord, norm: float | None
+    ) -> None:
+        """Record an accepted reply of partition ``label``: its weight, metrics and norm."""
+        self.client_metrics.append({k: v for k, v in metrics.items() if not isinstance(v, list)})
+        self.weights[label] = weight
+        if norm is not None:
+            self.update_norms[label] = norm
+
+    def _ratio(self, counted: int, transfers: int) -> float | None:
+        """``counted`` bytes over what ``transfers`` fp32 transfers take (when encoding)."""
+        if not self.fp32_transfer or not transfers:
+            return None
+        return counted / (self.fp32_transfer * transfers)
 
     def record_fields(self, label: Callable[[int], str]) -> dict[str, Any]:
         """The :class:`~fedpeft.record.RoundRecord` fields this round's counts give.
@@ -79,6 +97,8 @@ class RoundStats:
             "weights": self.weights,
             "update_norms": self.update_norms,
             "global_norm": self.global_norm,
+            "downlink_ratio": self._ratio(self.bytes_down, self.sent_to),
+            "uplink_ratio": self._ratio(self.bytes_up, self.replies),
             **self.dp,  # dp_epsilon (central) / dp_epsilon_max (local), cumulative
         }
 

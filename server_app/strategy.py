@@ -7,19 +7,21 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fedpeft import wire
 from fedpeft.aggregation import RULES, Aggregator, RuleAggregator, RuleParams, Update
-from fedpeft.arrays import Arrays
+from fedpeft.arrays import Arrays, wire_bytes
+from fedpeft.codecs import Codec
 from fedpeft.server_opt import ServerOptimizer
 
 from .central_dp import CentralDp
 from .guard import Guard
+from .resumable import Resumable
 from .round_loop import RoundLoop, RoundsFailedError
 from .rounds import RoundStats
 from .sampling import NodeDirectory
@@ -36,7 +38,7 @@ class _Sent:
     arrays: dict[str, np.ndarray]
 
 
-class PeftFedAvg(RoundLoop, FedAvg):
+class PeftFedAvg(Resumable, RoundLoop, FedAvg):
     """FedAvg that aggregates only the trainable tensors of a PEFT model.
 
     Beyond :class:`flwr.serverapp.strategy.FedAvg` it samples clients with a
@@ -78,6 +80,9 @@ class PeftFedAvg(RoundLoop, FedAvg):
     lr_at : callable, optional
         The learning rate sent in round ``r`` (``train.lr-schedule``); ``None`` = the
         ``lr`` of the train config, every round.
+    uplink, downlink : Codec, optional
+        ``comm.uplink`` (replies carry the update in it) and ``comm.downlink`` (the
+        global arrays travel in it); ``None`` = fp32 both ways.
     **kwargs
         Passed to :class:`~flwr.serverapp.strategy.FedAvg`.
 
@@ -100,6 +105,8 @@ class PeftFedAvg(RoundLoop, FedAvg):
         central_dp: CentralDp | None = None,
         optimizer: ServerOptimizer | None = None,
         lr_at: Callable[[int], float] | None = None,
+        uplink: Codec | None = None,
+        downlink: Codec | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -121,33 +128,27 @@ class PeftFedAvg(RoundLoop, FedAvg):
         self.client_epsilon: dict[int, float] = {}  # local DP: latest ε per partition
         self.optimizer = optimizer
         self.lr_at = lr_at
+        self.uplink = uplink if uplink is not None and uplink.name != "none" else None
+        self.downlink = downlink if downlink is not None and downlink.name != "none" else None
 
-    def state(self) -> dict[str, Any]:
-        """What a checkpoint must keep to resume the strategy."""
-        state: dict[str, Any] = {"failed_streak": self.failed_streak}
-        if self.client_epsilon:
-            state["client_epsilon"] = {str(k): v for k, v in self.client_epsilon.items()}
-        if rule_state := self.aggregator.state():
-            state[self.aggregator.state_key] = rule_state
-        return state
+    def encode_downlink(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
+        """``arrays`` as they travel to clients (``comm.downlink``), named in ``config``."""
+        if self.downlink is None:
+            return arrays
+        config[wire.DOWNLINK_KEY] = self.downlink.name
+        return wire.encode({k: v.numpy() for k, v in arrays.items()}, self.downlink)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower's FedAvg sampling, with the arrays in the downlink codec."""
+        arrays = self.encode_downlink(arrays, config)
+        return super().configure_evaluate(server_round, arrays, config, grid)
 
     @property
     def central_dp(self) -> CentralDp | None:
         """The central-DP rule, when it is the aggregator (for inspection)."""
         return self.aggregator if isinstance(self.aggregator, CentralDp) else None
-
-    def state_arrays(self) -> Arrays:
-        """The state a checkpoint keeps as tensors (the server optimizer's moments)."""
-        return {} if self.optimizer is None else self.optimizer.state()
-
-    def load_state(self, state: dict[str, Any], arrays: Arrays | None = None) -> None:
-        """Restore :meth:`state` and :meth:`state_arrays`."""
-        if self.optimizer is not None:
-            self.optimizer.load_state(arrays or {})
-        self.failed_streak = int(state.get("failed_streak", 0))
-        self.client_epsilon = {int(k): v for k, v in state.get("client_epsilon", {}).items()}
-        if self.aggregator.state_key in state:
-            self.aggregator.load_state(state[self.aggregator.state_key])
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -170,13 +171,16 @@ class PeftFedAvg(RoundLoop, FedAvg):
             config["lr"] = float(self.lr_at(server_round))
         if "lr" in config:
             stats.lr = float(config["lr"])  # type: ignore[arg-type]
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        travelling = self.encode_downlink(arrays, config)
+        record = RecordDict({self.arrayrecord_key: travelling, self.configrecord_key: config})
         messages = [
             Message(record, dst_node_id=node, message_type="train", group_id=str(server_round))
             for node in node_ids
         ]
         self._sent = {server_round: _Sent(messages, {k: v.numpy() for k, v in arrays.items()})}
-        stats.count_sent(arrays, len(messages))
+        stats.count_sent(travelling, len(messages))
+        if self.uplink or self.downlink:  # what the same tensors take in fp32, per transfer
+            stats.fp32_transfer = wire_bytes(arrays)
         stats.population = len(list(grid.get_node_ids()))
         log.info("round %d: sampled partitions %s", server_round, self.nodes.partitions(node_ids))
         return messages
@@ -207,6 +211,7 @@ class PeftFedAvg(RoundLoop, FedAvg):
                 self.weighted_by_key,
                 self.limits,
                 sent.arrays if sent else None,
+                self.uplink,
             )
             if not isinstance(result, Checked):
                 self._reject(server_round, stats, node, result)
@@ -233,13 +238,8 @@ class PeftFedAvg(RoundLoop, FedAvg):
         stats.accepted = len(accepted)
         for update, msg in accepted:
             metrics = next(iter(msg.content.metric_records.values()))
-            stats.client_metrics.append(
-                {k: v for k, v in metrics.items() if not isinstance(v, list)}
-            )
             label = self.nodes.label(update.node_id)
-            stats.weights[label] = update.weight
-            if update.node_id in norms:
-                stats.update_norms[label] = norms[update.node_id]
+            stats.count_accepted(label, update.weight, metrics, norms.get(update.node_id))
             if "dp-epsilon" in metrics:  # local DP: each client's cumulative ε
                 self.client_epsilon[update.partition_id] = float(metrics["dp-epsilon"])
         if self.client_epsilon:

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord, Message, RecordDict
 
+from fedpeft import wire
 from fedpeft.arrays import Arrays
+from fedpeft.codecs import Codec
 
 # Metrics that may legitimately be non-finite: a diverged loss (the server warns),
 # ε = inf under DP with noise multiplier 0.
@@ -68,10 +70,38 @@ def _decode(record: ArrayRecord, reference: dict[str, TensorSpec]) -> Arrays | s
                 f"array {key!r}: {value.dtype}{list(value.shape)}, "
                 f"expected {spec.dtype}{list(spec.shape)}"
             )
+        arrays[key] = value
+    return _finite(arrays) or arrays
+
+
+def _finite(arrays: Arrays) -> str | None:
+    for key, value in arrays.items():
         if not np.isfinite(value).all():
             return f"array {key!r} contains NaN or Inf"
-        arrays[key] = value
-    return arrays
+    return None
+
+
+def _decode_update(
+    content: RecordDict,
+    record: ArrayRecord,
+    reference: dict[str, TensorSpec],
+    codec: Codec,
+    sent: Arrays | None,
+) -> Arrays | str:
+    """``sent`` + the update a ``codec``-encoded reply carries, or why it is unusable."""
+    named = wire.announced(content)
+    if named != codec.name:
+        return f"reply names codec {named!r}; this run's comm.uplink is {codec.name!r}"
+    if sent is None:
+        return "an encoded update cannot be checked without the arrays sent this round"
+    update = wire.decode(record, {k: spec.shape for k, spec in reference.items()}, codec)
+    if isinstance(update, str):
+        return update
+    bad = _finite(update)
+    if bad:  # e.g. an fp16 value past 65,504
+        return f"decoded update: {bad}"
+    arrays = {k: (sent[k] + update[k]).astype(reference[k].dtype) for k in reference}
+    return _finite(arrays) or arrays
 
 
 def model_norm(arrays: Arrays) -> float:
@@ -113,6 +143,7 @@ def check_reply(
     weight_key: str,
     limits: Limits | None = None,
     sent: Arrays | None = None,
+    codec: Codec | None = None,
 ) -> Checked | str:
     """Return the decoded reply, or the reason it is unusable.
 
@@ -122,6 +153,11 @@ def check_reply(
     ``limits.max_num_examples``; shapes and dtypes of the decoded arrays; finite
     values; the update's L2 norm against ``sent`` within ``limits.max_update_norm``;
     finite metrics.
+
+    With an encoding ``codec`` (``comm.uplink`` other than ``none``) the reply carries
+    the update in that codec: it must name the codec, and its parts must match the
+    codec's spec and checks (:func:`fedpeft.wire.decode`) before they are decoded and
+    added to ``sent``; the result then goes through the checks above.
     """
     limits = limits or Limits()
     if len(content.array_records) != 1:
@@ -132,15 +168,19 @@ def check_reply(
     size = sum(len(a.data) for a in record.values())
     if limits.max_payload_bytes and size > limits.max_payload_bytes:
         return f"payload of {size:,} bytes is over the budget of {limits.max_payload_bytes:,}"
+    encoded = codec is not None and codec.name != "none"
     missing = sorted(set(reference) - set(record))
     extra = sorted(set(record) - set(reference))
-    if missing or extra:
+    if (missing or extra) and not encoded:
         return f"keys differ from the trainable set: missing {missing[:5]}, extra {extra[:5]}"
     metrics = next(iter(content.metric_records.values()))
     weight = _weight(metrics, weight_key, limits)
     if isinstance(weight, str):
         return weight
-    arrays = _decode(record, reference)
+    if encoded:
+        arrays = _decode_update(content, record, reference, codec, sent)
+    else:
+        arrays = _decode(record, reference)
     if isinstance(arrays, str):
         return arrays
     norm = update_norm(arrays, sent) if sent is not None else None

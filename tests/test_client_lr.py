@@ -37,7 +37,8 @@ def test_reply_is_trained_with_the_sent_lr(monkeypatch):
     # Prepare: the server sends lr 0.2; the run config says 0.05
     cfg, model, data = _setup()
     start = {k: v.clone() for k, v in trainable_state(model).items()}
-    local = client.Local(cfg, model, data, 0, make_engine(model, precision=cfg.train.precision))
+    engine = make_engine(model, precision=cfg.train.precision)
+    local = client.Local(cfg, model, data, 0, engine, to_arrayrecord(start))
     monkeypatch.setattr(client, "_prepare", lambda msg, ctx: local)
     msg = _train_message(to_arrayrecord(start), {"server-round": 1, "lr": 0.2})
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})

@@ -114,7 +114,8 @@ def test_too_few_usable_replies_fail_with_a_clear_message():
 def test_the_client_handler_replies_valid_statistics(monkeypatch):
     # Prepare
     cfg, model, data = parse_run_config({"peft.method": "lora"}), _model("lora"), _data(10, 4)
-    local = client.Local(cfg, model, data, 0, make_engine(model, precision="fp32"))
+    arrays = to_arrayrecord(trainable_state(model))
+    local = client.Local(cfg, model, data, 0, make_engine(model, precision="fp32"), arrays)
     monkeypatch.setattr(client, "_prepare", lambda msg, ctx: local)
     content = RecordDict({"arrays": to_arrayrecord(trainable_state(model)),
                           "config": ConfigRecord({"server-round": 0})})  # fmt: skip

@@ -1,6 +1,6 @@
 """The one home of the configuration: schema, flat-key parsing and the ``--run-config`` merge.
 
-* :mod:`.schema`, :mod:`.server`, :mod:`.dp`, :mod:`.fault`: the frozen dataclasses of
+* :mod:`.schema`, :mod:`.server`, :mod:`.dp`, :mod:`.fault`, :mod:`.comm`: the frozen dataclasses of
   ``[tool.flwr.app.config]``; each field declares its key's default and meaning once.
   PEFT methods declare their ``peft.<method>.*`` keys beside their code.
 * :mod:`.flat`: kebab-case dotted keys ↔ fields, type checks, registry choices.
@@ -12,6 +12,7 @@
 * :mod:`.docs`: the README's key table, generated.
 """
 
+from .comm import CommConfig
 from .dp import DpConfig
 from .fault import FaultConfig
 from .flat import ConfigError, KeyDoc, check
@@ -23,6 +24,7 @@ from .schema import DataConfig, ModelConfig, PeftConfig, RunConfig, TrainConfig
 from .server import OutputConfig, ServerConfig
 
 __all__ = [
+    "CommConfig",
     "ConfigError",
     "DataConfig",
     "DpConfig",

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .comm import CommConfig
 from .dp import DpConfig
 from .fault import FaultConfig
 from .flat import check, check_choices, key
@@ -235,6 +236,7 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
     dp: DpConfig = field(default_factory=DpConfig)
+    comm: CommConfig = field(default_factory=CommConfig)
 
     @property
     def lr(self) -> float:
