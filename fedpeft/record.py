@@ -54,8 +54,8 @@ class RoundRecord:
     weights: dict[str, int] = field(default_factory=dict)  # partition → num-examples
     update_norms: dict[str, float] = field(default_factory=dict)  # partition → ‖reply − sent‖
     global_norm: float | None = None  # ‖sent‖, what the poisoning guard's model bound scales
-    downlink_ratio: float | None = None  # bytes_down / the same transfers in fp32 (comm.*)
-    uplink_ratio: float | None = None  # bytes_up / the same replies in fp32 (comm.*)
+    downlink_ratio: float | None = None  # comm.downlink: bytes_down / the same sent in fp32
+    uplink_ratio: float | None = None  # comm.uplink: accepted replies' bytes / same in fp32
     dp_epsilon: float | None = None  # central DP: cumulative client-level ε
     dp_delta: float | None = None
     dp_noise_multiplier: float | None = None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from fedpeft.arrays import payload_bytes, theoretical_bytes, wire_bytes
 
@@ -36,20 +36,34 @@ class RoundStats:
     population: int = 0
     lr: float | None = None  # sent in the round's train config
     dp: dict[str, float | int] = field(default_factory=dict)
-    fp32_transfer: int = 0  # bytes of the trainable set in fp32, one way (set when encoding)
-    replies: int = 0  # replies whose bytes were counted
+    # comm.*: bytes of what was encoded against the same arrays in fp32 (downlink: all
+    # messages; uplink: the accepted replies, whose decoded arrays the server has)
+    fp32_down: int = 0
+    encoded_up: int = 0
+    fp32_up: int = 0
     started: float = field(default_factory=time.perf_counter)
     train_seconds: float = 0.0
 
-    def count_sent(self, arrays: ArrayRecord, messages: int) -> None:
-        """Count ``arrays`` sent to ``messages`` nodes (serialised and raw bytes)."""
+    def count_sent(
+        self, arrays: ArrayRecord, messages: int, fp32: ArrayRecord | None = None
+    ) -> None:
+        """Count ``arrays`` sent to ``messages`` nodes (serialised and raw bytes).
+
+        ``fp32``: the same tensors unencoded, when ``arrays`` is their downlink encoding.
+        """
         self.sent_to = messages
         self.bytes_down = wire_bytes(arrays) * messages
         self.theoretical_down = theoretical_bytes(arrays) * messages
+        if fp32 is not None:
+            self.fp32_down = wire_bytes(fp32) * messages
+
+    def count_encoded(self, content: RecordDict, decoded: dict[str, np.ndarray]) -> None:
+        """Count an accepted encoded reply against its ``decoded`` arrays sent as fp32."""
+        self.encoded_up += sum(wire_bytes(r) for r in content.array_records.values())
+        self.fp32_up += wire_bytes(ArrayRecord({k: Array(v) for k, v in decoded.items()}))
 
     def count_received(self, content: RecordDict) -> None:
         """Count the ArrayRecords of one reply (serialised, payload and raw bytes)."""
-        self.replies += 1
         for record in content.array_records.values():
             self.bytes_up += wire_bytes(record)
             self.payload_up += payload_bytes(record)
@@ -63,12 +77,6 @@ class RoundStats:
         self.weights[label] = weight
         if norm is not None:
             self.update_norms[label] = norm
-
-    def _ratio(self, counted: int, transfers: int) -> float | None:
-        """``counted`` bytes over what ``transfers`` fp32 transfers take (when encoding)."""
-        if not self.fp32_transfer or not transfers:
-            return None
-        return counted / (self.fp32_transfer * transfers)
 
     def record_fields(self, label: Callable[[int], str]) -> dict[str, Any]:
         """The :class:`~fedpeft.record.RoundRecord` fields this round's counts give.
@@ -97,8 +105,8 @@ class RoundStats:
             "weights": self.weights,
             "update_norms": self.update_norms,
             "global_norm": self.global_norm,
-            "downlink_ratio": self._ratio(self.bytes_down, self.sent_to),
-            "uplink_ratio": self._ratio(self.bytes_up, self.replies),
+            "downlink_ratio": self.bytes_down / self.fp32_down if self.fp32_down else None,
+            "uplink_ratio": self.encoded_up / self.fp32_up if self.fp32_up else None,
             **self.dp,  # dp_epsilon (central) / dp_epsilon_max (local), cumulative
         }
 

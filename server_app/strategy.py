@@ -15,7 +15,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedpeft import wire
 from fedpeft.aggregation import RULES, Aggregator, RuleAggregator, RuleParams, Update
-from fedpeft.arrays import Arrays, wire_bytes
+from fedpeft.arrays import Arrays
 from fedpeft.codecs import Codec
 from fedpeft.server_opt import ServerOptimizer
 
@@ -178,9 +178,7 @@ class PeftFedAvg(Resumable, RoundLoop, FedAvg):
             for node in node_ids
         ]
         self._sent = {server_round: _Sent(messages, {k: v.numpy() for k, v in arrays.items()})}
-        stats.count_sent(travelling, len(messages))
-        if self.uplink or self.downlink:  # what the same tensors take in fp32, per transfer
-            stats.fp32_transfer = wire_bytes(arrays)
+        stats.count_sent(travelling, len(messages), arrays if self.downlink else None)
         stats.population = len(list(grid.get_node_ids()))
         log.info("round %d: sampled partitions %s", server_round, self.nodes.partitions(node_ids))
         return messages
@@ -216,6 +214,8 @@ class PeftFedAvg(Resumable, RoundLoop, FedAvg):
             if not isinstance(result, Checked):
                 self._reject(server_round, stats, node, result)
                 continue
+            if self.uplink is not None:  # encoded bytes against the same reply in fp32
+                stats.count_encoded(msg.content, result.arrays)
             update = Update(result.arrays, result.weight, node, self.nodes.partition_of(node))
             accepted.append((update, msg))
             if result.norm is not None:

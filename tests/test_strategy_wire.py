@@ -57,9 +57,11 @@ def test_int8_updates_are_decoded_added_to_the_sent_model_and_averaged():
         np.testing.assert_allclose(arrays[key].numpy(), REF[key].numpy() + value, rtol=1e-6)
     fields = strategy.rounds[1].record_fields(str)
     assert fields["accepted"] == 2 and fields["rejections"] == {}
-    fp32 = wire_bytes(REF)
-    assert fields["uplink_ratio"] == pytest.approx(fields["bytes_up"] / (2 * fp32))
-    assert fields["downlink_ratio"] == pytest.approx(fields["bytes_down"] / (2 * fp32))
+    replies_fp32 = [{k: Array(REF[k].numpy() + v) for k, v in head_update(u).items()}
+                    for u in (1.0, 3.0)]  # fmt: skip
+    fp32_up = sum(wire_bytes(ArrayRecord(r)) for r in replies_fp32)
+    assert fields["uplink_ratio"] == pytest.approx(fields["bytes_up"] / fp32_up)
+    assert fields["downlink_ratio"] == pytest.approx(fields["bytes_down"] / (2 * wire_bytes(REF)))
     # 8-value tensors: the .npy headers and the scales' own Arrays outweigh the 3 bytes saved
     # per value (benchmarks/communication.py measures the real trainable sets)
     assert fields["uplink_ratio"] > 1
