@@ -22,6 +22,7 @@ LONGEST_FIRST = (
     "e2e/test_simulation.py",  # 186
     "e2e/test_dp.py",  # 169 (local DP)
     "e2e/test_robustness.py",  # 158
+    "e2e/test_compression.py",  # 163 beside a sweep (its two runs at once), not yet in CI
     "e2e/test_dp_central_run.py",  # 113
     "e2e/test_deploy_kill.py",  # 108, mostly waiting for the dead node's heartbeat
     "e2e/test_straggler.py",  # 82, mostly waiting for the round timeout
