@@ -9,27 +9,32 @@ record after honest encoding, :func:`fedpeft.faults.corrupt_encoding`).
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
 
-from tests.e2e.helpers import LEARNT, ROOT, launch_cmd, read_metrics
+from fedpeft.launch import LOG_FILE
+from fedpeft.sweep import load_sweep, run_sweep
+from tests.e2e.helpers import LEARNT, ROOT, TINY, launch_cmd, read_metrics
 
 CHANCE = 0.1  # digits: 10 classes
+# The int8 run, which must learn: 3 honest clients and int8's own classes.
 INT8_MODES = {
-    3: ("codec-name", "reply names codec 'fp16'; this run's comm.uplink is 'int8'"),
-    4: ("part-dtype", "expected int8["),
-    5: ("part-shape", "expected int8["),
-    6: ("part-missing", "#scale'], extra []"),
-    7: ("scale-nan", "int8 scales must be finite and > 0"),
-    8: ("scale-zero", "int8 scales must be finite and > 0"),
+    3: ("scale-nan", "int8 scales must be finite and > 0"),
+    4: ("scale-zero", "int8 scales must be finite and > 0"),
 }
+# The one-round top-k run: the codec-agnostic classes and top-k's own; partition 0 is
+# honest. Its clients train on 30 images each: what they send is malformed either way.
 TOPK_MODES = {
-    1: ("index-range", "top-k indices must be in [0, "),
-    2: ("index-duplicate", "top-k indices repeat"),
-    3: ("index-unsorted", "top-k indices are not sorted ascending"),
-    4: ("topk-count", "expected float32["),
-    5: ("part-missing", "#index'], extra []"),
+    1: ("codec-name", "reply names codec 'fp16'; this run's comm.uplink is 'topk'"),
+    2: ("part-dtype", "expected float32["),
+    3: ("part-shape", "expected float32["),
+    4: ("part-missing", "#index'], extra []"),
+    5: ("index-range", "top-k indices must be in [0, "),
+    6: ("index-duplicate", "top-k indices repeat"),
+    7: ("index-unsorted", "top-k indices are not sorted ascending"),
+    8: ("topk-count", "expected float32["),
 }
 
 
@@ -37,32 +42,48 @@ def _modes(modes: dict) -> str:
     return "fault.modes='" + ",".join(f"{p}:{m}" for p, (m, _) in modes.items()) + "'"
 
 
-# 3 local epochs in the int8 run: 9 nodes split digits into partitions a third of TINY's
-# (3 nodes), and its 3 honest clients reached only 0.24 after 2 rounds of 1 epoch (0.78
-# with 3 epochs, measured 2026-12-02).
-RUNS = {
-    "int8": (3 + len(INT8_MODES), "comm.uplink='int8' comm.downlink='fp16' train.epochs=3 "
-             f"server.min-train-nodes={3 + len(INT8_MODES)} {_modes(INT8_MODES)}"),
-    "topk": (1 + len(TOPK_MODES), "comm.uplink='topk' comm.topk-fraction=0.1 "
-             f"server.num-rounds=1 server.min-train-nodes={1 + len(TOPK_MODES)} "
-             f"{_modes(TOPK_MODES)}"),
-}  # fmt: skip
+# 2 local epochs in the int8 run: 5 nodes split digits into smaller partitions than
+# TINY's 3.
+INT8_NODES, TOPK_NODES = 3 + len(INT8_MODES), 1 + len(TOPK_MODES)
+INT8 = ("comm.uplink='int8' comm.downlink='fp16' train.epochs=2 "
+        f"server.min-train-nodes={INT8_NODES} {_modes(INT8_MODES)}")  # fmt: skip
+TOPK = ("comm.uplink='topk' comm.topk-fraction=0.1 server.num-rounds=1 "
+        f"data.train-size={30 * TOPK_NODES} server.min-train-nodes={TOPK_NODES} "
+        f"{_modes(TOPK_MODES)}")  # fmt: skip
+# The int8 run is also the sweep runner's end-to-end check (fedpeft-sweep with its real
+# runner: the run is recorded, then skipped), so that CI pays for one run, not two.
+SWEEP = """
+[sweep]
+base = "{tiny}"
+methods = ["lora"]
+seeds = [3]
+num-supernodes = {nodes}
+results = "{root}/results"
+report = "{root}/docs"
+
+[settings.int8]
+run-config = "{int8}"
+"""
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Both simulations, started together (the file's wall time is the longer one's)."""
+    """The top-k run in the background while the sweep makes the int8 run, then again."""
     tmp = tmp_path_factory.mktemp("compression")
-    procs = {}
-    for name, (nodes, overrides) in RUNS.items():
-        cmd = launch_cmd(tmp, overrides, supernodes=nodes, run_name=name)
-        procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    out = {}
-    for name, proc in procs.items():
-        out[name] = proc.communicate(timeout=900)[0]
-        assert proc.returncode == 0, out[name][-4000:]
-    return {name: (read_metrics(tmp, name), out[name]) for name in RUNS}
+    topk = subprocess.Popen(launch_cmd(tmp, TOPK, supernodes=TOPK_NODES, run_name="topk"),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    path = tmp / "sweep.toml"
+    path.write_text(SWEEP.format(tiny=TINY, nodes=INT8_NODES, root=tmp, int8=INT8))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)  # the sweep runs the app in the current directory, like fedpeft-sweep
+        sweep = load_sweep(path)
+        first, second = run_sweep(sweep), run_sweep(sweep)
+    out = topk.communicate(timeout=900)[0]
+    assert topk.returncode == 0, out[-4000:]
+    result = tmp / "results" / "int8-lora-s3"
+    return {"sweep": (first, second), "int8": (json.loads((result / "metrics.json").read_text()),
+            (result / LOG_FILE).read_text()), "topk": (read_metrics(tmp, "topk"), out)}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +94,19 @@ def int8_run(runs):
 @pytest.fixture(scope="module")
 def topk_run(runs):
     return runs["topk"][0]
+
+
+def test_the_sweep_records_a_finished_run_and_does_not_run_it_again(runs, int8_run):
+    # Prepare
+    first, second = runs["sweep"]
+
+    # Assert: the config the ServerApp recorded is the one the sweep resolves, so the
+    # finished run is not taken for a stale one and run again
+    assert [(run.name, status) for run, status in first] == [("int8-lora-s3", "completed")]
+    assert second == []
+    metrics = int8_run[0]
+    assert (metrics["config"]["peft"]["method"], metrics["config"]["seed"]) == ("lora", 3)
+    assert metrics["config"]["comm"]["uplink"] == "int8"
 
 
 def test_int8_uplink_and_fp16_downlink_learn(int8_run):

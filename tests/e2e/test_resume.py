@@ -48,22 +48,30 @@ def _kill_serverapp_in_round_2(proc: subprocess.Popen, run_dir: Path, timeout: f
     os.kill(server[0].pid, signal.SIGKILL)
 
 
+def _launch(tmp_path: Path, run_name: str) -> subprocess.Popen:
+    cmd = launch_cmd(tmp_path, SETUP, supernodes=4, run_name=run_name)
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+
+
 def test_killed_in_round_2_and_resumed_equals_uninterrupted(tmp_path):
-    # Prepare: the uninterrupted reference run
-    code, out, reference = run_app(tmp_path, SETUP, supernodes=4, run_name="full")
-    assert code == 0, out[-4000:]
+    # Prepare: the uninterrupted reference run, started beside the run to kill (each has
+    # its own SuperLink; together they take the test's time of one)
+    full = _launch(tmp_path, "full")
     # Execute: the same run, killed during round 2 ...
     killed = tmp_path / "outputs" / "killed"
-    cmd = launch_cmd(tmp_path, SETUP, supernodes=4, run_name="killed")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)  # fmt: skip
+    proc = _launch(tmp_path, "killed")
     try:
         _kill_serverapp_in_round_2(proc, killed, timeout=300)
         proc.communicate(timeout=300)
+        out = full.communicate(timeout=600)[0]
     finally:
-        if proc.poll() is None:  # the launcher stops its SuperLink on SIGTERM
-            proc.terminate()
-            proc.communicate(timeout=60)
+        for p in (proc, full):
+            if p.poll() is None:  # the launcher stops its SuperLink on SIGTERM
+                p.terminate()
+                p.communicate(timeout=60)
+    assert full.returncode == 0, out[-4000:]
+    reference = read_metrics(tmp_path, "full")
     assert proc.returncode != 0, "the killed run must not report success"
     assert _checkpoint_round(killed) == 1, "killed after round 2 finished: test did not bite"
     assert read_metrics(tmp_path, "killed")["status"] == "running"  # died without finishing
