@@ -3,9 +3,12 @@
 A codec turns one fp32 tensor into named *parts* (numpy arrays that Flower's ``Array``
 carries as they are) and back. The part named ``""`` is the main one; ``int8`` adds
 ``"scale"`` (its absmax scales), ``topk`` adds ``"index"`` (the flat positions of the
-values it keeps). :meth:`Codec.spec` gives the dtype and shape of every part for a
-tensor of a given shape, so the receiver can check an encoded tensor *before* it decodes
-it, and :meth:`Codec.check` checks the values a spec cannot (scales finite and positive;
+values it keeps). A part named in :attr:`Codec.shared` travels concatenated over all
+tensors in one Array (:mod:`fedpeft.wire`): int8's scales are a few values per tensor,
+and an Array of their own would cost each tensor a second object header.
+:meth:`Codec.spec` gives the dtype and shape of every part for a tensor of a given
+shape, so the receiver can check an encoded tensor *before* it decodes it, and
+:meth:`Codec.check` checks the values a spec cannot (scales finite and positive;
 indices in range, unique, sorted). Adding a codec is a class registered in :data:`CODECS`.
 
 Written here rather than taken from a library: Flower ships no update compression, and
@@ -54,6 +57,8 @@ class Codec:
     feedback_by_default: ClassVar[bool] = False
     # What the parts carry, written into the run record (e.g. bf16's uint16 bits).
     carried_as: ClassVar[str] = ""
+    # Parts that travel concatenated over the tensors (in key order), one Array in all.
+    shared: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: CodecParams) -> None:
         self.params = params
@@ -140,6 +145,7 @@ class Int8(Codec):
     absolute = False
     feedback_by_default = True
     carried_as = "int8 values and float32 absmax scales"
+    shared = ("scale",)
 
     def _block(self, size: int) -> int:
         return self.params.int8_block if self.params.int8_block > 0 else max(size, 1)

@@ -84,14 +84,15 @@ def corrupt(mode: str, arrays: Arrays, sent: Arrays, scale: float) -> Arrays:
 def corrupt_encoding(mode: str, record: ArrayRecord) -> ArrayRecord:
     """The encoded ``record`` altered as ``mode`` says (unchanged for other modes).
 
-    Each alters the first tensor's parts (``k``, ``k#scale``, ``k#index``; see
-    :mod:`fedpeft.wire`) so that exactly one check of the server's must refuse it.
+    Each alters the largest tensor's parts (``k``, ``k#index``) or the shared scales
+    (``#scale``; see :mod:`fedpeft.wire`) so that exactly one check of the server's must
+    refuse it.
     """
     if mode not in ENCODING_MODES or mode == "codec-name":
         return record
     out = {k: v.numpy() for k, v in record.items()}
-    main = next(k for k in out if "#" not in k)
-    scale, index = f"{main}#scale", f"{main}#index"
+    main = max((k for k in out if "#" not in k), key=lambda k: out[k].size)  # the largest
+    scale, index = "#scale", f"{main}#index"
     if mode == "part-dtype":
         out[main] = out[main].astype(np.float64)
     elif mode == "part-shape":

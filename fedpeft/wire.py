@@ -2,7 +2,8 @@
 
 Both directions use one layout. Each trainable tensor ``k`` travels as the parts of its
 codec (:mod:`fedpeft.codecs`): the main part under ``k``, the others under ``k#<part>``
-(``k#scale``, ``k#index``). The message names its codec in a ConfigRecord
+(``k#index``); a part the codec shares (int8's scales) travels as one Array ``#<part>``,
+the tensors' parts concatenated in sorted key order. The message names its codec in a ConfigRecord
 (:data:`COMM`): the downlink in the train config (``comm-downlink``), the uplink in the
 reply's ``comm`` record (``codec``). With ``comm.uplink = "none"`` a reply is the plain
 fp32 weights, exactly as before compression existed; any other uplink codec sends the
@@ -41,10 +42,28 @@ def part_key(key: str, part: str) -> str:
 def encode(arrays: Arrays, codec: Codec) -> ArrayRecord:
     """``arrays`` (fp32) as ``codec``'s parts, in one ArrayRecord."""
     record = ArrayRecord()
-    for key, value in arrays.items():
-        for part, data in codec.encode(value).items():
-            record[part_key(key, part)] = Array(np.ascontiguousarray(data))
+    shared: dict[str, list[np.ndarray]] = {part: [] for part in codec.shared}
+    for key in sorted(arrays):
+        for part, data in codec.encode(arrays[key]).items():
+            if part in shared:
+                shared[part].append(data)
+            else:
+                record[part_key(key, part)] = Array(np.ascontiguousarray(data))
+    for part, pieces in shared.items():
+        record[part_key("", part)] = Array(np.ascontiguousarray(np.concatenate(pieces)))
     return record
+
+
+def _read(record: ArrayRecord, name: str, dtype: str, shape: tuple[int, ...], codec: Codec
+          ) -> np.ndarray | str:  # fmt: skip
+    try:
+        value = record[name].numpy()
+    except Exception as exc:  # undecodable payload
+        return f"array {name!r} cannot be decoded ({exc})"
+    if str(value.dtype) != dtype or tuple(value.shape) != shape:
+        return (f"{codec.name} encoding: array {name!r} is {value.dtype}{list(value.shape)}, "
+                f"expected {dtype}{list(shape)}")  # fmt: skip
+    return value
 
 
 def decode(record: ArrayRecord, shapes: Shapes, codec: Codec) -> Arrays | str:
@@ -54,30 +73,35 @@ def decode(record: ArrayRecord, shapes: Shapes, codec: Codec) -> Arrays | str:
     each part's dtype and shape are the codec's spec for its tensor; then the values the
     spec cannot pin (:meth:`Codec.check`: int8 scales, top-k indices).
     """
-    specs = {k: codec.spec(tuple(s)) for k, s in shapes.items()}
-    expected = {part_key(k, p) for k, spec in specs.items() for p in spec}
+    specs = {k: codec.spec(tuple(shapes[k])) for k in sorted(shapes)}
+    expected = {part_key(k, p) for k, spec in specs.items() for p in spec if p not in codec.shared}
+    expected |= {part_key("", p) for p in codec.shared}
     missing, extra = sorted(expected - set(record)), sorted(set(record) - expected)
     if missing or extra:
         return (f"{codec.name} encoding: keys differ from the codec's parts of the trainable "
                 f"set: missing {missing[:5]}, extra {extra[:5]}")  # fmt: skip
+    shared: dict[str, list[np.ndarray]] = {}
+    for part in codec.shared:  # one Array each, split back by the tensors' spec sizes
+        sizes = [spec[part][1][0] for spec in specs.values()]
+        value = _read(record, part_key("", part), specs[next(iter(specs))][part][0],
+                      (sum(sizes),), codec)  # fmt: skip
+        if isinstance(value, str):
+            return value
+        shared[part] = np.split(value, np.cumsum(sizes)[:-1])
     out = {}
-    for key, spec in specs.items():
-        parts = {}
+    for i, (key, spec) in enumerate(specs.items()):
+        parts = {p: shared[p][i] for p in codec.shared}
         for part, (dtype, shape) in spec.items():
-            name = part_key(key, part)
-            try:
-                value = record[name].numpy()
-            except Exception as exc:  # undecodable payload
-                return f"array {name!r} cannot be decoded ({exc})"
-            if str(value.dtype) != dtype or tuple(value.shape) != shape:
-                return (f"{codec.name} encoding: array {name!r} is {value.dtype}"
-                        f"{list(value.shape)}, expected {dtype}{list(shape)}")  # fmt: skip
-            parts[part] = value
+            if part not in codec.shared:
+                value = _read(record, part_key(key, part), dtype, shape, codec)
+                if isinstance(value, str):
+                    return value
+                parts[part] = value
         problem = codec.check(parts, tuple(shapes[key]))
         if problem:
             return f"{codec.name} encoding of {key!r}: {problem}"
         out[key] = codec.decode(parts, tuple(shapes[key]))
-    return out
+    return {k: out[k] for k in shapes}
 
 
 def received(content: RecordDict, codec: Codec) -> ArrayRecord:

@@ -37,6 +37,11 @@ def test_every_codec_round_trips_through_an_arrayrecord(name):
     for key, value in x.items():
         spec = codec.spec(value.shape)
         for part, (dtype, shape) in spec.items():
+            if part in codec.shared:  # one Array for all tensors: int8's scales
+                shared = record[wire.part_key("", part)].numpy()
+                assert shared.dtype == np.dtype(dtype)
+                assert shared.shape == (sum(codec.spec(s)[part][1][0] for s in SHAPES.values()),)
+                continue
             assert record[wire.part_key(key, part)].numpy().dtype == np.dtype(dtype)
             assert tuple(record[wire.part_key(key, part)].numpy().shape) == shape
         assert decoded[key].dtype == np.float32 and decoded[key].shape == value.shape
@@ -153,17 +158,17 @@ def _encoded(name: str, mode: str = "", **params) -> tuple[ArrayRecord, RecordDi
 @pytest.mark.parametrize(
     ("name", "mode", "reason"),
     [
-        ("int8", "part-dtype", "is float64[8, 384], expected int8[8, 384]"),
-        ("int8", "part-shape", "expected int8[8, 384]"),
-        ("int8", "part-missing", "missing ['blocks.0.attn.qkv.lora_A#scale']"),
+        ("int8", "part-dtype", "is float64[10, 384], expected int8[10, 384]"),
+        ("int8", "part-shape", "is int8[3841], expected int8[10, 384]"),
+        ("int8", "part-missing", "missing ['#scale']"),
         ("int8", "scale-nan", "int8 scales must be finite and > 0"),
         ("int8", "scale-zero", "int8 scales must be finite and > 0"),
-        ("topk", "part-missing", "missing ['blocks.0.attn.qkv.lora_A#index']"),
-        ("topk", "index-range", "top-k indices must be in [0, 3072)"),
+        ("topk", "part-missing", "missing ['head.weight#index']"),
+        ("topk", "index-range", "top-k indices must be in [0, 3840)"),
         ("topk", "index-duplicate", "top-k indices repeat"),
         ("topk", "index-unsorted", "top-k indices are not sorted ascending"),
-        ("topk", "topk-count", "expected float32[308]"),
-        ("fp16", "part-dtype", "is float64[8, 384], expected float16[8, 384]"),
+        ("topk", "topk-count", "is float32[383], expected float32[384]"),
+        ("fp16", "part-dtype", "is float64[10, 384], expected float16[10, 384]"),
     ],
 )
 def test_each_malformed_encoding_is_refused_by_name(name, mode, reason):

@@ -124,9 +124,9 @@ def test_int8_uplink_and_fp16_downlink_learn(int8_run):
               "carried_as": "int8 values and float32 absmax scales"}  # fmt: skip
     assert metrics["wire"]["uplink"] == uplink
     assert metrics["wire"]["downlink"]["codec"] == "fp16"
-    # LoRA + head at 28 px: int8 values + one scale Array per tensor; fp16 halves the rest
+    # LoRA + head at 28 px: int8 values and one scale Array in all; fp16 halves the rest
     for row in rounds[1:]:
-        assert 0.25 < row["uplink_ratio"] < 0.5, row["uplink_ratio"]
+        assert 0.25 < row["uplink_ratio"] < 0.3, row["uplink_ratio"]  # 0.266 measured
         assert 0.5 <= row["downlink_ratio"] < 0.6, row["downlink_ratio"]
     assert "(up 0.2" in out and "fp32) |" in out  # the round line shows the ratios
 
