@@ -12,20 +12,25 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# The longest files first (seconds each took in a fresh-clone CI run of 2026-12-02, -n 3):
-# pytest-xdist hands each worker whole files in collection order, so a long file collected
-# late ran while the other workers had finished (the suite took 12:15 for 613 s of work
-# per worker). Only the order changes; a file not listed keeps its place after these.
+# The longest files first (seconds each took in a fresh-clone CI run of 2026-12-02, -n 3,
+# the second of that day's session 8): pytest-xdist hands each worker whole files in
+# collection order, so a long file collected late ran while the other workers had
+# finished. The two that mostly wait (a dead node's heartbeat, a round timeout) come
+# third and fourth, so that their waits overlap the busy runs instead of ending the suite
+# (in that run test_deploy_kill, eighth then, ran alone at the end). Only the order
+# changes; a file not listed keeps its place after these.
 LONGEST_FIRST = (
-    "e2e/test_resume.py",  # 233
-    "e2e/test_deploy.py",  # 212
-    "e2e/test_simulation.py",  # 186
-    "e2e/test_dp.py",  # 169 (local DP)
-    "e2e/test_robustness.py",  # 158
-    "e2e/test_compression.py",  # 163 beside a sweep (its two runs at once), not yet in CI
-    "e2e/test_dp_central_run.py",  # 113
-    "e2e/test_deploy_kill.py",  # 108, mostly waiting for the dead node's heartbeat
-    "e2e/test_straggler.py",  # 82, mostly waiting for the round timeout
+    "e2e/test_resume.py",  # 275
+    "e2e/test_compression.py",  # 219 (its two runs at once)
+    "e2e/test_deploy_kill.py",  # 112, mostly waiting for the dead node's heartbeat
+    "e2e/test_straggler.py",  # 134, mostly waiting for the round timeout
+    "e2e/test_dp.py",  # 183 (local DP)
+    "e2e/test_deploy.py",  # 241
+    "e2e/test_simulation.py",  # 254
+    "e2e/test_robustness.py",  # 183
+    "e2e/test_ray_cluster.py",  # 131
+    "e2e/test_faults.py",  # 111
+    "e2e/test_dp_central_run.py",  # 62
 )
 
 
