@@ -24,7 +24,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from .arrays import Arrays
-from .codecs import Codec
+from .codecs import Codec, Parts
 
 SEP = "#"
 COMM = "comm"  # the reply's ConfigRecord naming its codec
@@ -41,10 +41,15 @@ def part_key(key: str, part: str) -> str:
 
 def encode(arrays: Arrays, codec: Codec) -> ArrayRecord:
     """``arrays`` (fp32) as ``codec``'s parts, in one ArrayRecord."""
+    return _pack({k: codec.encode(v) for k, v in arrays.items()}, codec)
+
+
+def _pack(parts: dict[str, Parts], codec: Codec) -> ArrayRecord:
+    """Each tensor's encoded ``parts`` in one ArrayRecord (shared parts concatenated)."""
     record = ArrayRecord()
     shared: dict[str, list[np.ndarray]] = {part: [] for part in codec.shared}
-    for key in sorted(arrays):
-        for part, data in codec.encode(arrays[key]).items():
+    for key in sorted(parts):
+        for part, data in parts[key].items():
             if part in shared:
                 shared[part].append(data)
             else:
@@ -155,11 +160,8 @@ def encode_update(
     residual = state.array_records.get(RESIDUAL) if state is not None else None
     if residual is not None and set(residual) == set(update):
         update = {k: v + residual[k].numpy() for k, v in update.items()}
-    record = encode(update, codec)
-    if state is not None:
-        decoded = decode(record, {k: v.shape for k, v in update.items()}, codec)
-        assert not isinstance(decoded, str), decoded  # our own encoding
-        state[RESIDUAL] = ArrayRecord(
-            {k: Array(np.ascontiguousarray(update[k] - decoded[k])) for k in update}
-        )
-    return record
+    parts = {k: codec.encode(v) for k, v in update.items()}
+    if state is not None:  # what this encoding loses, from the parts themselves
+        lost = {k: v - codec.decode(parts[k], v.shape) for k, v in update.items()}
+        state[RESIDUAL] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in lost.items()})
+    return _pack(parts, codec)
