@@ -76,6 +76,14 @@ def non_negative(text: str) -> float:
     return value
 
 
+def positive(text: str) -> float:
+    """``argparse`` type: a finite float > 0 (``--cpus-per-client``)."""
+    value = non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
+    return value
+
+
 def federation_config(num_supernodes: int, cpus_per_client: float,
                       gpus_per_client: float = 0.0) -> str:  # fmt: skip
     """The ``flwr run --federation-config`` string of a simulation.
@@ -192,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run-config overrides or a .toml preset (repeatable; merged key by key, later wins)",
     )
     p.add_argument("--num-supernodes", type=int, default=10)
-    p.add_argument("--cpus-per-client", type=float, default=1.0)
+    p.add_argument("--cpus-per-client", type=positive, default=1.0,
+                   help="CPU share of each ClientApp for Ray's scheduling (default 1: one "
+                        "Ray actor per CPU)")  # fmt: skip
     p.add_argument(
         "--gpus-per-client",
         type=non_negative,

@@ -3,6 +3,7 @@
     .venv/bin/fedpeft-sweep conf/sweep-cpu.toml            # run what is missing, then report
     .venv/bin/fedpeft-sweep conf/sweep-cpu.toml --report   # only rebuild RESULTS.md and plots
     .venv/bin/fedpeft-sweep SWEEP.toml --gpus-per-client 0.25  # each run: 4 clients per GPU
+    .venv/bin/fedpeft-sweep SWEEP.toml --cpus-per-client 2     # each run: one actor per 2 CPUs
 
 A sweep file names a base preset, the methods, the seeds and the settings (each a
 run-config string). Several sweep files can report into one ``RESULTS.md``: a sweep
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpeft.config import app_config, parse_run_config
-from fedpeft.launch import LOG_FILE, non_negative
+from fedpeft.launch import LOG_FILE, non_negative, positive
 from fedpeft.progress import duration, eta
 from fedpeft.record import read_run
 from fedpeft.report import write_report
@@ -93,13 +94,16 @@ def is_done(results: Path, run: Run, expected: Config | None = None) -> bool:
     return not stale
 
 
-def simulate(run: Run, num_supernodes: int, out_dir: Path, gpus_per_client: float = 0.0) -> Path:
+def simulate(run: Run, num_supernodes: int, out_dir: Path, gpus_per_client: float = 0.0,
+             cpus_per_client: float = 1.0) -> Path:  # fmt: skip
     """Run one simulation with ``fedpeft-sim``; return its run folder.
 
-    ``gpus_per_client`` > 0 is passed on as ``--gpus-per-client`` (the machine's, not
-    the run's: it is not part of the run config the sweep compares).
+    ``gpus_per_client`` > 0 and ``cpus_per_client`` are passed on as
+    ``--gpus-per-client`` and ``--cpus-per-client`` (the machine's, not the run's:
+    they are not part of the run config the sweep compares).
     """
-    cmd = [sys.executable, "-m", "fedpeft.launch", "--num-supernodes", str(num_supernodes)]
+    cmd = [sys.executable, "-m", "fedpeft.launch", "--num-supernodes", str(num_supernodes),
+           "--cpus-per-client", f"{cpus_per_client:g}"]  # fmt: skip
     if gpus_per_client > 0:
         cmd += ["--gpus-per-client", f"{gpus_per_client:g}"]
     for item in (*run.overrides, f"output.dir='{out_dir}' output.run-name='{run.name}'"):
@@ -157,12 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="only rebuild the report")
     parser.add_argument("--gpus-per-client", type=non_negative, default=0.0,
                         help="passed to each run's fedpeft-sim (default 0: no GPU)")  # fmt: skip
+    parser.add_argument("--cpus-per-client", type=positive, default=1.0,
+                        help="passed to each run's fedpeft-sim (default 1)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     sweep = load_sweep(args.sweep)
     failed = []
     if not args.report:
-        runner = functools.partial(simulate, gpus_per_client=args.gpus_per_client)
+        runner = functools.partial(simulate, gpus_per_client=args.gpus_per_client,
+                                   cpus_per_client=args.cpus_per_client)  # fmt: skip
         failed = [r.name for r, status in run_sweep(sweep, runner) if status != "completed"]
     write_report(sweep, command=f"fedpeft-sweep {args.sweep}")
     if failed:

@@ -130,6 +130,10 @@ def load(out_dir: Path, expected: dict[str, Any]) -> Checkpoint:
     kind, keys, pos, has_gauss, cached = meta["rng"]["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     log.info("Resuming from %s after round %d", path, meta["round"])
+    # safetensors stores its keys sorted; the model's order comes back from the fingerprint,
+    # so what depends on the order sees the uninterrupted run's arrays (central DP draws its
+    # seeded noise tensor by tensor, in this order)
+    tensors = _in_order(tensors, list(expected.get("tensors", {})))
     return Checkpoint(
         arrays=ArrayRecord({k: Array(v) for k, v in tensors.items()}),
         server_round=int(meta["round"]),
@@ -138,6 +142,12 @@ def load(out_dir: Path, expected: dict[str, Any]) -> Checkpoint:
         state_arrays=extra,
         best=best,
     )
+
+
+def _in_order(tensors: dict[str, np.ndarray], order: list[str]) -> dict[str, np.ndarray]:
+    """``tensors`` with the keys in ``order`` first, in that order, then the rest."""
+    first = [k for k in order if k in tensors]
+    return {k: tensors[k] for k in [*first, *(k for k in tensors if k not in set(first))]}
 
 
 def _pop_prefixed(tensors: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

@@ -28,6 +28,17 @@ def _arrays(seed: int = 0) -> ArrayRecord:
     )
 
 
+def test_arrays_come_back_in_the_models_order_not_the_files(tmp_path):
+    # Prepare: the model's order is not sorted (safetensors sorts the keys it stores)
+    arrays = ArrayRecord({k: _arrays()[k] for k in ("head.bias", "a.lora_A")})
+    fp = checkpoint.fingerprint(CONFIG, arrays)
+    checkpoint.save(tmp_path, arrays, 1, {"fingerprint": fp})
+    # Execute
+    ck = checkpoint.load(tmp_path, fp)
+    # Assert: order-dependent steps (central DP's seeded noise) see what they saw before
+    assert list(ck.arrays) == ["head.bias", "a.lora_A"]
+
+
 def test_round_trip_is_bit_identical_and_restores_rng(tmp_path):
     # Prepare
     arrays = _arrays()

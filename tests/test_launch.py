@@ -46,15 +46,25 @@ def test_a_bad_gpu_share_is_refused_naming_it(bad):
         launch.federation_config(10, 1.0, bad)
 
 
-@pytest.mark.parametrize("bad", ["-1", "x", "nan"])
-def test_fedpeft_sim_refuses_a_bad_gpus_per_client_before_starting_anything(bad, capsys):
+@pytest.mark.parametrize(
+    ("flag", "bad"),
+    [
+        ("--gpus-per-client", "-1"),
+        ("--gpus-per-client", "x"),
+        ("--gpus-per-client", "nan"),
+        ("--cpus-per-client", "0"),
+        ("--cpus-per-client", "-2"),
+        ("--cpus-per-client", "inf"),
+    ],
+)
+def test_fedpeft_sim_refuses_a_bad_resource_share_before_starting_anything(flag, bad, capsys):
     # Execute
     with pytest.raises(SystemExit) as exit_info:
-        launch.main(["--gpus-per-client", bad, "--netns", "never"])
+        launch.main([flag, bad, "--netns", "never"])
     # Assert: argparse's usage error, naming the flag and the value
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "--gpus-per-client" in err and repr(bad) in err
+    assert flag in err and repr(bad) in err
 
 
 def test_fedpeft_sim_passes_its_gpu_share_to_the_run(monkeypatch, tmp_path):

@@ -253,8 +253,16 @@ class _Recorded:
         self.cmds.append(list(cmd))
 
 
-@pytest.mark.parametrize(("flag", "passed"), [(["--gpus-per-client", "0.25"], ["0.25"]), ([], [])])
-def test_the_sweep_passes_its_gpu_share_to_every_run(sweep, monkeypatch, tmp_path, flag, passed):
+@pytest.mark.parametrize(
+    ("flag", "gpus", "cpus"),
+    [
+        (["--gpus-per-client", "0.25"], ["0.25"], ["1"]),
+        ([], [], ["1"]),
+        (["--cpus-per-client", "2"], [], ["2"]),
+    ],
+)
+def test_the_sweep_passes_its_resource_shares_to_every_run(sweep, monkeypatch, tmp_path, flag,
+                                                           gpus, cpus):  # fmt: skip
     # Prepare: the runs and the report are replaced; the runner fedpeft-sweep builds is kept
     runners = []
     monkeypatch.setattr(sweep_module, "run_sweep", lambda s, runner: runners.append(runner) or [])
@@ -265,18 +273,20 @@ def test_the_sweep_passes_its_gpu_share_to_every_run(sweep, monkeypatch, tmp_pat
     # Execute: fedpeft-sweep's runner makes one run
     assert sweep_module.main([str(sweep_file), *flag]) == 0
     runners[0](sweep.runs[0], 4, tmp_path)
-    # Assert: fedpeft-sim gets the GPU share (none without the flag) and the SuperNodes
+    # Assert: fedpeft-sim gets the GPU share (none without the flag), the CPU share (its
+    # default 1 without the flag) and the SuperNodes
     cmd = recorded.cmds[0]
     assert cmd[1:3] == ["-m", "fedpeft.launch"]
     assert cmd[cmd.index("--num-supernodes") + 1] == "4"
-    got = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--gpus-per-client"]
-    assert got == passed
+    assert [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--gpus-per-client"] == gpus
+    assert [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--cpus-per-client"] == cpus
 
 
-def test_the_sweep_refuses_a_negative_gpu_share(tmp_path, capsys):
+@pytest.mark.parametrize(("flag", "bad"), [("--gpus-per-client", "-1"), ("--cpus-per-client", "0")])
+def test_the_sweep_refuses_a_bad_resource_share(tmp_path, capsys, flag, bad):
     # Execute
     with pytest.raises(SystemExit) as exit_info:
-        sweep_module.main([str(tmp_path / "sweep.toml"), "--gpus-per-client", "-1"])
+        sweep_module.main([str(tmp_path / "sweep.toml"), flag, bad])
     # Assert
     assert exit_info.value.code == 2
-    assert "--gpus-per-client" in capsys.readouterr().err
+    assert flag in capsys.readouterr().err

@@ -1,4 +1,12 @@
-"""Checkpoint and resume: a run SIGKILLed in round 2 and resumed equals an uninterrupted run."""
+"""Checkpoint and resume: a run SIGKILLed in round 2 and resumed equals an uninterrupted run.
+
+The run is stateful on the server in two ways: FedAdam's moments and central DP's
+releases (its ε is cumulative; its noise is seeded by round). The uninterrupted
+reference is the same ServerApp and ClientApp in this process (:mod:`tests.app_grid`),
+so the equality also says that the Ray actors compute what this process computes.
+The central-DP record of the resumed run is checked against ``dp-accounting`` here too:
+a run of its own cost ~60 busy CPU-seconds.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +18,30 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
+from dp_accounting import dp_event
+from dp_accounting.privacy_accountant import NeighboringRelation
+from dp_accounting.rdp import RdpAccountant
 from safetensors import safe_open
 
-from tests.e2e.helpers import ROOT, launch_cmd, read_metrics, run_app
+from fedpeft.config import app_config
+from tests.app_grid import run_in_process
+from tests.e2e.helpers import ROOT, TINY, launch_cmd, read_metrics, run_app
 
+pytestmark = pytest.mark.e2e
+NODES, SAMPLED = 4, 2
 # 4 clients, 2 sampled per round (seeded by partition id), 2 rounds; a stateful server
 # optimizer (FedAdam's moments after round 1 must come back from the checkpoint's tensors
-# for round 2 to match).
-SETUP = ("server.num-rounds=2 server.fraction-train=0.5 server.min-train-nodes=2 "
-         "server.optimizer='fedadam' server.lr=0.01")  # fmt: skip
+# for round 2 to match) after central DP (its releases must come back for round 2's ε).
+# DP's mechanics only: σ = 0.1 (ε in the hundreds), since noise std σ·C/m with m = 3
+# clients and σ = 2 destroyed this tiny model in one round (loss 2.8 → 29.8, then NaN;
+# tried 2026-11-25).
+SIGMA, DELTA = 0.1, 1e-3
+SETUP = (f"server.num-rounds=2 server.fraction-train=0.5 server.min-train-nodes={SAMPLED} "
+         "server.optimizer='fedadam' server.lr=0.01 dp.mode='central' "
+         f"dp.noise-multiplier={SIGMA} dp.clip-norm=0.5 dp.delta={DELTA}")  # fmt: skip
 SAME = ("round", "accuracy", "loss", "clients", "accepted", "bytes_down", "bytes_up",
-        "cum_bytes", "weights")  # fmt: skip
+        "cum_bytes", "weights", "dp_epsilon", "dp_sample_rate", "dp_releases")  # fmt: skip
 
 
 def _checkpoint_round(run_dir: Path) -> int:
@@ -48,40 +69,58 @@ def _kill_serverapp_in_round_2(proc: subprocess.Popen, run_dir: Path, timeout: f
     os.kill(server[0].pid, signal.SIGKILL)
 
 
-def _launch(tmp_path: Path, run_name: str) -> subprocess.Popen:
-    cmd = launch_cmd(tmp_path, SETUP, supernodes=4, run_name=run_name)
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """(reference, resumed) metrics and run folders: the run killed in round 2, resumed."""
+    tmp = tmp_path_factory.mktemp("resume")
+    # Prepare: the run to kill ...
+    killed = tmp / "outputs" / "killed"
+    cmd = launch_cmd(tmp, SETUP, supernodes=NODES, run_name="killed")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
-
-
-def test_killed_in_round_2_and_resumed_equals_uninterrupted(tmp_path):
-    # Prepare: the uninterrupted reference run, started beside the run to kill (each has
-    # its own SuperLink; together they take the test's time of one)
-    full = _launch(tmp_path, "full")
-    # Execute: the same run, killed during round 2 ...
-    killed = tmp_path / "outputs" / "killed"
-    proc = _launch(tmp_path, "killed")
     try:
         _kill_serverapp_in_round_2(proc, killed, timeout=300)
         proc.communicate(timeout=300)
-        out = full.communicate(timeout=600)[0]
     finally:
-        for p in (proc, full):
-            if p.poll() is None:  # the launcher stops its SuperLink on SIGTERM
-                p.terminate()
-                p.communicate(timeout=60)
-    assert full.returncode == 0, out[-4000:]
-    reference = read_metrics(tmp_path, "full")
+        if proc.poll() is None:  # the launcher stops its SuperLink on SIGTERM
+            proc.terminate()
+            proc.communicate(timeout=60)
     assert proc.returncode != 0, "the killed run must not report success"
     assert _checkpoint_round(killed) == 1, "killed after round 2 finished: test did not bite"
-    assert read_metrics(tmp_path, "killed")["status"] == "running"  # died without finishing
-    # ... then resumed from its checkpoint
-    code, out, resumed = run_app(tmp_path, SETUP + " output.resume=true", supernodes=4,
+    assert read_metrics(tmp, "killed")["status"] == "running"  # died without finishing
+    # ... the uninterrupted reference, with the config the SuperLink gives the run ...
+    full = tmp / "outputs" / "full"
+    run_in_process(app_config(ROOT, [TINY, SETUP, f"output.dir='{full.parent}' "
+                                     "output.run-name='full'"]), NODES)  # fmt: skip
+    # Execute: ... and the killed run resumed from its checkpoint
+    code, out, resumed = run_app(tmp, SETUP + " output.resume=true", supernodes=NODES,
                                  run_name="killed")  # fmt: skip
-    # Assert
     assert code == 0, out[-4000:]
+    return read_metrics(tmp, "full"), resumed, full, killed
+
+
+def test_killed_in_round_2_and_resumed_equals_uninterrupted(runs):
+    # Prepare
+    reference, resumed, full, killed = runs
+    # Assert: the same tensors, bit for bit, and the same record of every round
     assert resumed["resumed_after_round"] == 1
-    assert _tensors(killed) == _tensors(tmp_path / "outputs" / "full")
+    assert _tensors(killed) == _tensors(full)
     rows = [{k: r.get(k) for k in SAME} for r in resumed["rounds"]]
     assert rows == [{k: r.get(k) for k in SAME} for r in reference["rounds"]]
     assert [r["round"] for r in rows] == [0, 1, 2]
+
+
+def test_central_dp_records_cumulative_epsilon_per_round(runs):
+    # Prepare: 2 of 4 clients without replacement, replace-one: noise multiplier σ/2
+    # (sensitivity 2C), from an accountant of our own
+    _, resumed, _, _ = runs
+    accountant = RdpAccountant(neighboring_relation=NeighboringRelation.REPLACE_ONE)
+    rows = resumed["rounds"][1:]
+    # Assert: round 2's ε (made after the resume) composes round 1's release too
+    for row in rows:
+        assert not row["failed_round"], row["failure"]
+        accountant.compose(dp_event.SampledWithoutReplacementDpEvent(
+            NODES, SAMPLED, dp_event.GaussianDpEvent(SIGMA / 2)))  # fmt: skip
+        assert row["dp_sample_rate"] == SAMPLED / NODES and row["dp_releases"] == row["round"]
+        assert row["dp_epsilon"] == pytest.approx(accountant.get_epsilon(DELTA), rel=1e-9)
+    assert rows[0]["dp_epsilon"] < rows[1]["dp_epsilon"]
