@@ -30,7 +30,6 @@ LONGEST_FIRST = (
     "e2e/test_robustness.py",  # 183
     "e2e/test_ray_cluster.py",  # 131
     "e2e/test_faults.py",  # 111
-    "e2e/test_dp_central_run.py",  # 62
 )
 
 

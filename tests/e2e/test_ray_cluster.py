@@ -18,6 +18,8 @@ from .helpers import ROOT, TINY
 
 pytestmark = pytest.mark.e2e
 
+# --cpus-per-client 2: one actor on the head's 2 CPUs (as helpers.CPUS_PER_CLIENT), since
+# a second trains nothing faster here and costs its own imports and model build.
 SCRIPT = r"""
 set -u
 ip link set lo up
@@ -31,7 +33,7 @@ for i in $(seq 60); do
     "$RAY" status --address=127.0.0.1:$PORT >/dev/null 2>&1 && break; sleep 1
 done
 RAY_ADDRESS=127.0.0.1:$PORT "$PY" -m fedpeft.launch --app "$APP" --netns never \
-    --num-supernodes 3 --cpus-per-client 1 -c "$TINY" -c "$OUT"
+    --num-supernodes 3 --cpus-per-client 2 -c "$TINY" -c "$OUT"
 CODE=$?
 kill -TERM -- -$HEAD 2>/dev/null; sleep 3; kill -KILL -- -$HEAD 2>/dev/null
 exit $CODE
