@@ -3,10 +3,9 @@ int8's own malformed encodings are rejected by name while the rounds go on.
 
 One simulation, 2 rounds: 3 honest clients and one per int8 class. What each client
 sends is made by the real ClientApp (``fault.modes`` alters its encoded record after
-honest encoding, :func:`fedpeft.faults.corrupt_encoding`). Top-k and the
-codec-agnostic classes go through the same ServerApp and ClientApp in process
-(``tests/test_wire_app.py``): a second launch cost ~50 busy CPU-seconds for what the
-transport does not change.
+honest encoding, :func:`fedpeft.faults.corrupt_encoding`). Top-k's and the
+codec-agnostic classes are in ``tests/e2e/test_straggler.py``'s top-k run, which
+mostly waits for its straggler (a launch of their own cost ~50 busy CPU-seconds).
 """
 
 from __future__ import annotations
