@@ -12,24 +12,25 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# The longest files first (seconds each took in a fresh-clone CI run of 2026-12-02, -n 3,
-# the second of that day's session 8): pytest-xdist hands each worker whole files in
-# collection order, so a long file collected late ran while the other workers had
-# finished. The two that mostly wait (a dead node's heartbeat, a round timeout) come
-# third and fourth, so that their waits overlap the busy runs instead of ending the suite
-# (in that run test_deploy_kill, eighth then, ran alone at the end). Only the order
-# changes; a file not listed keeps its place after these.
+# The longest files first (seconds each took in the fresh-clone CI run of 2026-12-02,
+# session 9, -n 3; the straggler's run has since taken the top-k malformations and a 60 s
+# timeout): pytest-xdist hands each worker whole files in collection order, so a long
+# file collected late runs while the other workers have finished. The two that mostly
+# wait (a dead node's heartbeat, a round timeout) come third and fourth, so that their
+# waits overlap the busy runs instead of ending the suite (in session 8's run
+# test_deploy_kill, eighth then, ran alone at the end). Only the order changes; a file
+# not listed keeps its place after these.
 LONGEST_FIRST = (
-    "e2e/test_resume.py",  # 275
-    "e2e/test_compression.py",  # 219 (its two runs at once)
-    "e2e/test_deploy_kill.py",  # 112, mostly waiting for the dead node's heartbeat
-    "e2e/test_straggler.py",  # 134, mostly waiting for the round timeout
-    "e2e/test_dp.py",  # 183 (local DP)
-    "e2e/test_deploy.py",  # 241
-    "e2e/test_simulation.py",  # 254
-    "e2e/test_robustness.py",  # 183
-    "e2e/test_ray_cluster.py",  # 131
-    "e2e/test_faults.py",  # 111
+    "e2e/test_deploy.py",  # 222
+    "e2e/test_resume.py",  # 200 (the killed run, the in-process reference, the resumed run)
+    "e2e/test_deploy_kill.py",  # 120, mostly waiting for the dead node's heartbeat
+    "e2e/test_straggler.py",  # 113 then, mostly waiting for the round timeout
+    "e2e/test_simulation.py",  # 183
+    "e2e/test_compression.py",  # 147
+    "e2e/test_robustness.py",  # 130
+    "e2e/test_dp.py",  # 84 (local DP)
+    "e2e/test_faults.py",  # 78
+    "e2e/test_ray_cluster.py",  # 48
 )
 
 
