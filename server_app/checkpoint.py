@@ -147,7 +147,8 @@ def load(out_dir: Path, expected: dict[str, Any]) -> Checkpoint:
 def _in_order(tensors: dict[str, np.ndarray], order: list[str]) -> dict[str, np.ndarray]:
     """``tensors`` with the keys in ``order`` first, in that order, then the rest."""
     first = [k for k in order if k in tensors]
-    return {k: tensors[k] for k in [*first, *(k for k in tensors if k not in set(first))]}
+    rest = [k for k in tensors if k not in set(first)]
+    return {k: tensors[k] for k in [*first, *rest]}
 
 
 def _pop_prefixed(tensors: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

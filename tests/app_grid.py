@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.common.serde import message_from_proto, message_to_proto
+from flwr.proto.message_pb2 import Message as ProtoMessage
 from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.app import app as client_app
@@ -23,8 +24,8 @@ from server_app.app import main
 
 
 def _cross(msg: Message) -> Message:
-    """``msg`` after a trip through Flower's wire format."""
-    return message_from_proto(message_to_proto(msg))
+    """``msg`` after a trip through Flower's wire format, as bytes."""
+    return message_from_proto(ProtoMessage.FromString(message_to_proto(msg).SerializeToString()))
 
 
 class AppGrid:
