@@ -1,19 +1,31 @@
-"""Differential privacy in real ``flwr run`` simulations (tiny model, digits, 3 clients).
+"""Local differential privacy in a real simulation attached to an existing Ray cluster.
 
 Local DP: every client runs Opacus DP-SGD and keeps its accountant in
 ``Context.state``; the ε it reports each round must be cumulative and equal an
-independent accountant over all its steps so far. Central DP is
-``test_dp_central_run.py`` (a file of its own, so the two runs go to two workers).
+independent accountant over all its steps so far. Central DP is checked in the resumed
+run of ``test_resume.py``.
+
+The run attaches to a Ray head started here, through ``RAY_ADDRESS`` (what a user with
+a Ray cluster past one machine does): one launch serves both concerns, since each launch
+costs ~70 busy CPU-seconds of start-up here. The head and the run share one
+loopback-only network namespace (root), so no listener reaches another address; the head
+is stopped by its PID.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from opacus.accountants import RDPAccountant
 
-from .helpers import run_app, run_log
+from .helpers import ROOT, TINY, run_log
 
 pytestmark = pytest.mark.e2e
 SIGMA, DELTA, BATCH = 1.0, 1e-4, 64
@@ -22,15 +34,69 @@ LOCAL = (
     f"dp.delta={DELTA} train.batch-size={BATCH}"
 )
 
+# --cpus-per-client 2: one actor on the head's 2 CPUs (as helpers.CPUS_PER_CLIENT), since
+# a second trains nothing faster here and costs its own imports and model build.
+SCRIPT = r"""
+set -u
+ip link set lo up
+PORT=6399
+setsid "$RAY" start --head --block --node-ip-address=127.0.0.1 \
+    --port=$PORT \
+    --num-cpus=2 --include-dashboard=false --disable-usage-stats \
+    --temp-dir="$RAYTMP" > "$RAYTMP/head.log" 2>&1 &
+HEAD=$!
+for i in $(seq 60); do
+    "$RAY" status --address=127.0.0.1:$PORT >/dev/null 2>&1 && break; sleep 1
+done
+RAY_ADDRESS=127.0.0.1:$PORT "$PY" -m fedpeft.launch --app "$APP" --netns never \
+    --num-supernodes 3 --cpus-per-client 2 -c "$TINY" -c "$LOCAL" -c "$OUT"
+CODE=$?
+kill -TERM -- -$HEAD 2>/dev/null; sleep 3; kill -KILL -- -$HEAD 2>/dev/null
+exit $CODE
+"""
+
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
+    """(exit code, output, metrics.json, run.log, the Ray head's worker logs)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):  # CI runs as root
+        pytest.fail("needs root and unshare for a loopback-only network namespace")
     tmp = tmp_path_factory.mktemp("dp-local")
-    return *run_app(tmp, LOCAL), run_log(tmp)
+    raytmp = Path("/tmp") / f"fp-ray-{os.getpid()}"  # short: Ray's socket paths are limited
+    raytmp.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "RAY": str(Path(sys.executable).parent / "ray"),
+        "PY": sys.executable,
+        "APP": str(ROOT),
+        "RAYTMP": str(raytmp),
+        "TINY": TINY,
+        "LOCAL": LOCAL,
+        "OUT": f"output.dir='{tmp / 'outputs'}' output.run-name='e2e'",
+    }
+    try:
+        proc = subprocess.run(["unshare", "--net", "bash", "-c", SCRIPT], env=env,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        worker_logs = "".join(
+            p.read_text(errors="ignore") for p in raytmp.glob("session_*/logs/worker-*")
+        )
+    finally:
+        shutil.rmtree(raytmp, ignore_errors=True)
+    metrics_file = tmp / "outputs" / "e2e" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    return proc.returncode, proc.stdout + proc.stderr, metrics, run_log(tmp), worker_logs
+
+
+def test_the_run_attaches_to_the_existing_ray_cluster(local_run):
+    code, output, metrics, _, worker_logs = local_run
+    # Assert: the run completed and its clients ran on the head's workers
+    assert code == 0, output[-4000:]
+    assert metrics["status"] == "completed"
+    assert "PEFT method lora" in worker_logs
 
 
 def test_local_dp_run_completes_and_reports_epsilon_per_client(local_run):
-    code, output, metrics, full_log = local_run
+    code, output, metrics, full_log, _ = local_run
     assert code == 0, output[-4000:]
     assert metrics["status"] == "completed"
     for row in metrics["rounds"][1:]:
@@ -40,7 +106,7 @@ def test_local_dp_run_completes_and_reports_epsilon_per_client(local_run):
 
 
 def test_local_epsilon_is_cumulative_and_matches_an_independent_accountant(local_run):
-    _, _, metrics, _ = local_run
+    _, _, metrics, _, _ = local_run
     history: dict[int, list[float]] = {}
     for server_round, row in enumerate(metrics["rounds"][1:], start=1):
         for m in row["client_metrics"]:
