@@ -21,16 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # test_deploy_kill, eighth then, ran alone at the end). Only the order changes; a file
 # not listed keeps its place after these.
 LONGEST_FIRST = (
-    "e2e/test_deploy.py",  # 222
+    "e2e/test_deploy.py",  # 222 (then without the killed-node run, ~120 more)
     "e2e/test_resume.py",  # 200 (the killed run, the in-process reference, the resumed run)
-    "e2e/test_deploy_kill.py",  # 120, mostly waiting for the dead node's heartbeat
     "e2e/test_straggler.py",  # 113 then, mostly waiting for the round timeout
     "e2e/test_simulation.py",  # 183
     "e2e/test_compression.py",  # 147
     "e2e/test_robustness.py",  # 130
-    "e2e/test_dp.py",  # 84 (local DP)
+    "e2e/test_dp.py",  # 84 (local DP; now on an existing Ray cluster too)
     "e2e/test_faults.py",  # 78
-    "e2e/test_ray_cluster.py",  # 48
 )
 
 

@@ -2,15 +2,16 @@
 
 One TLS + authentication federation of 2 SuperNodes (one on a partition, one on
 its own image folder with a local weights file) runs 2 rounds, refuses an
-unregistered node, survives a SuperLink restart on the same database and stops
-with no process left. A federation that loses a SuperNode mid-run is
-``test_deploy_kill.py`` (a file of its own: pytest-xdist gives each file to one
-worker, and the two federations' minutes then run side by side).
+unregistered node, survives a SuperLink restart on the same database, completes a
+second run in which a SuperNode is SIGKILLed mid-round, and stops with no process
+left. The tests run in this file's order, on the one federation: a second federation
+would cost its SuperLink's and SuperNodes' start-up again.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -105,10 +106,38 @@ def test_superlink_restart_keeps_runs_and_nodes(fed, first_run):
     fed.wait_online(2)  # the registered SuperNodes reconnect on their own
 
 
+def test_run_completes_after_a_supernode_is_killed(fed):
+    # Prepare: a round needs one reply. The round timeout is generous: the SuperLink
+    # answers for a dead node once its heartbeat lapses (<= 60 s).
+    out = fed.work.parent / "outputs-kill"
+    config = deploy_config(out, "server.min-train-nodes=1 server.round-timeout=300.0")
+    node_log = fed.work / "supernode-2.log"
+    seen = node_log.read_text().count("Receiving: train message")  # the first run's
+    run = fed.cli.start_run(config)
+    result: list = []  # drained in a thread so flwr run never blocks on a full pipe
+    waiter = threading.Thread(target=lambda: result.extend(fed.cli.finish_run(run, 600)))
+    waiter.start()
+    deadline = time.monotonic() + 300
+    while node_log.read_text().count("Receiving: train message") == seen:
+        assert time.monotonic() < deadline and waiter.is_alive(), "no train message"
+        time.sleep(0.2)
+    # Execute: the image-folder device dies (SIGKILL, whole process group) while training
+    fed.kill_supernode(1)
+    waiter.join()
+    _, status, output = result
+    # Assert: round 1 goes on with the survivor's reply, round 2 has only the survivor
+    assert status == "finished:completed", output[-4000:]
+    rows = json.loads((out / "deploy" / "metrics.json").read_text())["rounds"]
+    assert [r["accepted"] for r in rows[1:]] == [1, 1], rows
+    assert rows[1]["clients"] == 2 and rows[1]["failed"] == 1  # NODE_UNAVAILABLE for the dead
+    assert rows[2]["clients"] == 1
+    assert not [pid for pid in fed.signalled if alive(pid)]
+
+
 def test_stop_leaves_no_process(fed):
     # Prepare
     pids = set(json.loads((fed.work / "pids.json").read_text()).values())
-    assert len(pids) == 3  # SuperLink + 2 SuperNodes (the intruder exited)
+    assert len(pids) == 2  # SuperLink + the surviving SuperNode (intruder exited, one killed)
     # Execute
     signalled = fed.stop()
     # Assert
