@@ -14,12 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The longest files first (seconds each took in the fresh-clone CI run of 2026-12-02,
 # session 9, -n 3; the straggler's run has since taken the top-k malformations and a 60 s
-# timeout): pytest-xdist hands each worker whole files in collection order, so a long
-# file collected late runs while the other workers have finished. The two that mostly
-# wait (a dead node's heartbeat, a round timeout) come third and fourth, so that their
-# waits overlap the busy runs instead of ending the suite (in session 8's run
-# test_deploy_kill, eighth then, ran alone at the end). Only the order changes; a file
-# not listed keeps its place after these.
+# timeout, test_deploy the killed-SuperNode run and test_dp the Ray-cluster attach):
+# pytest-xdist hands each worker whole files in collection order, so a long file
+# collected late runs while the other workers have finished. The files that mostly wait
+# (a dead node's heartbeat in test_deploy, a round timeout in test_straggler) come early,
+# so that their waits overlap the busy runs instead of ending the suite (in session 8's
+# run the killed-node file, eighth then, ran alone at the end). Only the order changes; a
+# file not listed keeps its place after these.
 LONGEST_FIRST = (
     "e2e/test_deploy.py",  # 222 (then without the killed-node run, ~120 more)
     "e2e/test_resume.py",  # 200 (the killed run, the in-process reference, the resumed run)
