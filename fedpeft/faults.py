@@ -6,23 +6,33 @@ that probability — raise (``fault.dropout-mode = "raise"``) or stall for
 ``fault.sleep`` seconds, past the round timeout (``"sleep"``) — seeded by
 (seed, round, partition) so a run is reproducible and a test can predict who
 drops. With an encoded uplink (``comm.uplink``), :data:`ENCODING_MODES` send a
-malformed encoding instead. Nothing here runs unless configured; the keys are
+malformed encoding instead. On the server, ``fault.server-crash-round`` kills the
+ServerApp's process between a round's aggregation and its checkpoint
+(:func:`crash_after_aggregation`). Nothing here runs unless configured; the keys are
 :class:`fedpeft.config.FaultConfig`, which checks ``fault.modes`` against :data:`MODES`.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import random
+import signal
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.common.constant import LOG_UPLOAD_INTERVAL
 
 from .arrays import Arrays
 
 if TYPE_CHECKING:
     from .config import FaultConfig
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 # Malformed encodings of an encoded reply (comm.uplink other than "none"): mode → the
 # uplink codec it needs ("" = any). They alter the encoded record after honest encoding.
@@ -149,3 +159,31 @@ def before_training(cfg: FaultConfig, seed: int, server_round: int, partition_id
     if mode == "sleep":
         time.sleep(cfg.sleep)
     return mode
+
+
+def crash_after_aggregation(
+    cfg: FaultConfig, evaluate_fn: Callable[[int, ArrayRecord], R]
+) -> Callable[[int, ArrayRecord], R]:
+    """``evaluate_fn``, but SIGKILL this process on entering round ``fault.server-crash-round``.
+
+    The round loop evaluates a round's aggregated arrays right before it records and
+    checkpoints them, so dying there is a crash after the replies arrived and before
+    the checkpoint: nothing of the round reaches the disk. ``evaluate_fn`` itself when
+    the drill is off (0).
+    """
+    if cfg.server_crash_round == 0:
+        return evaluate_fn
+
+    def crashing(server_round: int, arrays: ArrayRecord) -> R:
+        if server_round == cfg.server_crash_round:
+            log.warning("fault.server-crash-round=%d: SIGKILL after aggregation, before the "
+                        "checkpoint", server_round)  # fmt: skip
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            # Flower's log uploader ships a process's lines every LOG_UPLOAD_INTERVAL
+            # seconds; waiting for two lets this one reach the run's log before the kill.
+            time.sleep(2 * LOG_UPLOAD_INTERVAL)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return evaluate_fn(server_round, arrays)
+
+    return crashing

@@ -25,6 +25,7 @@ from fedpeft.data import load_test
 from fedpeft.device import set_threads
 from fedpeft.dp import warn_delta
 from fedpeft.engine import make_engine
+from fedpeft.faults import crash_after_aggregation
 from fedpeft.logs import setup_logging
 from fedpeft.model import build_model
 from fedpeft.progress import RESULTS
@@ -164,6 +165,10 @@ def main(grid: Grid, context: Context) -> None:
         "Sending %d trainable tensors (%d parameters): %s bytes per client per direction",
         len(initial), n_params, f"{per_transfer:,}",
     )  # fmt: skip
+    evaluate_fn = make_evaluate_fn(
+        model, test, cfg.server.eval_batch_size, engine, cfg.train.feature_cache
+    )
+    evaluate_fn = crash_after_aggregation(cfg.fault, evaluate_fn)  # a drill only when set
     try:
         if cfg.peft.head.init == "ncm" and first_round == 1:  # a round 0 of its own
             start_arrays = initialise_head(strategy, grid, start_arrays, head_keys(model),
@@ -174,9 +179,7 @@ def main(grid: Grid, context: Context) -> None:
             num_rounds=cfg.server.num_rounds,
             timeout=cfg.server.round_timeout,
             train_config=ConfigRecord(),  # lr per round from the strategy's lr_at
-            evaluate_fn=make_evaluate_fn(
-                model, test, cfg.server.eval_batch_size, engine, cfg.train.feature_cache
-            ),
+            evaluate_fn=evaluate_fn,
             first_round=first_round,
             recorder=recorder,
         )

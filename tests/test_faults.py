@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -50,6 +55,31 @@ def test_dropout_in_sleep_mode_stalls_the_predicted_partitions(monkeypatch):
 def test_a_sleep_fault_without_a_sleep_time_fails_at_start_up(kwargs):
     with pytest.raises(ConfigError, match=r"fault.sleep.*needs fault.sleep > 0"):
         FaultConfig(**kwargs)
+
+
+def test_the_server_crash_drill_is_off_by_default_and_refuses_a_negative_round():
+    def evaluate_fn(server_round, arrays):
+        return server_round
+
+    assert faults.crash_after_aggregation(FaultConfig(), evaluate_fn) is evaluate_fn
+    with pytest.raises(ConfigError, match=r"fault.server-crash-round=-1: must be >= 0"):
+        FaultConfig(server_crash_round=-1)
+
+
+def test_the_server_crash_drill_sigkills_its_process_in_its_round_only():
+    # Prepare: the wrapped evaluate_fn in a process of its own, rounds 0, 1 then 2
+    code = (
+        "from fedpeft import faults; from fedpeft.config import FaultConfig\n"
+        "fn = faults.crash_after_aggregation(FaultConfig(server_crash_round=2), "
+        "lambda r, a: print('evaluated', r, flush=True))\n"
+        "for r in (0, 1, 2, 3): fn(r, None)\n"
+    )
+    # Execute
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    # Assert: rounds 0 and 1 evaluated, then SIGKILL on entering round 2
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[:-1] == ["evaluated 0", "evaluated 1"]
 
 
 def test_scale_and_sign_flip_act_on_the_update():

@@ -34,6 +34,10 @@ class FaultConfig:
     scale: float = key(100.0, "factor of the scale / sign-flip attacks and value of fill, "
                        "where fault.modes gives none")  # fmt: skip
     sleep: float = key(0.0, "seconds a `sleep` client / straggler stalls before training")
+    server_crash_round: int = key(0, "the ServerApp's process SIGKILLs itself in this "
+                                  "round once its replies are aggregated, before the "
+                                  "round's evaluation and checkpoint (a crash drill; "
+                                  "0: never)")  # fmt: skip
 
     def __post_init__(self) -> None:
         check(0 <= self.dropout < 1, "fault.dropout", self.dropout, "must be in [0, 1)")
@@ -44,6 +48,8 @@ class FaultConfig:
             "valid choices: ['raise', 'sleep']",
         )
         check(self.sleep >= 0, "fault.sleep", self.sleep, "must be >= 0")
+        check(self.server_crash_round >= 0, "fault.server-crash-round",
+              self.server_crash_round, "must be >= 0 (0: never)")  # fmt: skip
         stalls = (self.dropout > 0 and self.dropout_mode == "sleep") or "sleep" in (
             self.by_partition().values()
         )

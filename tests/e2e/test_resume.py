@@ -1,4 +1,6 @@
-"""Checkpoint and resume: a run SIGKILLed in round 2 and resumed equals an uninterrupted run.
+"""Checkpoint and resume: a ServerApp SIGKILLed in round 2 during aggregation (its replies
+in, its checkpoint not yet written: ``fault.server-crash-round``) and resumed equals an
+uninterrupted run.
 
 The run is stateful on the server in two ways: FedAdam's moments and central DP's
 releases (its ε is cumulative; its noise is seeded by round). The uninterrupted
@@ -11,13 +13,8 @@ a run of its own cost ~60 busy CPU-seconds.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 from dp_accounting import dp_event
 from dp_accounting.privacy_accountant import NeighboringRelation
@@ -26,7 +23,7 @@ from safetensors import safe_open
 
 from fedpeft.config import app_config
 from tests.app_grid import run_in_process
-from tests.e2e.helpers import ROOT, TINY, launch_cmd, read_metrics, run_app
+from tests.e2e.helpers import ROOT, TINY, read_metrics, run_app, run_log
 
 pytestmark = pytest.mark.e2e
 NODES, SAMPLED = 4, 2
@@ -54,40 +51,20 @@ def _tensors(run_dir: Path) -> dict[str, bytes]:
         return {k: f.get_tensor(k).tobytes() for k in f.keys()}
 
 
-def _kill_serverapp_in_round_2(proc: subprocess.Popen, run_dir: Path, timeout: float) -> None:
-    """SIGKILL the process running the ServerApp once round 1 is checkpointed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (run_dir / "checkpoint.safetensors").exists() and _checkpoint_round(run_dir) == 1:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("round 1 was never checkpointed")
-    server = [p for p in psutil.Process(proc.pid).children(recursive=True)
-              if any("flwr-simulation" in part for part in p.cmdline())]  # fmt: skip
-    assert len(server) == 1, server
-    os.kill(server[0].pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(reference, resumed) metrics and run folders: the run killed in round 2, resumed."""
     tmp = tmp_path_factory.mktemp("resume")
-    # Prepare: the run to kill ...
+    # Prepare: the run whose ServerApp process dies in round 2, after aggregating ...
     killed = tmp / "outputs" / "killed"
-    cmd = launch_cmd(tmp, SETUP, supernodes=NODES, run_name="killed")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)  # fmt: skip
-    try:
-        _kill_serverapp_in_round_2(proc, killed, timeout=300)
-        proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:  # the launcher stops its SuperLink on SIGTERM
-            proc.terminate()
-            proc.communicate(timeout=60)
-    assert proc.returncode != 0, "the killed run must not report success"
-    assert _checkpoint_round(killed) == 1, "killed after round 2 finished: test did not bite"
-    assert read_metrics(tmp, "killed")["status"] == "running"  # died without finishing
+    code, out, _ = run_app(tmp, SETUP + " fault.server-crash-round=2", supernodes=NODES,
+                           run_name="killed", timeout=300)  # fmt: skip
+    assert code != 0, "the killed run must not report success"
+    assert "fault.server-crash-round=2: SIGKILL after aggregation" in run_log(tmp, "killed")
+    assert _checkpoint_round(killed) == 1, "round 2 reached the checkpoint: test did not bite"
+    crashed = read_metrics(tmp, "killed")
+    assert crashed["status"] == "running"  # died without finishing
+    assert [r["round"] for r in crashed["rounds"]] == [0, 1]  # nothing of round 2 recorded
     # ... the uninterrupted reference, with the config the SuperLink gives the run ...
     full = tmp / "outputs" / "full"
     run_in_process(app_config(ROOT, [TINY, SETUP, f"output.dir='{full.parent}' "
