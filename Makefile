@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-UV_INSTALL := $(VENV)/bin/uv pip install --python $(PY)
+UV_INSTALL := $(VENV)/bin/uv pip install --python $(PY) --compile-bytecode
 STAMP := $(VENV)/.installed
 SUPERNODES ?= 10
 RUN_CONFIG ?=
