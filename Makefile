@@ -12,8 +12,11 @@ RUN_CONFIG ?=
 .PHONY: run test lint data install clean
 
 # uv installs the same pins (constraints.txt) as pip would: the same 152 packages at the
-# same versions, in 31 s where pip took 3 min 35 s (a cold cache each, most of it torch's
-# 5.5 GB of CUDA wheels; measured side by side here, 2026-12-02). pip stays in the venv.
+# same versions, in 84 s where pip took 3 min 35 s (a cold cache each, most of it torch's
+# 5.5 GB of CUDA wheels; measured here, 2026-12-02). --compile-bytecode as pip does:
+# with PYTHONDONTWRITEBYTECODE=1 (set on these machines) nothing is cached at import, and
+# torch+timm+peft+flwr-datasets then took 26 s to import instead of 9-12 s, per process.
+# pip stays in the venv.
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt uv

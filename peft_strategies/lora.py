@@ -2,9 +2,13 @@
 
 ``peft.inject_adapter_in_model`` adds ``lora_A``/``lora_B`` to each
 ``blocks.i.attn.qkv`` in place, so the model stays a timm
-``VisionTransformer``. FedAvg averages A and B separately, as standard
-FedAvg does (exact LoRA aggregation is later work). Exported for inference,
-LoRA is merged into the ``qkv`` weights (:meth:`LoraTuning.fold`).
+``VisionTransformer``. ``peft.lora.federation`` says which factors train and
+travel (:data:`FEDERATIONS`): ``fedavg`` trains A and B and FedAvg averages them
+separately, as standard FedAvg does (inexact: mean(B)·mean(A) ≠ mean(B·A));
+``ffa`` (FFA-LoRA) keeps A at its seeded initialisation — the same on every client
+and the server, since every process builds the model from the run's seed — and
+trains and sends only B (and the head), which makes the average exact. Exported for
+inference, LoRA is merged into the ``qkv`` weights (:meth:`LoraTuning.fold`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ from torch import nn
 from .base import MethodConfig, PeftMethod, ViTDims, freeze_all_but_head, lr_field
 from .registry import register
 
+# peft.lora.federation → the LoRA factors that train and travel. On timm's fused qkv
+# (in dim, out 3·dim) B holds three times A's parameters: ffa sends 75% of fedavg's
+# factor bytes. FFA-LoRA: Sun et al., "Improving LoRA in Privacy-preserving Federated
+# Learning", ICLR 2024 (A frozen at a shared random init, B from zero).
+FEDERATIONS: dict[str, tuple[str, ...]] = {
+    "fedavg": ("lora_A", "lora_B"),
+    "ffa": ("lora_B",),
+}
+
 
 @dataclass(frozen=True)
 class LoraMethodConfig(MethodConfig):
@@ -25,6 +38,10 @@ class LoraMethodConfig(MethodConfig):
     r: int = field(default=8, metadata={"help": "LoRA rank (peft's LoRA on every block's qkv)"})
     alpha: float = field(default=16.0, metadata={"help": "LoRA scaling: scale = alpha / r"})
     dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    federation: str = field(default="fedavg", metadata={
+        "help": "which LoRA factors train and travel: `fedavg` (A and B, averaged "
+                "separately) or `ffa` (FFA-LoRA: A frozen at its seeded init, the same "
+                "everywhere; only B and the head travel)"})  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -34,6 +51,9 @@ class LoraMethodConfig(MethodConfig):
             raise ValueError(f"alpha={self.alpha!r}: must be > 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout!r}: must be in [0, 1)")
+        if self.federation not in FEDERATIONS:
+            raise ValueError(f"federation={self.federation!r}: valid choices: "
+                             f"{list(FEDERATIONS)}")  # fmt: skip
 
 
 @register
@@ -56,14 +76,16 @@ class LoraTuning(PeftMethod):
         )
         inject_adapter_in_model(lora_cfg, model)
         freeze_all_but_head(model)
+        factors = FEDERATIONS[cfg.federation]
         for name, param in model.named_parameters():
-            if ".lora_A." in name or ".lora_B." in name:
+            if any(f".{factor}." in name for factor in factors):
                 param.requires_grad_(True)
         return model
 
     def num_trainable(self, dims: ViTDims, cfg: LoraMethodConfig) -> int:
         # A: r × dim, B: 3·dim × r, per block.
-        return dims.head_params + dims.depth * cfg.r * (dims.dim + 3 * dims.dim)
+        size = {"lora_A": cfg.r * dims.dim, "lora_B": 3 * dims.dim * cfg.r}
+        return dims.head_params + dims.depth * sum(size[f] for f in FEDERATIONS[cfg.federation])
 
     def fold(self, model: nn.Module, cfg: LoraMethodConfig) -> nn.Module:
         """Merge every LoRA layer into its ``qkv`` weight and put the plain layer back.
