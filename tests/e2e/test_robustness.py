@@ -2,7 +2,10 @@
 
 One 6-client run holds the raising, the NaN and the dropped clients at once (each test
 below checks one of them in its rounds); its global model is compared with FedAvg of
-each round's healthy clients alone, trained in this process by the reference loop. A
+each round's healthy clients alone, trained in this process by the reference loop. The
+run is FFA-LoRA (``peft.lora.federation='ffa'``: A frozen, only B and the head travel),
+so it is also that variant's real ``flwr run`` (plain LoRA's is ``test_simulation.py``);
+the reference loop builds the same variant from the same config. A
 run stopped by consecutive failed rounds is tested on the ServerApp alone
 (``tests/test_server_main.py``).
 """
@@ -31,7 +34,8 @@ FAULTS = FaultConfig(modes="0:raise,1:nan", dropout=0.3)
 # fp32: the reference loop and the ClientApp then compute the same numbers
 SETUP = (
     f"server.num-rounds={ROUNDS} server.min-train-nodes={CLIENTS} train.precision='fp32' "
-    f"fault.modes='{FAULTS.modes}' fault.dropout={FAULTS.dropout}"
+    f"fault.modes='{FAULTS.modes}' fault.dropout={FAULTS.dropout} "
+    "peft.lora.federation='ffa'"
 )
 
 
@@ -103,10 +107,12 @@ def test_raising_and_nan_clients_cost_under_two_points(faulty_run):
     # Baseline: the two differ by at most 2.2e-8 here (the server sums in another order,
     # 2026-12-02); 1e-6 is far below what one NaN or one extra client would move.
     assert got.keys() == reference.keys()
+    assert not [k for k in got if ".lora_A." in k] and any(".lora_B." in k for k in got)
     for key, value in reference.items():
         np.testing.assert_allclose(got[key], value, rtol=0, atol=1e-6, err_msg=key)
     assert abs(final - base) <= 0.02, (base, final)
     assert final > 2 * 0.1  # and it learned: twice chance on 10 classes
+    assert final > metrics["rounds"][0]["accuracy"]  # and above the untrained round 0
 
 
 def test_thirty_percent_dropouts_are_weighted_out(faulty_run):
