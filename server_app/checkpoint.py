@@ -147,7 +147,8 @@ def load(out_dir: Path, expected: dict[str, Any]) -> Checkpoint:
 def _in_order(tensors: dict[str, np.ndarray], order: list[str]) -> dict[str, np.ndarray]:
     """``tensors`` with the keys in ``order`` first, in that order, then the rest."""
     first = [k for k in order if k in tensors]
-    rest = [k for k in tensors if k not in set(first)]
+    placed = set(first)
+    rest = [k for k in tensors if k not in placed]
     return {k: tensors[k] for k in [*first, *rest]}
 
 

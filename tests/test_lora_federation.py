@@ -15,8 +15,6 @@ from peft_strategies import get_method
 from peft_strategies.base import ViTDims
 from peft_strategies.lora import FEDERATIONS, LoraMethodConfig
 
-CHANCE = 0.1  # digits: 10 balanced classes
-
 
 def _lora(federation: str, seed: int = 0) -> tuple[torch.nn.Module, LoraMethodConfig]:
     model = tiny_vit()

@@ -14,7 +14,6 @@ is stopped by its PID.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 import pytest
 from opacus.accountants import RDPAccountant
 
-from .helpers import ROOT, TINY, run_log
+from .helpers import ROOT, TINY, read_metrics, run_log
 
 pytestmark = pytest.mark.e2e
 SIGMA, DELTA, BATCH = 1.0, 1e-4, 64
@@ -82,9 +81,8 @@ def local_run(tmp_path_factory):
         )
     finally:
         shutil.rmtree(raytmp, ignore_errors=True)
-    metrics_file = tmp / "outputs" / "e2e" / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-    return proc.returncode, proc.stdout + proc.stderr, metrics, run_log(tmp), worker_logs
+    output = proc.stdout + proc.stderr
+    return proc.returncode, output, read_metrics(tmp), run_log(tmp), worker_logs
 
 
 def test_the_run_attaches_to_the_existing_ray_cluster(local_run):
