@@ -19,13 +19,20 @@ from torch import nn
 
 from fedpeft import faults, wire
 from fedpeft import model as model_lib
-from fedpeft.arrays import Arrays, load_trainable, to_numpy, trainable_state, wire_bytes
+from fedpeft.arrays import Arrays, to_numpy, trainable_state, wire_bytes
 from fedpeft.codecs import configured
 from fedpeft.config import RunConfig, run_config
 from fedpeft.data import ImageTensors
 from fedpeft.device import set_threads
 from fedpeft.engine import Engine, make_engine
 from fedpeft.logs import setup_logging
+from fedpeft.sharing import (
+    keep_local,
+    load_shared,
+    restore_local,
+    sharing_of,
+    training_round,
+)
 from fedpeft.training import client_seed, evaluate, train_local
 
 from .node_data import node_setup
@@ -38,6 +45,8 @@ app = ClientApp()
 class Local(NamedTuple):
     """What a message is handled with: the config, the model, the node's data, its engine,
     and the global arrays it received (fp32, decoded where ``comm.downlink`` encodes them).
+    The model holds them, and this client's local tensors (``local_restored``: from its
+    ``Context.state``, not the initial ones) where the method keeps some.
     """  # noqa: D205
 
     cfg: RunConfig
@@ -46,6 +55,7 @@ class Local(NamedTuple):
     client_id: int
     engine: Engine
     received: ArrayRecord
+    local_restored: bool = False
 
 
 def _prepare(msg: Message, context: Context) -> Local:
@@ -58,8 +68,10 @@ def _prepare(msg: Message, context: Context) -> Local:
     model = model_lib.cached_model(node.model, cfg.peft, node.data.num_classes, cfg.seed)
     t = cfg.train  # the model moves to train.device (a device this node lacks fails here)
     engine = make_engine(model, t.device, t.precision, t.augment, private=cfg.dp.mode == "local")
-    load_trainable(model, received)
-    return Local(cfg, model, node.data, node.client_id, engine, received)
+    sharing = sharing_of(cfg.peft)
+    load_shared(model, received, sharing)
+    restored = restore_local(model, sharing, context.state)
+    return Local(cfg, model, node.data, node.client_id, engine, received, restored)
 
 
 def _reply_arrays(
@@ -91,26 +103,30 @@ def sent_lr(config: ConfigRecord) -> float:
 def train(msg: Message, context: Context) -> Message:
     """Train the received trainable tensors on this client's partition."""
     start = time.perf_counter()
-    cfg, model, data, partition_id, engine, received = _prepare(msg, context)
+    cfg, model, data, partition_id, engine, received, restored = _prepare(msg, context)
     server_round = int(msg.content["config"]["server-round"])
+    sharing = sharing_of(cfg.peft)
     lr = sent_lr(msg.content["config"])  # the server's (a schedule may change it per round)
     fault = faults.before_training(cfg.fault, cfg.seed, server_round, partition_id)
     seed = client_seed(cfg.seed, server_round, partition_id)
     dp_metrics: dict[str, float | int] = {}
-    if cfg.dp.mode == "local":  # DP-SGD; the accountant persists in context.state
-        from fedpeft.dp.client import private_round
+    with training_round(model, sharing, server_round):  # RoLoRA: this round's factor only
+        if cfg.dp.mode == "local":  # DP-SGD; the accountant persists in context.state
+            from fedpeft.dp.client import private_round
 
-        outcome, dp_metrics = private_round(
-            model, data, cfg, seed, context.state, partition_id, lr=lr, engine=engine
-        )
-    else:
-        outcome = train_local(model, data, cfg.train, lr, seed, engine)
+            outcome, dp_metrics = private_round(
+                model, data, cfg, seed, context.state, partition_id, lr=lr, engine=engine
+            )
+        else:
+            outcome = train_local(model, data, cfg.train, lr, seed, engine)
+        trained = {k: v for k, v in to_numpy(trainable_state(model)).items()
+                   if not sharing.is_local(k)}  # fmt: skip
+    keep_local(model, sharing, context.state)  # FedSA: B stays here, for the next round
     if not math.isfinite(outcome.loss):
         log.warning(
             "client %d round %d: training loss is %s", partition_id, server_round, outcome.loss
         )
-    sent = {k: v.numpy() for k, v in received.items()}
-    trained = to_numpy(trainable_state(model))
+    sent = {k: received[k].numpy() for k in trained}  # what this round's reply carries
     num_examples = outcome.num_examples
     if fault:  # fault injection (fault.modes), for fault-tolerance tests only
         log.warning("client %d round %d: injecting fault %r", partition_id, server_round, fault)
@@ -127,6 +143,7 @@ def train(msg: Message, context: Context) -> Message:
         "worker-pid": os.getpid(),
         "worker-model-builds": model_lib.builds(),
         "bytes-up": wire_bytes(arrays),
+        "local-restored": int(restored) if sharing.local else None,
         "train-seconds": time.perf_counter() - start,
         **dp_metrics,
     }
@@ -142,7 +159,7 @@ def ncm_statistics(msg: Message, context: Context) -> Message:
     """FedNCM: per-class sums and counts of this client's pooled features (before round 1)."""
     from fedpeft.ncm import class_feature_sums
 
-    cfg, model, data, _, engine, _ = _prepare(msg, context)
+    cfg, model, data, _, engine, _, _ = _prepare(msg, context)
     sums, counts = class_feature_sums(model, data, cfg.server.eval_batch_size, engine)
     arrays = ArrayRecord({"sums": Array(sums), "counts": Array(counts)})
     metrics = MetricRecord({"num-examples": len(data)})
@@ -159,8 +176,8 @@ def query(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
-    """Evaluate the global model on this client's local data."""
-    cfg, model, data, _, engine, _ = _prepare(msg, context)
+    """Evaluate the global model (with this client's local tensors) on its local data."""
+    cfg, model, data, _, engine, _, _ = _prepare(msg, context)
     outcome = evaluate(model, data, cfg.server.eval_batch_size, engine, cfg.train.feature_cache)
     metrics = MetricRecord(
         {

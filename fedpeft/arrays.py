@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import numpy as np
 import torch
@@ -33,16 +33,22 @@ def to_arrayrecord(state: dict[str, torch.Tensor]) -> ArrayRecord:
     return ArrayRecord({k: Array(v) for k, v in to_numpy(state).items()})
 
 
-def load_trainable(model: nn.Module, record: ArrayRecord) -> None:
-    """Copy ``record`` into the model's trainable parameters, strictly.
+def load_trainable(
+    model: nn.Module, record: ArrayRecord, names: Collection[str] | None = None
+) -> None:
+    """Copy ``record`` into the model's trainable parameters (or those ``names``), strictly.
 
     Raises
     ------
     ValueError
-        If the keys are not exactly the trainable set, or a shape differs.
+        If the keys are not exactly that set, or a shape differs.
 
     """
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = {
+        n: p
+        for n, p in model.named_parameters()
+        if p.requires_grad and (names is None or n in names)
+    }
     missing, extra = sorted(set(params) - set(record)), sorted(set(record) - set(params))
     if missing or extra:
         raise ValueError(f"arrays do not match the trainable set: missing {missing}, extra {extra}")

@@ -13,6 +13,7 @@ from peft_strategies.base import ViTDims
 
 from .backbones import create_backbone
 from .config import ModelConfig, PeftConfig
+from .sharing import remember_initial, sharing_of
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def build_model(mcfg: ModelConfig, pcfg: PeftConfig, num_classes: int, seed: int
         raise RuntimeError(
             f"{pcfg.method}: {trainable} trainable parameters, formula says {expected}"
         )
+    remember_initial(model, sharing_of(pcfg))  # where a client starts its local tensors
     _BUILDS += 1
     log.info(
         "PEFT method %s: %d trainable of %d parameters (%.3f%%)",

@@ -157,11 +157,13 @@ def encode_update(
     there for the next round. ``None``: no error feedback.
     """
     update = {k: (trained[k].astype(np.float32) - received[k]).astype(np.float32) for k in received}
+    # Per tensor: a round that sends part of the set (RoLoRA) keeps the others' residual.
     residual = state.array_records.get(RESIDUAL) if state is not None else None
-    if residual is not None and set(residual) == set(update):
-        update = {k: v + residual[k].numpy() for k, v in update.items()}
+    kept = {k: residual[k].numpy() for k in residual} if residual is not None else {}
+    update = {k: v + kept[k] if k in kept and kept[k].shape == v.shape else v
+              for k, v in update.items()}  # fmt: skip
     parts = {k: codec.encode(v) for k, v in update.items()}
     if state is not None:  # what this encoding loses, from the parts themselves
-        lost = {k: v - codec.decode(parts[k], v.shape) for k, v in update.items()}
+        lost = {**kept, **{k: v - codec.decode(parts[k], v.shape) for k, v in update.items()}}
         state[RESIDUAL] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in lost.items()})
     return _pack(parts, codec)

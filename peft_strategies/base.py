@@ -41,6 +41,39 @@ class ViTDims:
         return self.num_classes * self.dim + self.num_classes
 
 
+def _named(name: str, parts: tuple[str, ...]) -> bool:
+    return any(f".{part}." in name for part in parts)
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """Which of a method's trainable tensors travel, and in which rounds.
+
+    The default: every trainable tensor trains on every client and travels both ways
+    every round. ``local``: name parts (``lora_B`` matches ``….lora_B.default.weight``)
+    of tensors that train on the client and never leave it (FedSA-LoRA's B, kept in the
+    client's ``Context.state``). ``alternate``: groups of name parts, one per round in
+    turn (round 1 the first group); a tensor of another group stays frozen that round
+    and is not sent up (RoLoRA: B in odd rounds, A in even ones). The server holds and
+    sends down every trainable tensor that is not local.
+    """
+
+    local: tuple[str, ...] = ()
+    alternate: tuple[tuple[str, ...], ...] = ()
+
+    def is_local(self, name: str) -> bool:
+        """``name`` trains on the client only: it is neither sent nor received."""
+        return _named(name, self.local)
+
+    def trains(self, name: str, server_round: int) -> bool:
+        """``name`` trains in ``server_round`` (and, unless local, travels up in the reply)."""
+        if not self.alternate:
+            return True
+        turn = (server_round - 1) % len(self.alternate)
+        others = tuple(p for i, g in enumerate(self.alternate) if i != turn for p in g)
+        return _named(name, self.alternate[turn]) or not _named(name, others)
+
+
 def lr_field(default: float) -> Any:
     """The ``peft.<method>.lr`` field with the method's default learning rate."""
     return field(default=default, metadata={"help": "local SGD learning rate, sent by the "
@@ -81,6 +114,10 @@ class PeftMethod(ABC):
     @abstractmethod
     def num_trainable(self, dims: ViTDims, cfg: Any) -> int:
         """Closed-form count of trainable parameters (head included)."""
+
+    def sharing(self, cfg: Any) -> Sharing:
+        """Which trainable tensors travel, and when; the default: all, every round."""
+        return Sharing()
 
     def fold(self, model: nn.Module, cfg: Any) -> nn.Module:
         """The trained ``model`` (after :meth:`apply`) as it is exported for inference.

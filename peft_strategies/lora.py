@@ -7,7 +7,10 @@ travel (:data:`FEDERATIONS`): ``fedavg`` trains A and B and FedAvg averages them
 separately, as standard FedAvg does (inexact: mean(B)·mean(A) ≠ mean(B·A));
 ``ffa`` (FFA-LoRA) keeps A at its seeded initialisation — the same on every client
 and the server, since every process builds the model from the run's seed — and
-trains and sends only B (and the head), which makes the average exact. Exported for
+trains and sends only B (and the head), which makes the average exact; ``fedsa``
+(FedSA-LoRA) trains both but shares only A (and the head): each client's B stays in
+its ``Context.state``; ``rolora`` (RoLoRA) trains and sends B in odd rounds and A in
+even ones, the other factor frozen, so each round's average is exact. Exported for
 inference, LoRA is merged into the ``qkv`` weights (:meth:`LoraTuning.fold`).
 """
 
@@ -17,16 +20,23 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .base import MethodConfig, PeftMethod, ViTDims, freeze_all_but_head, lr_field
+from .base import MethodConfig, PeftMethod, Sharing, ViTDims, freeze_all_but_head, lr_field
 from .registry import register
 
-# peft.lora.federation → the LoRA factors that train and travel. On timm's fused qkv
-# (in dim, out 3·dim) B holds three times A's parameters: ffa sends 75% of fedavg's
-# factor bytes. FFA-LoRA: Sun et al., "Improving LoRA in Privacy-preserving Federated
-# Learning", ICLR 2024 (A frozen at a shared random init, B from zero).
-FEDERATIONS: dict[str, tuple[str, ...]] = {
-    "fedavg": ("lora_A", "lora_B"),
-    "ffa": ("lora_B",),
+# peft.lora.federation → the LoRA factors that train, and how they travel. On timm's
+# fused qkv (in dim, out 3·dim) B holds three times A's parameters: of fedavg's factor
+# bytes ffa sends 75%, fedsa 25%, rolora 75% and 25% in turn.
+# FFA-LoRA: Sun et al., "Improving LoRA in Privacy-preserving Federated Learning",
+# ICLR 2024 (A frozen at a shared random init, B from zero). FedSA-LoRA: Guo et al.,
+# "Selective Aggregation for Low-Rank Adaptation in Federated Learning", ICLR 2025
+# (A learns general knowledge and is shared, B stays on the client). RoLoRA: Chen et
+# al., "Robust Federated Finetuning of LLMs via Alternating Optimization of LoRA",
+# 2025 (B first: with B = 0 at init, A's gradient is zero).
+FEDERATIONS: dict[str, tuple[tuple[str, ...], Sharing]] = {
+    "fedavg": (("lora_A", "lora_B"), Sharing()),
+    "ffa": (("lora_B",), Sharing()),
+    "fedsa": (("lora_A", "lora_B"), Sharing(local=("lora_B",))),
+    "rolora": (("lora_A", "lora_B"), Sharing(alternate=(("lora_B",), ("lora_A",)))),
 }
 
 
@@ -40,8 +50,10 @@ class LoraMethodConfig(MethodConfig):
     dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
     federation: str = field(default="fedavg", metadata={
         "help": "which LoRA factors train and travel: `fedavg` (A and B, averaged "
-                "separately) or `ffa` (FFA-LoRA: A frozen at its seeded init, the same "
-                "everywhere; only B and the head travel)"})  # fmt: skip
+                "separately), `ffa` (FFA-LoRA: A frozen at its seeded init, the same "
+                "everywhere; only B and the head travel), `fedsa` (FedSA-LoRA: A and the "
+                "head travel, each client keeps its B) or `rolora` (RoLoRA: B in odd "
+                "rounds, A in even ones; the other factor frozen and not sent up)"})  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,7 +88,7 @@ class LoraTuning(PeftMethod):
         )
         inject_adapter_in_model(lora_cfg, model)
         freeze_all_but_head(model)
-        factors = FEDERATIONS[cfg.federation]
+        factors, _ = FEDERATIONS[cfg.federation]
         for name, param in model.named_parameters():
             if any(f".{factor}." in name for factor in factors):
                 param.requires_grad_(True)
@@ -85,7 +97,12 @@ class LoraTuning(PeftMethod):
     def num_trainable(self, dims: ViTDims, cfg: LoraMethodConfig) -> int:
         # A: r × dim, B: 3·dim × r, per block.
         size = {"lora_A": cfg.r * dims.dim, "lora_B": 3 * dims.dim * cfg.r}
-        return dims.head_params + dims.depth * sum(size[f] for f in FEDERATIONS[cfg.federation])
+        factors, _ = FEDERATIONS[cfg.federation]
+        return dims.head_params + dims.depth * sum(size[f] for f in factors)
+
+    def sharing(self, cfg: LoraMethodConfig) -> Sharing:
+        """The variant's :class:`Sharing` (FedSA's local B, RoLoRA's alternation)."""
+        return FEDERATIONS[cfg.federation][1]
 
     def fold(self, model: nn.Module, cfg: LoraMethodConfig) -> nn.Module:
         """Merge every LoRA layer into its ``qkv`` weight and put the plain layer back.

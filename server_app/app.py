@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedpeft.aggregation import RuleParams
-from fedpeft.arrays import (
-    payload_bytes,
-    theoretical_bytes,
-    to_arrayrecord,
-    trainable_state,
-    wire_bytes,
-)
+from fedpeft.arrays import payload_bytes, theoretical_bytes, to_arrayrecord, wire_bytes
 from fedpeft.codecs import configured
 from fedpeft.config import RunConfig, run_config
 from fedpeft.data import load_test
@@ -32,6 +27,7 @@ from fedpeft.progress import RESULTS
 from fedpeft.record import RoundRecord, RunRecord
 from fedpeft.schedules import lr_schedule
 from fedpeft.server_opt import OptParams, make_optimizer
+from fedpeft.sharing import shared_state, sharing_of, uplink_names
 
 from . import checkpoint
 from .central_dp import CentralDp
@@ -102,7 +98,16 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         else None,
         uplink=configured(cfg.comm, "uplink"),
         downlink=configured(cfg.comm, "downlink"),
+        uplink_keys=_uplink_keys(cfg, frozenset(initial)),
     )
+
+
+def _uplink_keys(cfg: RunConfig, shared: frozenset[str]) -> Callable[[int], frozenset[str]] | None:
+    """What replies carry per round, where the method sends part of the set (RoLoRA)."""
+    sharing = sharing_of(cfg.peft)
+    if not sharing.alternate:
+        return None
+    return lambda server_round: uplink_names(shared, sharing, server_round)
 
 
 def wire_metadata(cfg: RunConfig) -> dict[str, dict[str, object]]:
@@ -130,7 +135,8 @@ def main(grid: Grid, context: Context) -> None:
     model = build_model(cfg.model, cfg.peft, test.num_classes, cfg.seed)
     # server.device: a device the server lacks fails here, at start-up
     engine = make_engine(model, cfg.server.device, cfg.train.precision, device_key="server.device")
-    initial = to_arrayrecord(trainable_state(model))  # trainable tensors only
+    sharing = sharing_of(cfg.peft)  # FedSA-LoRA's B: trained on clients, never held here
+    initial = to_arrayrecord(shared_state(model, sharing))  # shared trainable tensors only
     out_dir = Path(cfg.output.dir) / _run_name(
         cfg.output.run_name, cfg.peft.method, cfg.data.dataset, context.run_id
     )
@@ -144,6 +150,10 @@ def main(grid: Grid, context: Context) -> None:
         start_arrays, first_round = ck.arrays, ck.server_round + 1
         rows = [RoundRecord.from_dict(r) for r in ck.rows]
         strategy.load_state(ck.strategy_state, ck.state_arrays)
+        if sharing.local:
+            log.warning("resuming: the clients' local tensors (%s) were in their Context.state "
+                        "of the interrupted run; each client starts them again from the "
+                        "initial values", ", ".join(sharing.local))  # fmt: skip
     n_params = sum(int(np.prod(a.shape, dtype=np.int64)) for a in initial.values())
     per_transfer = wire_bytes(initial)
     run = RunRecord(
@@ -166,7 +176,7 @@ def main(grid: Grid, context: Context) -> None:
         len(initial), n_params, f"{per_transfer:,}",
     )  # fmt: skip
     evaluate_fn = make_evaluate_fn(
-        model, test, cfg.server.eval_batch_size, engine, cfg.train.feature_cache
+        model, test, cfg.server.eval_batch_size, engine, cfg.train.feature_cache, sharing
     )
     evaluate_fn = crash_after_aggregation(cfg.fault, evaluate_fn)  # a drill only when set
     try:

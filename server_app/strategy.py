@@ -25,6 +25,7 @@ from .resumable import Resumable
 from .round_loop import RoundLoop, RoundsFailedError
 from .rounds import RoundStats
 from .sampling import NodeDirectory
+from .uplink_keys import UplinkKeys
 from .validation import Checked, Limits, TensorSpec, check_envelope, check_reply, model_norm
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,11 @@ class PeftFedAvg(Resumable, RoundLoop, FedAvg):
     uplink, downlink : Codec, optional
         ``comm.uplink`` (replies carry the update in it) and ``comm.downlink`` (the
         global arrays travel in it); ``None`` = fp32 both ways.
+    uplink_keys : callable, optional
+        The reference keys a reply carries in round ``r`` (RoLoRA: the round's factor
+        and the head; :func:`fedpeft.sharing.uplink_names`); ``None`` = all, every
+        round. Replies are checked against that subset; the tensors not sent up keep
+        their global value (:class:`~server_app.uplink_keys.UplinkKeys`).
     **kwargs
         Passed to :class:`~flwr.serverapp.strategy.FedAvg`.
 
@@ -107,6 +113,7 @@ class PeftFedAvg(Resumable, RoundLoop, FedAvg):
         lr_at: Callable[[int], float] | None = None,
         uplink: Codec | None = None,
         downlink: Codec | None = None,
+        uplink_keys: Callable[[int], frozenset[str]] | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -130,6 +137,7 @@ class PeftFedAvg(Resumable, RoundLoop, FedAvg):
         self.lr_at = lr_at
         self.uplink = uplink if uplink is not None and uplink.name != "none" else None
         self.downlink = downlink if downlink is not None and downlink.name != "none" else None
+        self.carried = UplinkKeys(reference, uplink_keys)
 
     def encode_downlink(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
         """``arrays`` as they travel to clients (``comm.downlink``), named in ``config``."""
@@ -191,6 +199,8 @@ class PeftFedAvg(Resumable, RoundLoop, FedAvg):
         replies = list(replies)
         counts = Counter(m.metadata.src_node_id for m in replies if not m.has_error())
         sent = self._sent.get(server_round)
+        reference = self.carried.of(server_round)
+        sent_up = {k: sent.arrays[k] for k in reference} if sent else None
         accepted: list[tuple[Update, Message]] = []
         norms: dict[int, float] = {}  # by node, computed once by check_reply
         for msg in replies:
@@ -204,12 +214,7 @@ class PeftFedAvg(Resumable, RoundLoop, FedAvg):
             result = check_envelope(
                 msg, server_round, sent.messages if sent else None, counts
             ) or check_reply(
-                msg.content,
-                self.reference,
-                self.weighted_by_key,
-                self.limits,
-                sent.arrays if sent else None,
-                self.uplink,
+                msg.content, reference, self.weighted_by_key, self.limits, sent_up, self.uplink
             )
             if not isinstance(result, Checked):
                 self._reject(server_round, stats, node, result)
@@ -220,8 +225,8 @@ class PeftFedAvg(Resumable, RoundLoop, FedAvg):
             accepted.append((update, msg))
             if result.norm is not None:
                 norms[node] = result.norm
-        if self.guard is not None and sent is not None:
-            stats.global_norm = model_norm(sent.arrays)
+        if self.guard is not None and sent_up is not None:
+            stats.global_norm = model_norm(sent_up)
             refused = self.guard.screen(norms, stats.global_norm)
             for node, reason in refused.items():
                 self._reject(server_round, stats, node, reason)
@@ -273,6 +278,7 @@ class PeftFedAvg(Resumable, RoundLoop, FedAvg):
                 sent = self._sent.get(server_round)
                 if self.optimizer is not None and sent is not None:
                     aggregated = self.optimizer.step(server_round, sent.arrays, aggregated)
+                aggregated.update(self.carried.resting(server_round, sent and sent.arrays))
                 stats.aggregated = True
                 return ArrayRecord(
                     {k: Array(np.ascontiguousarray(v)) for k, v in aggregated.items()}
@@ -282,6 +288,9 @@ class PeftFedAvg(Resumable, RoundLoop, FedAvg):
 
     def _rule(self, server_round: int, stats: RoundStats, updates: list[Update]) -> Arrays:
         sent = self._sent.get(server_round)
+        updates = self.carried.complete(  # RoLoRA: the factor not sent up, as sent
+            updates, self.carried.resting(server_round, sent and sent.arrays)
+        )
         aggregated, info = self.aggregator.aggregate(
             updates, sent.arrays if sent else None, stats.sent_to, stats.population, server_round
         )

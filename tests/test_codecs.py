@@ -134,6 +134,28 @@ def test_error_feedback_delivers_the_sum_of_the_true_updates(name):
         assert np.abs(residual["head.weight"].numpy()).sum() > 0
 
 
+def test_a_round_that_sends_part_of_the_set_keeps_the_others_residual():
+    # Prepare: round 1 sends every tensor; round 2 (RoLoRA's other factor's turn) only
+    # the head: the factor's residual from round 1 must wait for its next turn
+    codec, state = _codec("int8"), RecordDict()
+    received = _arrays(0, 1.0)
+    wire.encode_update({k: v + _arrays(1)[k] for k, v in received.items()}, received, codec,
+                       state)  # fmt: skip
+    first = {k: v.numpy().copy() for k, v in state.array_records[wire.RESIDUAL].items()}
+    head = {k: v for k, v in received.items() if k.startswith("head.")}
+    # Execute
+    record = wire.encode_update({k: v + _arrays(2)[k] for k, v in head.items()}, head, codec,
+                                state)  # fmt: skip
+    # Assert: the reply carries the head only; the factor's residual is round 1's, the
+    # head's is round 2's
+    residual = state.array_records[wire.RESIDUAL]
+    assert set(wire.decode(record, {k: SHAPES[k] for k in head}, codec)) == set(head)
+    assert set(residual) == set(SHAPES)
+    factor = "blocks.0.attn.qkv.lora_A"
+    assert residual[factor].numpy().tobytes() == first[factor].tobytes()
+    assert residual["head.weight"].numpy().tobytes() != first["head.weight"].tobytes()
+
+
 def test_without_feedback_no_state_is_kept():
     # Prepare
     codec, state = _codec("int8"), RecordDict()

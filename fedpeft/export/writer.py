@@ -22,11 +22,12 @@ from torch import nn
 
 from peft_strategies import get_method
 
-from ..arrays import load_trainable, to_arrayrecord
+from ..arrays import to_arrayrecord
 from ..backbones import normalization
 from ..config import RunConfig, config_from_record
 from ..model import build_model
 from ..record import RunRecord, read_run
+from ..sharing import load_shared, sharing_of
 from .info import WEIGHTS_FILE, ModelInfo
 from .run_files import exported_round, round_accuracy, trainable_file
 
@@ -82,7 +83,7 @@ def global_model(run_dir: Path, choice: str | int = "final") -> GlobalModel:
     names = _class_names(record, tensors, path)
     model = build_model(cfg.model, cfg.peft, len(names), cfg.seed)
     try:
-        load_trainable(model, to_arrayrecord(tensors))
+        load_shared(model, to_arrayrecord(tensors), sharing_of(cfg.peft))
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     return GlobalModel(model.eval(), cfg, record, names, path)

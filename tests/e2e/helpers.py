@@ -8,7 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+from flwr.common.config import parse_config_args
+
+from fedpeft.arrays import to_arrayrecord, wire_bytes
+from fedpeft.config import parse_run_config
 from fedpeft.launch import LOG_FILE
+from fedpeft.model import build_model
+from fedpeft.sharing import shared_state, sharing_of, uplink_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,6 +74,22 @@ def read_metrics(tmp_path: Path, run_name: str = "e2e") -> dict:
 def run_log(tmp_path: Path, run_name: str = "e2e") -> str:
     """The run folder's ``run.log``: every line of the run's output."""
     return (tmp_path / "outputs" / run_name / LOG_FILE).read_text()
+
+
+def reply_bytes(overrides: str, server_round: int, num_classes: int = 10) -> int:
+    """Wire bytes of one fp32 reply in ``server_round`` of a TINY run with ``overrides``.
+
+    The tensors the method sends up that round (FedSA-LoRA: no B; RoLoRA: B in odd
+    rounds, A in even ones; both: the head), of the seeded model built here as every
+    process builds it, with distinct values: identical arrays (LoRA's zero B at init)
+    would travel once.
+    """
+    cfg = parse_run_config(parse_config_args([TINY, overrides]))
+    sharing = sharing_of(cfg.peft)
+    state = shared_state(build_model(cfg.model, cfg.peft, num_classes, cfg.seed), sharing)
+    sent = uplink_names(frozenset(state), sharing, server_round)
+    return wire_bytes(to_arrayrecord({k: torch.randn_like(v) for k, v in state.items()
+                                      if k in sent}))  # fmt: skip
 
 
 def launch_cmd(

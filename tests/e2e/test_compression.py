@@ -1,6 +1,10 @@
 """Compression through a real ``flwr run``: int8 uplink + fp16 downlink learns, and
 int8's own malformed encodings are rejected by name while the rounds go on.
 
+The run is RoLoRA (``peft.lora.federation='rolora'``: B in round 1, A in round 2), so it
+is also that variant's learning run, and its error feedback keeps each factor's
+residual across the round it is not sent.
+
 One simulation, 2 rounds: 3 honest clients and one per int8 class. What each client
 sends is made by the real ClientApp (``fault.modes`` alters its encoded record after
 honest encoding, :func:`fedpeft.faults.corrupt_encoding`). Top-k's and the
@@ -35,7 +39,8 @@ def _modes(modes: dict) -> str:
 # TINY's 3.
 INT8_NODES = 3 + len(INT8_MODES)
 INT8 = ("comm.uplink='int8' comm.downlink='fp16' train.epochs=2 "
-        f"server.min-train-nodes={INT8_NODES} {_modes(INT8_MODES)}")  # fmt: skip
+        f"server.min-train-nodes={INT8_NODES} {_modes(INT8_MODES)} "
+        "peft.lora.federation='rolora'")  # fmt: skip
 # The int8 run is also the sweep runner's end-to-end check (fedpeft-sweep with its real
 # runner: the run is recorded, then skipped), so that CI pays for one run, not two.
 SWEEP = """
@@ -85,6 +90,7 @@ def test_the_sweep_records_a_finished_run_and_does_not_run_it_again(runs, int8_r
     metrics = int8_run[0]
     assert (metrics["config"]["peft"]["method"], metrics["config"]["seed"]) == ("lora", 3)
     assert metrics["config"]["comm"]["uplink"] == "int8"
+    assert metrics["config"]["peft"]["params"]["federation"] == "rolora"
 
 
 def test_int8_uplink_and_fp16_downlink_learn(int8_run):
@@ -93,7 +99,8 @@ def test_int8_uplink_and_fp16_downlink_learn(int8_run):
     rounds = metrics["rounds"]
 
     # Assert: baseline in the same run: round 0 (the untrained head, ~chance); LEARNT as in
-    # test_simulation (the worst of 5 fp32 seeds by hand ended at 0.739)
+    # test_simulation (the worst of 5 fp32 seeds by hand ended at 0.739; this run in
+    # process, :mod:`tests.app_grid`: 0.139 → 0.619 → 0.675, 2026-12-03)
     assert metrics["status"] == "completed"
     assert rounds[-1]["accuracy"] > rounds[0]["accuracy"]
     assert rounds[-1]["accuracy"] >= max(LEARNT, 2 * CHANCE)

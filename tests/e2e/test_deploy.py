@@ -4,7 +4,9 @@ One TLS + authentication federation of 2 SuperNodes (one on a partition, one on
 its own image folder with a local weights file) runs 2 rounds, refuses an
 unregistered node, survives a SuperLink restart on the same database, completes a
 second run in which a SuperNode is SIGKILLed mid-round, and stops with no process
-left. The tests run in this file's order, on the one federation: a second federation
+left. The first run is FedSA-LoRA (``peft.lora.federation='fedsa'``): each SuperNode
+keeps its B in the run's ``Context.state`` between rounds, and the run learns.
+The tests run in this file's order, on the one federation: a second federation
 would cost its SuperLink's and SuperNodes' start-up again.
 """
 
@@ -26,7 +28,7 @@ from fedpeft.deploy.weights import export_offline_backbone
 from fedpeft.offline_vit import CACHE_FILE
 from fedpeft.procs import alive
 
-from .helpers import ROOT, deploy_config
+from .helpers import ROOT, deploy_config, reply_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -61,11 +63,14 @@ def fed(tmp_path_factory):
         yield federation
 
 
+FIRST = "server.min-train-nodes=2 peft.lora.federation='fedsa'"
+
+
 @pytest.fixture(scope="module")
 def first_run(fed):
     out = fed.work.parent / "outputs"
     started = time.monotonic()
-    run_id, status, output = fed.run(deploy_config(out, "server.min-train-nodes=2"), timeout=600)
+    run_id, status, output = fed.run(deploy_config(out, FIRST), timeout=600)
     return run_id, status, output, out / "deploy", time.monotonic() - started
 
 
@@ -92,6 +97,23 @@ def test_tls_auth_run_completes_on_both_supernodes(first_run):
         assert row["accepted"] == 2, row  # the partition node and the image-folder node
     assert (out / "final_trainable.safetensors").is_file()
     assert (out / "metrics.csv").is_file()
+
+
+def test_fedsa_keeps_b_on_each_supernode_and_learns(first_run):
+    # Prepare
+    _, _, _, out, _ = first_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    rounds = metrics["rounds"]
+    up = reply_bytes(FIRST, 1)
+    # Assert: both SuperNodes start B from its init in round 1 and from their own
+    # Context.state in round 2; every reply is exactly A and the head (no B travels)
+    restored = [sorted(m["local-restored"] for m in r["client_metrics"]) for r in rounds[1:]]
+    assert restored == [[0, 0], [1, 1]]
+    assert all(m["bytes-up"] == up for r in rounds[1:] for m in r["client_metrics"])
+    # Baseline in the same run: round 0 (the untrained head, ~chance); the server's
+    # global model has B at its init (0), so this is A and the head shared (0.181 after
+    # round 2 here, 2026-12-03)
+    assert rounds[-1]["accuracy"] > rounds[0]["accuracy"]
 
 
 def test_superlink_restart_keeps_runs_and_nodes(fed, first_run):

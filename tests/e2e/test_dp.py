@@ -3,7 +3,9 @@
 Local DP: every client runs Opacus DP-SGD and keeps its accountant in
 ``Context.state``; the ε it reports each round must be cumulative and equal an
 independent accountant over all its steps so far. Central DP is checked in the resumed
-run of ``test_resume.py``.
+run of ``test_resume.py``. The run is FedSA-LoRA (``peft.lora.federation='fedsa'``):
+each client's B is a second thing its ``Context.state`` carries between rounds in
+simulation (deployment's is ``test_deploy.py``), and it never reaches the server.
 
 The run attaches to a Ray head started here, through ``RAY_ADDRESS`` (what a user with
 a Ray cluster past one machine does): one launch serves both concerns, since each launch
@@ -23,14 +25,15 @@ from pathlib import Path
 
 import pytest
 from opacus.accountants import RDPAccountant
+from safetensors import safe_open
 
-from .helpers import ROOT, TINY, read_metrics, run_log
+from .helpers import ROOT, TINY, read_metrics, reply_bytes, run_log
 
 pytestmark = pytest.mark.e2e
 SIGMA, DELTA, BATCH = 1.0, 1e-4, 64
 LOCAL = (
     f"server.num-rounds=2 dp.mode='local' dp.noise-multiplier={SIGMA} dp.clip-norm=1.0 "
-    f"dp.delta={DELTA} train.batch-size={BATCH}"
+    f"dp.delta={DELTA} train.batch-size={BATCH} peft.lora.federation='fedsa'"
 )
 
 # --cpus-per-client 2: one actor on the head's 2 CPUs (as helpers.CPUS_PER_CLIENT), since
@@ -57,7 +60,8 @@ exit $CODE
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    """(exit code, output, metrics.json, run.log, the Ray head's worker logs)."""
+    """(exit code, output, metrics.json, run.log, the Ray head's worker logs, the names
+    in the final trainable file)."""
     if os.geteuid() != 0 or not shutil.which("unshare"):  # CI runs as root
         pytest.fail("needs root and unshare for a loopback-only network namespace")
     tmp = tmp_path_factory.mktemp("dp-local")
@@ -82,11 +86,14 @@ def local_run(tmp_path_factory):
     finally:
         shutil.rmtree(raytmp, ignore_errors=True)
     output = proc.stdout + proc.stderr
-    return proc.returncode, output, read_metrics(tmp), run_log(tmp), worker_logs
+    final = tmp / "outputs" / "e2e" / "final_trainable.safetensors"
+    with safe_open(str(final), framework="numpy") as f:
+        names = list(f.keys())
+    return proc.returncode, output, read_metrics(tmp), run_log(tmp), worker_logs, names
 
 
 def test_the_run_attaches_to_the_existing_ray_cluster(local_run):
-    code, output, metrics, _, worker_logs = local_run
+    code, output, metrics, _, worker_logs, _ = local_run
     # Assert: the run completed and its clients ran on the head's workers
     assert code == 0, output[-4000:]
     assert metrics["status"] == "completed"
@@ -94,7 +101,7 @@ def test_the_run_attaches_to_the_existing_ray_cluster(local_run):
 
 
 def test_local_dp_run_completes_and_reports_epsilon_per_client(local_run):
-    code, output, metrics, full_log, _ = local_run
+    code, output, metrics, full_log, _, _ = local_run
     assert code == 0, output[-4000:]
     assert metrics["status"] == "completed"
     for row in metrics["rounds"][1:]:
@@ -104,7 +111,7 @@ def test_local_dp_run_completes_and_reports_epsilon_per_client(local_run):
 
 
 def test_local_epsilon_is_cumulative_and_matches_an_independent_accountant(local_run):
-    _, _, metrics, _, _ = local_run
+    _, _, metrics, _, _, _ = local_run
     history: dict[int, list[float]] = {}
     for server_round, row in enumerate(metrics["rounds"][1:], start=1):
         for m in row["client_metrics"]:
@@ -120,3 +127,19 @@ def test_local_epsilon_is_cumulative_and_matches_an_independent_accountant(local
     assert sorted(history) == [0, 1, 2]
     for eps in history.values():  # strictly increasing over the two rounds
         assert len(eps) == 2 and eps[0] < eps[1]
+
+
+def test_fedsa_keeps_each_clients_b_in_its_context_state(local_run):
+    # Prepare
+    _, _, metrics, _, _, names = local_run
+    up = reply_bytes(LOCAL, 1)
+    # Assert: round 1 starts every B from its init, round 2 from the client's own state
+    # (each of the 3 clients trains in both rounds); no reply and no global file holds
+    # a B: every reply is exactly A and the head
+    restored = [[m["local-restored"] for m in row["client_metrics"]]
+                for row in metrics["rounds"][1:]]  # fmt: skip
+    assert restored == [[0, 0, 0], [1, 1, 1]]
+    for row in metrics["rounds"][1:]:
+        assert all(m["bytes-up"] == up for m in row["client_metrics"])
+    assert names and not [n for n in names if ".lora_B." in n]
+    assert any(".lora_A." in n for n in names)

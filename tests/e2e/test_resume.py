@@ -3,7 +3,10 @@ in, its checkpoint not yet written: ``fault.server-crash-round``) and resumed eq
 uninterrupted run.
 
 The run is stateful on the server in two ways: FedAdam's moments and central DP's
-releases (its ε is cumulative; its noise is seeded by round). The uninterrupted
+releases (its ε is cumulative; its noise is seeded by round). It is RoLoRA
+(``peft.lora.federation='rolora'``: B trains and travels up in odd rounds, A in even
+ones), so the resumed round 2 must take A's turn, and FedAdam must leave the factor
+not sent up where it was; RoLoRA's learning run is ``test_compression.py``'s. The uninterrupted
 reference is the same ServerApp and ClientApp in this process (:mod:`tests.app_grid`),
 so the equality also says that the Ray actors compute what this process computes.
 The central-DP record of the resumed run is checked against ``dp-accounting`` here too:
@@ -23,7 +26,7 @@ from safetensors import safe_open
 
 from fedpeft.config import app_config
 from tests.app_grid import run_in_process
-from tests.e2e.helpers import ROOT, TINY, read_metrics, run_app, run_log
+from tests.e2e.helpers import ROOT, TINY, read_metrics, reply_bytes, run_app, run_log
 
 pytestmark = pytest.mark.e2e
 NODES, SAMPLED = 4, 2
@@ -36,7 +39,8 @@ NODES, SAMPLED = 4, 2
 SIGMA, DELTA = 0.1, 1e-3
 SETUP = (f"server.num-rounds=2 server.fraction-train=0.5 server.min-train-nodes={SAMPLED} "
          "server.optimizer='fedadam' server.lr=0.01 dp.mode='central' "
-         f"dp.noise-multiplier={SIGMA} dp.clip-norm=0.5 dp.delta={DELTA}")  # fmt: skip
+         f"dp.noise-multiplier={SIGMA} dp.clip-norm=0.5 dp.delta={DELTA} "
+         "peft.lora.federation='rolora'")  # fmt: skip
 SAME = ("round", "accuracy", "loss", "clients", "accepted", "bytes_down", "bytes_up",
         "cum_bytes", "weights", "dp_epsilon", "dp_sample_rate", "dp_releases")  # fmt: skip
 
@@ -85,6 +89,19 @@ def test_killed_in_round_2_and_resumed_equals_uninterrupted(runs):
     rows = [{k: r.get(k) for k in SAME} for r in resumed["rounds"]]
     assert rows == [{k: r.get(k) for k in SAME} for r in reference["rounds"]]
     assert [r["round"] for r in rows] == [0, 1, 2]
+
+
+def test_rolora_sends_b_then_a_and_resumes_on_the_right_parity(runs):
+    # Prepare
+    _, resumed, _, killed = runs
+    up = [reply_bytes(SETUP, r) for r in (1, 2)]
+    # Assert: round 1 (before the kill) sent B and the head, round 2 (after the resume) A
+    # and the head: on timm's fused qkv B is 3× A, so round 2 is the smaller; both
+    # factors are in the final global model
+    assert [r["bytes_up"] for r in resumed["rounds"][1:]] == [SAMPLED * u for u in up]
+    assert up[0] > up[1]
+    keys = _tensors(killed)
+    assert any(".lora_A." in k for k in keys) and any(".lora_B." in k for k in keys)
 
 
 def test_central_dp_records_cumulative_epsilon_per_round(runs):
