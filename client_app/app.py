@@ -56,6 +56,7 @@ class Local(NamedTuple):
     engine: Engine
     received: ArrayRecord
     local_restored: bool = False
+    local_test: ImageTensors | None = None
 
 
 def _prepare(msg: Message, context: Context) -> Local:
@@ -71,7 +72,8 @@ def _prepare(msg: Message, context: Context) -> Local:
     sharing = sharing_of(cfg.peft)
     load_shared(model, received, sharing)
     restored = restore_local(model, sharing, context.state)
-    return Local(cfg, model, node.data, node.client_id, engine, received, restored)
+    return Local(cfg, model, node.data, node.client_id, engine, received, restored,
+                 node.local_test)  # fmt: skip
 
 
 def _reply_arrays(
@@ -103,7 +105,10 @@ def sent_lr(config: ConfigRecord) -> float:
 def train(msg: Message, context: Context) -> Message:
     """Train the received trainable tensors on this client's partition."""
     start = time.perf_counter()
-    cfg, model, data, partition_id, engine, received, restored = _prepare(msg, context)
+    local = _prepare(msg, context)
+    cfg, model, data, partition_id, engine = (local.cfg, local.model, local.data,
+                                              local.client_id, local.engine)  # fmt: skip
+    received, restored = local.received, local.local_restored
     server_round = int(msg.content["config"]["server-round"])
     sharing = sharing_of(cfg.peft)
     lr = sent_lr(msg.content["config"])  # the server's (a schedule may change it per round)
@@ -159,7 +164,8 @@ def ncm_statistics(msg: Message, context: Context) -> Message:
     """FedNCM: per-class sums and counts of this client's pooled features (before round 1)."""
     from fedpeft.ncm import class_feature_sums
 
-    cfg, model, data, _, engine, _, _ = _prepare(msg, context)
+    local = _prepare(msg, context)
+    cfg, model, data, engine = local.cfg, local.model, local.data, local.engine
     sums, counts = class_feature_sums(model, data, cfg.server.eval_batch_size, engine)
     arrays = ArrayRecord({"sums": Array(sums), "counts": Array(counts)})
     metrics = MetricRecord({"num-examples": len(data)})
@@ -175,15 +181,20 @@ def query(msg: Message, context: Context) -> Message:
 
 
 @app.evaluate()
-def evaluate_global(msg: Message, context: Context) -> Message:
-    """Evaluate the global model (with this client's local tensors) on its local data."""
-    cfg, model, data, _, engine, _, _ = _prepare(msg, context)
-    outcome = evaluate(model, data, cfg.server.eval_batch_size, engine, cfg.train.feature_cache)
+def evaluate_local(msg: Message, context: Context) -> Message:
+    """Evaluate the global model, with this client's local tensors, on its held-out images."""
+    local = _prepare(msg, context)
+    cfg = local.cfg
+    if local.local_test is None:  # the ServerApp refuses this config at start-up
+        raise ValueError("evaluate: data.local-test-fraction is 0, no images are held out")
+    outcome = evaluate(local.model, local.local_test, cfg.server.eval_batch_size, local.engine,
+                       cfg.train.feature_cache)  # fmt: skip
     metrics = MetricRecord(
         {
             "num-examples": outcome.num_examples,
             "eval-loss": outcome.loss,
             "eval-acc": outcome.accuracy,
+            "partition-id": local.client_id,
         }
     )
     return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)

@@ -16,15 +16,27 @@ from fedpeft.config import ModelConfig, RunConfig, parse_node_config
 from fedpeft.data import ImageTensors, load_partition
 from fedpeft.data.diskcache import cached, folder_fingerprint
 from fedpeft.data.folder import load_image_folder
+from fedpeft.data.tensors import hold_out
 
 
 @dataclass(frozen=True)
 class NodeSetup:
-    """The node's training data, its model config and a stable client number."""
+    """The node's training data, its model config, a stable client number, and the images
+    it holds out for its own evaluation (``data.local-test-fraction``; ``None``: none).
+    """  # noqa: D205
 
     data: ImageTensors
     model: ModelConfig
     client_id: int
+    local_test: ImageTensors | None = None
+
+
+def _held_out(cfg: RunConfig, data: ImageTensors, model: ModelConfig, client_id: int) -> NodeSetup:
+    fraction = cfg.data.local_test_fraction
+    if not fraction:
+        return NodeSetup(data, model, client_id)
+    train, test = hold_out(data, fraction, cfg.seed * 1_000_003 + client_id)
+    return NodeSetup(train, model, client_id, test)
 
 
 def head_classes(arrays: ArrayRecord) -> int:
@@ -52,7 +64,7 @@ def node_setup(cfg: RunConfig, node_config: Mapping[str, object], arrays: ArrayR
         key = {"folder": str(Path(root).expanduser().resolve()), "size": size,
                "classes": classes, "files": folder_fingerprint(root)}  # fmt: skip
         data = cached(key, lambda: load_image_folder(root, size, classes))
-        return NodeSetup(data, model, node_id % 1_000_003)
+        return _held_out(cfg, data, model, node_id % 1_000_003)
     pid, n = int(node.partition_id), int(node.num_partitions)  # type: ignore[arg-type]
     key = {
         "data": dataclasses.asdict(cfg.data),
@@ -61,4 +73,4 @@ def node_setup(cfg: RunConfig, node_config: Mapping[str, object], arrays: ArrayR
         "partition": [pid, n],
     }
     data = cached(key, lambda: load_partition(cfg.data, cfg.seed, size, pid, n))
-    return NodeSetup(data, model, pid)
+    return _held_out(cfg, data, model, pid)

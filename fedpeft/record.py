@@ -54,6 +54,13 @@ class RoundRecord:
     weights: dict[str, int] = field(default_factory=dict)  # partition → num-examples
     update_norms: dict[str, float] = field(default_factory=dict)  # partition → ‖reply − sent‖
     global_norm: float | None = None  # ‖sent‖, what the poisoning guard's model bound scales
+    # server.fraction-evaluate: the evaluating clients' accuracy and loss on the images they
+    # hold out, with their local tensors (personalised: FedSA-LoRA's B, peft.head.local),
+    # weighted by their image counts; ``accuracy`` above is the global model's
+    client_accuracy: float | None = None
+    client_loss: float | None = None
+    clients_evaluated: int = 0
+    eval_rejections: dict[str, str] = field(default_factory=dict)  # partition → reason
     downlink_ratio: float | None = None  # comm.downlink: bytes_down / the same sent in fp32
     uplink_ratio: float | None = None  # comm.uplink: accepted replies' bytes / same in fp32
     dp_epsilon: float | None = None  # central DP: cumulative client-level ε

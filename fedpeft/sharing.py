@@ -9,6 +9,7 @@ method may train (and send up) only part of the shared set in a round (RoLoRA).
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,8 +36,11 @@ _INITIAL: weakref.WeakKeyDictionary[nn.Module, dict[str, torch.Tensor]] = (
 
 
 def sharing_of(pcfg: PeftConfig) -> Sharing:
-    """The configured method's sharing (``peft.lora.federation`` for LoRA)."""
-    return get_method(pcfg.method).sharing(pcfg.params)
+    """The method's sharing (``peft.lora.federation`` for LoRA), with ``peft.head.local``."""
+    sharing = get_method(pcfg.method).sharing(pcfg.params)
+    if pcfg.head.local:
+        return dataclasses.replace(sharing, local=(*sharing.local, "head"))
+    return sharing
 
 
 def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:

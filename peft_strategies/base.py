@@ -42,7 +42,7 @@ class ViTDims:
 
 
 def _named(name: str, parts: tuple[str, ...]) -> bool:
-    return any(f".{part}." in name for part in parts)
+    return any(f".{part}." in name or name.startswith(f"{part}.") for part in parts)
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class Sharing:
     """Which of a method's trainable tensors travel, and in which rounds.
 
     The default: every trainable tensor trains on every client and travels both ways
-    every round. ``local``: name parts (``lora_B`` matches ``….lora_B.default.weight``)
+    every round. ``local``: name parts (``lora_B`` matches ``….lora_B.default.weight``,
+    ``head`` matches ``head.weight``)
     of tensors that train on the client and never leave it (FedSA-LoRA's B, kept in the
     client's ``Context.state``). ``alternate``: groups of name parts, one per round in
     turn (round 1 the first group); a tensor of another group stays frozen that round

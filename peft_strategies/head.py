@@ -18,7 +18,7 @@ class HeadConfig(MethodConfig):
 
     ``init`` applies to the classification head whatever ``peft.method`` is (every
     method trains it): ``ncm`` sets it, before round 1, to the normalised class means of
-    the frozen features (FedNCM, Legate et al. 2023).
+    the frozen features (FedNCM, Legate et al. 2023); ``local`` keeps it on each client.
     """
 
     lr: float = lr_field(0.05)
@@ -26,6 +26,11 @@ class HeadConfig(MethodConfig):
         "help": "how the head starts, for every method: `default` (timm's init) or `ncm` "
                 "(the normalised class means of the clients' features, a round of its own "
                 "before round 1; refused under DP)"})  # fmt: skip
+
+    local: bool = field(default=False, metadata={
+        "help": "the head trains on each client and never travels (kept in its "
+                "Context.state, as FedSA-LoRA keeps B): a personalised head, measured by "
+                "server.fraction-evaluate; the global model keeps timm's head"})  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()

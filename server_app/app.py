@@ -86,7 +86,7 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         fraction_train=server.fraction_train,
         fraction_evaluate=server.fraction_evaluate,
         min_train_nodes=server.min_train_nodes,
-        min_evaluate_nodes=server.min_train_nodes if server.fraction_evaluate else 0,
+        min_evaluate_nodes=1 if server.fraction_evaluate else 0,  # fraction · nodes, at least 1
         min_available_nodes=server.min_train_nodes,
         optimizer=make_optimizer(
             server.optimizer,

@@ -162,6 +162,10 @@ class RunRecorder:
                            if value is not None)  # fmt: skip
         log.info("%s", round_line(row.round, num_rounds, row.accuracy, row.loss, row.cum_bytes,
                                   elapsed, left, f"{ratios} fp32" if ratios else ""))  # fmt: skip
+        if row.client_accuracy is not None:
+            log.info("round %d: accuracy %.4f on %d clients' held-out images, with their local "
+                     "tensors (global model on the test split: %.4f)", row.round,
+                     row.client_accuracy, row.clients_evaluated, row.accuracy)  # fmt: skip
         log.debug(
             "round %d: bytes down %s (theory %s), up %s (theory %s)",
             row.round, f"{row.bytes_down:,}", f"{row.theoretical_down:,}",

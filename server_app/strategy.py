@@ -20,6 +20,7 @@ from fedpeft.codecs import Codec
 from fedpeft.server_opt import ServerOptimizer
 
 from .central_dp import CentralDp
+from .client_eval import ClientEvaluation
 from .guard import Guard
 from .resumable import Resumable
 from .round_loop import RoundLoop, RoundsFailedError
@@ -39,7 +40,7 @@ class _Sent:
     arrays: dict[str, np.ndarray]
 
 
-class PeftFedAvg(Resumable, RoundLoop, FedAvg):
+class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
     """FedAvg that aggregates only the trainable tensors of a PEFT model.
 
     Beyond :class:`flwr.serverapp.strategy.FedAvg` it samples clients with a
@@ -48,7 +49,8 @@ class PeftFedAvg(Resumable, RoundLoop, FedAvg):
     norm; a bad reply is dropped with a logged reason), aggregates the accepted
     ones in partition-id order with FedAvg or a robust rule, measures the bytes
     sent each way, skips a round with too few valid replies and stops after
-    ``max_failed_rounds`` such rounds in a row.
+    ``max_failed_rounds`` such rounds in a row. Federated evaluation (on the
+    clients' held-out images) is :class:`~server_app.client_eval.ClientEvaluation`'s.
 
     Parameters
     ----------
@@ -145,13 +147,6 @@ class PeftFedAvg(Resumable, RoundLoop, FedAvg):
             return arrays
         config[wire.DOWNLINK_KEY] = self.downlink.name
         return wire.encode({k: v.numpy() for k, v in arrays.items()}, self.downlink)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Flower's FedAvg sampling, with the arrays in the downlink codec."""
-        arrays = self.encode_downlink(arrays, config)
-        return super().configure_evaluate(server_round, arrays, config, grid)
 
     @property
     def central_dp(self) -> CentralDp | None:

@@ -38,6 +38,9 @@ def scalars(rows: list[RoundRecord]) -> dict[str, float]:
         out["train/lr"] = row.lr
     if row.epsilon is not None:
         out["dp/epsilon"] = row.epsilon
+    if row.client_accuracy is not None:  # server.fraction-evaluate: personalised where local
+        out["clients/accuracy"] = row.client_accuracy
+        out["clients/loss"] = row.client_loss
     return {tag: float(value) for tag, value in out.items()}
 
 

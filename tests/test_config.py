@@ -49,6 +49,17 @@ def test_flat_keys_parse_like_flower_passes_them(pyproject_config):
         ({"output.resume": True}, r"output.resume=True.*output.run-name"),
         ({"fault.modes": "0:explode"}, r"fault.modes='0:explode'.*sign-flip"),
         ({"fault.dropout": 1.0}, r"fault.dropout=1.0"),
+        ({"data.local-test-fraction": 0.6}, r"data.local-test-fraction=0.6.*\[0, 0.5\]"),
+        (
+            {"server.fraction-evaluate": 0.5},
+            r"server.fraction-evaluate=0.5.*data.local-test-fraction > 0",
+        ),
+        (
+            {"peft.method": "head", "peft.head.local": True},
+            r"peft.head.local=True.*nothing would be federated",
+        ),
+        ({"peft.head.local": True, "peft.head.init": "ncm"}, r"peft.head.local=True.*ncm"),
+        ({"peft.lora.federation": "hetlora"}, r"federation='hetlora'.*rolora"),
     ],
 )
 def test_bad_values_name_the_key(flat, pattern):

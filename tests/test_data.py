@@ -9,7 +9,7 @@ from PIL import Image
 
 from fedpeft.config import DataConfig
 from fedpeft.data import federated_images, load_partition
-from fedpeft.data.tensors import to_tensors
+from fedpeft.data.tensors import ImageTensors, hold_out, to_tensors
 
 
 @pytest.mark.parametrize("partitioner", ["iid", "dirichlet", "shard"])
@@ -96,3 +96,26 @@ def test_unknown_column_is_named(tmp_path):
     cfg = DataConfig(source="parquet", dataset=str(tmp_path / "d.parquet"), label_column="cls")
     with pytest.raises(ValueError, match=r"data.label-column='cls'"):
         federated_images(cfg, num_partitions=2, seed=0)
+
+
+def test_a_held_out_slice_is_seeded_disjoint_and_keeps_every_image():
+    # Prepare: 50 images whose pixel value is their index
+    images = torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1).expand(50, 1, 4, 4)
+    data = ImageTensors(images.contiguous(), torch.arange(50) % 5, 5, key="p3")
+    # Execute
+    train, test = hold_out(data, 0.2, seed=7)
+    again, other = hold_out(data, 0.2, seed=7), hold_out(data, 0.2, seed=8)
+    # Assert: 10 held out, 40 kept, together every image once; the same split for the same
+    # seed, another for another; keys that name the part, for the feature cache
+    ids = lambda d: d.images[:, 0, 0, 0].tolist()  # noqa: E731
+    assert (len(train), len(test)) == (40, 10)
+    assert sorted(ids(train) + ids(test)) == list(range(50))
+    assert (train.labels == train.images[:, 0, 0, 0].long() % 5).all()
+    assert ids(again[1]) == ids(test) and ids(other[1]) != ids(test)
+    assert (train.key, test.key) == ("p3/train@0.2", "p3/held-out@0.2")
+
+
+def test_a_tiny_partition_keeps_one_image_on_each_side():
+    data = ImageTensors(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]), 2)
+    train, test = hold_out(data, 0.01, seed=0)
+    assert (len(train), len(test)) == (1, 1)

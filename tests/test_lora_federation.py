@@ -23,6 +23,7 @@ from fedpeft.sharing import (
     keep_local,
     restore_local,
     shared_state,
+    sharing_of,
     training_round,
     uplink_names,
 )
@@ -276,3 +277,28 @@ def test_a_local_state_that_does_not_fit_the_model_is_refused_by_name():
     # Execute / Assert
     with pytest.raises(ValueError, match=rf"Context.state\['{LOCAL}'\].*{name}.*shape"):
         restore_local(model, sharing, state)
+
+
+@pytest.mark.parametrize("method", ["bias", "adapter", "lora"])
+def test_a_local_head_stays_on_the_client_for_any_method(method):
+    # Prepare: peft.head.local, on one model that a client trains a step of
+    cfg = tiny_config(method, **{"peft.head.local": True})
+    model = build_model(cfg.model, cfg.peft, 3, cfg.seed)
+    sharing = sharing_of(cfg.peft)
+    state = RecordDict()
+    # Execute
+    shared = shared_state(model, sharing)
+    restore_local(model, sharing, state)
+    initial = model.head.weight.detach().clone()
+    with torch.no_grad():
+        model.head.weight.add_(1.0)
+    trained = model.head.weight.detach().clone()
+    keep_local(model, sharing, state)
+    restore_local(model, sharing, RecordDict())  # another client, never trained
+    fresh = model.head.weight.detach().clone()
+    restore_local(model, sharing, state)
+    # Assert: the server holds no head; a new client starts from timm's init, this one
+    # gets its own head back
+    assert shared and not [k for k in shared if k.startswith("head.")]
+    assert set(state.array_records[LOCAL]) == HEAD
+    assert torch.equal(fresh, initial) and torch.equal(model.head.weight, trained)

@@ -113,6 +113,18 @@ def _check_across_sections(cfg: RunConfig) -> None:
         "against micro-batch ground truth); use 'fp32' or 'auto' (fp32 under local DP)",
     )
     check(
+        not cfg.server.fraction_evaluate or cfg.data.local_test_fraction > 0,
+        "server.fraction-evaluate",
+        cfg.server.fraction_evaluate,
+        "clients evaluate on images held out from their training: set "
+        "data.local-test-fraction > 0 (e.g. 0.2)",
+    )
+    head = cfg.peft.head
+    check(not head.local or cfg.peft.method != "head", "peft.head.local", True,
+          "with peft.method='head' nothing would be federated")  # fmt: skip
+    check(not head.local or head.init != "ncm", "peft.head.local", True,
+          "peft.head.init='ncm' sets a shared head; a local one starts at timm's init")  # fmt: skip
+    check(
         cfg.peft.head.init != "ncm" or not cfg.dp.enabled,
         "peft.head.init",
         "ncm",

@@ -106,6 +106,9 @@ class DataConfig:
     dirichlet__min_partition_size: int = key(10, "dirichlet: resample until every client has "
                                              "at least this many images")  # fmt: skip
     shard__classes_per_client: int = key(2, "shard: classes each client holds")
+    local_test_fraction: float = key(0.0, "fraction of each client's images held out from "
+                                     "its training, on which it evaluates when asked "
+                                     "(server.fraction-evaluate); seeded per client")  # fmt: skip
 
     def __post_init__(self) -> None:
         check_choices(self, self.PREFIX)
@@ -122,6 +125,8 @@ class DataConfig:
         check(bool(self.dataset), "data.dataset", self.dataset, "must not be empty")
         check(self.train_size >= 0, "data.train-size", self.train_size, "must be >= 0 (0 = all)")
         check(self.test_size >= 0, "data.test-size", self.test_size, "must be >= 0 (0 = all)")
+        frac = self.local_test_fraction
+        check(0 <= frac <= 0.5, "data.local-test-fraction", frac, "must be in [0, 0.5]")
         check(
             self.dirichlet__alpha > 0,
             "data.dirichlet.alpha",

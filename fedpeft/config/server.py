@@ -47,8 +47,13 @@ class ServerConfig:
                                  "server.fraction-train")  # fmt: skip
     exclude_partitions: str = key("", 'partition ids never sampled (quarantine), e.g. "0,3"')
     min_train_nodes: int = key(2, "fewest clients sampled per round (and nodes waited for)")
-    fraction_evaluate: float = key(0.0, "fraction of nodes that also evaluate the global model "
-                                   "on their own data each round")  # fmt: skip
+    fraction_evaluate: float = key(
+        0.0,
+        "fraction of nodes (seeded by round) that also "
+        "evaluate the global model each round, with their local "
+        "tensors (FedSA-LoRA's B, peft.head.local: personalised), "
+        "on their held-out images (data.local-test-fraction)",
+    )
     round_timeout: float = key(600.0, "seconds the server waits for a round's replies")
     eval_batch_size: int = key(64, "batch size of evaluation (server and clients)")
     device: str = key("auto", "where the server evaluates the global model (choices as "

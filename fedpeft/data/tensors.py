@@ -52,6 +52,25 @@ class ImageTensors:
         return list(self.class_names) or [str(i) for i in range(self.num_classes)]
 
 
+def hold_out(data: ImageTensors, fraction: float, seed: int) -> tuple[ImageTensors, ImageTensors]:
+    """``data`` split into (train, held out): a seeded ``fraction`` of its images held out.
+
+    At least one image on each side when ``data`` has two or more. The parts keep
+    ``data``'s key (with the part and fraction appended) so caches of what is computed
+    from them stay valid across messages.
+    """
+    n = len(data)
+    held = min(max(round(n * fraction), 1), n - 1) if n > 1 else 0
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    parts = []
+    for name, index in (("train", order[held:]), ("held-out", order[:held])):
+        index = index.sort().values
+        key = f"{data.key}/{name}@{fraction}" if data.key else ""
+        parts.append(ImageTensors(data.images[index], data.labels[index], data.num_classes,
+                                  key, data.class_names))  # fmt: skip
+    return parts[0], parts[1]
+
+
 GREY_MODES = ("1", "L")
 
 
