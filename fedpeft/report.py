@@ -55,6 +55,10 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
             # identical zero-initialised tensors travel once in round 1)
             "bytes_per_transfer": rounds[-1].bytes_up // max(rounds[-1].accepted, 1),
             "total_bytes": rounds[-1].cum_bytes, "epsilon": epsilon(metrics),
+            # server.fraction-evaluate: the clients' accuracy on their held-out images
+            "client_accuracy": rounds[-1].client_accuracy,
+            "mean_bytes_up": sum(r.bytes_up for r in rounds) // max(sum(r.accepted for r
+                                                                         in rounds), 1),
             "_rounds": curve(metrics),
         })  # fmt: skip
     return rows
@@ -125,21 +129,37 @@ def plot_epsilon(rows: list[dict[str, Any]]) -> Figure | None:
     return fig
 
 
+def _mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
+    # With federated evaluation (server.fraction-evaluate), two more columns: the clients'
+    # accuracy on their held-out images and the uplink per reply over all rounds (which
+    # differs from the last round's where a method alternates what it sends: RoLoRA).
+    clients = any(r.get("client_accuracy") is not None for r in rows)
+    extra = (" clients' acc, held out (mean ± sd) | bytes up / reply, all rounds |", "---:|---:|")
     lines = ["| setting | method | seeds | final acc (mean ± sd) | best acc | trainable params "
-             "| bytes up / client / round (last round) | total bytes | ε |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "| bytes up / client / round (last round) | total bytes | ε |"
+             + (extra[0] if clients else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+             + (extra[1] if clients else "")]  # fmt: skip
     for (setting, method), runs in sorted(_by(rows, "setting", "method").items()):
         acc = [r["final_accuracy"] for r in runs]
-        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
         eps = [r["epsilon"] for r in runs if r["epsilon"] is not None]
-        lines.append(
-            f"| {setting} | {method} | {len(runs)} | {statistics.mean(acc):.3f} ± {sd:.3f} "
+        line = (
+            f"| {setting} | {method} | {len(runs)} | {_mean_sd(acc)} "
             f"| {max(r['best_accuracy'] for r in runs):.3f} | {runs[0]['trainable_params']:,} "
             f"| {runs[0]['bytes_per_transfer']:,} "
             f"| {statistics.mean(r['total_bytes'] for r in runs):,.0f} "
             f"| {f'{max(eps):.2f}' if eps else '—'} |"
         )
+        if clients:
+            local = [r["client_accuracy"] for r in runs if r.get("client_accuracy") is not None]
+            line += (f" {_mean_sd(local) if local else '—'} "
+                     f"| {statistics.mean(r['mean_bytes_up'] for r in runs):,.0f} |")  # fmt: skip
+        lines.append(line)
     return "\n".join(lines)
 
 
