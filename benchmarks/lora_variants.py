@@ -12,6 +12,8 @@ evaluating each round on the fifth of its images it holds out. For each variant 
 on the central test split, the clients' accuracy on their held-out images (with their
 local tensors: personalised for ``fedsa``), and the uplink bytes per reply each round,
 measured on the wire, against the share of plain LoRA's factor bytes the variant sends.
+``hetlora`` is plain LoRA with ``peft.lora.ranks='4,8'`` (HetLoRA: partitions 0 and 2
+train rank 4, partition 1 the run's 8). ``--report`` prints the table of a saved JSON.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedpeft.config import app_config
+from fedpeft.config import app_config, parse_run_config
+from fedpeft.hetlora import node_rank
 from tests.app_grid import run_in_process
 from tests.e2e.helpers import ROOT, TINY, reply_bytes
 
-VARIANTS = ("fedavg", "ffa", "fedsa", "rolora")
+# variant → its run config (HetLoRA is fedavg with two of the three nodes at rank 4)
+VARIANTS = {v: f"peft.lora.federation='{v}'" for v in ("fedavg", "ffa", "fedsa", "rolora")}
+VARIANTS["hetlora"] = "peft.lora.federation='fedavg' peft.lora.ranks='4,8'"
 PARTITIONERS = {"iid": "data.partitioner='iid'",
                 "dirichlet-0.1": "data.partitioner='dirichlet' data.dirichlet.alpha=0.1 "
                                  "data.dirichlet.min-partition-size=20"}  # fmt: skip
@@ -38,8 +43,9 @@ NODES = 3
 
 def one_run(variant: str, partitioner: str, seed: int, rounds: int) -> dict:
     """One in-process run's rows and its uplink per reply against the expected bytes."""
-    setting = (f"peft.lora.federation='{variant}' {PARTITIONERS[partitioner]} {EVAL} "
+    setting = (f"{VARIANTS[variant]} {PARTITIONERS[partitioner]} {EVAL} "
                f"seed={seed} server.num-rounds={rounds}")  # fmt: skip
+    cfg = app_config(ROOT, [TINY, setting])
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         run_in_process(app_config(ROOT, [TINY, setting, f"output.dir='{tmp}' "
@@ -47,15 +53,46 @@ def one_run(variant: str, partitioner: str, seed: int, rounds: int) -> dict:
         seconds = time.perf_counter() - started
         metrics = json.loads((Path(tmp) / "r" / "metrics.json").read_text())
     rows = metrics["rounds"]
-    up = [[m["bytes-up"] for m in r["client_metrics"]] for r in rows[1:]]
+    pcfg = parse_run_config(cfg).peft
+    ranks = [node_rank(pcfg, None, p) for p in range(NODES)]  # in partition order
     return {
         "variant": variant, "partitioner": partitioner, "seed": seed, "seconds": seconds,
+        "ranks": [pcfg.params.r if k is None else k for k in ranks],
         "accuracy": [r["accuracy"] for r in rows],
         "client_accuracy": [r["client_accuracy"] for r in rows[1:]],
-        "bytes_up_per_reply": up,
-        "expected_bytes_up": [reply_bytes(setting, r) for r in range(1, rounds + 1)],
-        "bytes_down_per_client": rows[1]["bytes_down"] // rows[1]["clients"],
+        "bytes_up_per_reply": [[m["bytes-up"] for m in r["client_metrics"]] for r in rows[1:]],
+        "expected_bytes_up": [[reply_bytes(setting, r, rank=k) for k in ranks]
+                              for r in range(1, rounds + 1)],
     }  # fmt: skip
+
+
+def table(runs: list[dict]) -> str:
+    """The summary table: accuracy (mean ± sd over seeds) and the uplink against theory."""
+    sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
+    mean_up = lambda r: statistics.mean(b for per in r["bytes_up_per_reply"] for b in per)  # noqa: E731
+    fedavg = {(r["partitioner"], r["seed"]): mean_up(r) for r in runs if r["variant"] == "fedavg"}
+    lines = ["| partitioner | variant | ranks | global acc | clients' acc "
+             "| uplink / reply, r1; r2 (B) | = expected | vs fedavg |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for p in dict.fromkeys(r["partitioner"] for r in runs):
+        for v in dict.fromkeys(r["variant"] for r in runs):
+            group = [r for r in runs if r["partitioner"] == p and r["variant"] == v]
+            if not group:
+                continue
+            glob = [r["accuracy"][-1] for r in group]
+            local = [r["client_accuracy"][-1] for r in group]
+            up = group[0]["bytes_up_per_reply"]
+            exact = all(r["bytes_up_per_reply"] == r["expected_bytes_up"] for r in group)
+            share = statistics.mean(mean_up(r) / fedavg[p, r["seed"]] for r in group)
+            lines.append(
+                f"| {p} | {v} | {', '.join(map(str, group[0]['ranks']))} "
+                f"| {statistics.mean(glob):.3f} ± {sd(glob):.3f} "
+                f"| {statistics.mean(local):.3f} ± {sd(local):.3f} "
+                f"| {' / '.join(f'{b:,}' for b in sorted(set(up[0])))}; "
+                f"{' / '.join(f'{b:,}' for b in sorted(set(up[1])))} "
+                f"| {exact} | {share:.3f} |"
+            )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -64,33 +101,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results/lora-variants.json"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--report", action="store_true", help="print the table of --out only")
     args = parser.parse_args()
+    if args.report:
+        print(table(json.loads(args.out.read_text())["runs"]))
+        return
     logging.getLogger("flwr").setLevel(logging.WARNING)
     runs = [one_run(v, p, s, args.rounds) for p in PARTITIONERS for v in args.variants
             for s in args.seeds]  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rounds": args.rounds, "nodes": NODES, "runs": runs},
                                    indent=1) + "\n")  # fmt: skip
-    fedavg_up = {r["seed"]: r["expected_bytes_up"][0] for r in runs if r["variant"] == "fedavg"}
-    print("| partitioner | variant | global acc | clients' acc | uplink/reply r1, r2 (B) "
-          "| = expected | vs fedavg |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
-    for p in PARTITIONERS:
-        for v in args.variants:
-            group = [r for r in runs if r["partitioner"] == p and r["variant"] == v]
-            glob = [r["accuracy"][-1] for r in group]
-            local = [r["client_accuracy"][-1] for r in group]
-            up = group[0]["bytes_up_per_reply"]
-            exact = all(all(b == e for b in per) for r in group
-                        for per, e in zip(r["bytes_up_per_reply"], r["expected_bytes_up"],
-                                          strict=True))  # fmt: skip
-            base = fedavg_up.get(group[0]["seed"])
-            share = group[0]["expected_bytes_up"][0] / base if base else float("nan")
-            sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
-            print(f"| {p} | {v} | {statistics.mean(glob):.3f} ± {sd(glob):.3f} | "
-                  f"{statistics.mean(local):.3f} ± {sd(local):.3f} | {up[0][0]:,}, "
-                  f"{up[1][0]:,} | {exact} | {share:.3f} |")  # fmt: skip
+    print(table(runs))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from fedpeft.sharing import (
 )
 from fedpeft.training import client_seed, evaluate, train_local
 
-from .node_data import node_setup
+from .node_data import lora_rank, node_setup
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ def _prepare(msg: Message, context: Context) -> Local:
     received = wire.received(msg.content, configured(cfg.comm, "downlink"))
     # node-config picks a partition or a local image folder, and optionally a weights file
     node = node_setup(cfg, context.node_config, received, context.node_id)
-    model = model_lib.cached_model(node.model, cfg.peft, node.data.num_classes, cfg.seed)
+    model = model_lib.cached_model(node.model, cfg.peft, node.data.num_classes, cfg.seed,
+                                   node.rank)  # fmt: skip
     t = cfg.train  # the model moves to train.device (a device this node lacks fails here)
     engine = make_engine(model, t.device, t.precision, t.augment, private=cfg.dp.mode == "local")
     sharing = sharing_of(cfg.peft)
@@ -174,9 +175,14 @@ def ncm_statistics(msg: Message, context: Context) -> Message:
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Tell the server this node's partition id (for seeded sampling and ordering)."""
+    """Tell the server this node's partition id (for seeded sampling and ordering), and
+    the LoRA rank it trains where it is not the run's ``peft.lora.r`` (HetLoRA).
+    """  # noqa: D205
     node = context.node_config
     reply = {k: int(node[k]) for k in ("partition-id", "num-partitions") if k in node}
+    rank = lora_rank(run_config(context.run_config), node)
+    if rank is not None:
+        reply["lora-rank"] = rank
     return Message(content=RecordDict({"node": MetricRecord(reply)}), reply_to=msg)
 
 

@@ -1,4 +1,4 @@
-"""A node's data, model config and client number, from its ``--node-config``.
+"""A node's data, model config, client number and LoRA rank, from its ``--node-config``.
 
 The keys are parsed by :func:`fedpeft.config.parse_node_config`.
 """
@@ -17,26 +17,36 @@ from fedpeft.data import ImageTensors, load_partition
 from fedpeft.data.diskcache import cached, folder_fingerprint
 from fedpeft.data.folder import load_image_folder
 from fedpeft.data.tensors import hold_out
+from fedpeft.hetlora import node_rank
 
 
 @dataclass(frozen=True)
 class NodeSetup:
-    """The node's training data, its model config, a stable client number, and the images
-    it holds out for its own evaluation (``data.local-test-fraction``; ``None``: none).
+    """The node's training data, its model config, a stable client number, the images it
+    holds out for its own evaluation (``data.local-test-fraction``; ``None``: none) and
+    the LoRA rank it trains (HetLoRA; ``None``: the run's ``peft.lora.r``).
     """  # noqa: D205
 
     data: ImageTensors
     model: ModelConfig
     client_id: int
     local_test: ImageTensors | None = None
+    rank: int | None = None
 
 
-def _held_out(cfg: RunConfig, data: ImageTensors, model: ModelConfig, client_id: int) -> NodeSetup:
+def _held_out(cfg: RunConfig, data: ImageTensors, model: ModelConfig, client_id: int,
+              rank: int | None) -> NodeSetup:  # fmt: skip
     fraction = cfg.data.local_test_fraction
     if not fraction:
-        return NodeSetup(data, model, client_id)
+        return NodeSetup(data, model, client_id, rank=rank)
     train, test = hold_out(data, fraction, cfg.seed * 1_000_003 + client_id)
-    return NodeSetup(train, model, client_id, test)
+    return NodeSetup(train, model, client_id, test, rank)
+
+
+def lora_rank(cfg: RunConfig, node_config: Mapping[str, object]) -> int | None:
+    """The LoRA rank this node trains and announces (HetLoRA), ``None``: ``peft.lora.r``."""
+    node = parse_node_config(node_config, files=False)
+    return node_rank(cfg.peft, node.lora_rank, node.partition_id)
 
 
 def head_classes(arrays: ArrayRecord) -> int:
@@ -55,6 +65,7 @@ def node_setup(cfg: RunConfig, node_config: Mapping[str, object], arrays: ArrayR
     deployed node decodes its images once, not once per message.
     """
     node = parse_node_config(node_config)
+    rank = node_rank(cfg.peft, node.lora_rank, node.partition_id)
     model = cfg.model
     if node.weights_path is not None:
         model = dataclasses.replace(cfg.model, weights=node.weights_path)
@@ -64,7 +75,7 @@ def node_setup(cfg: RunConfig, node_config: Mapping[str, object], arrays: ArrayR
         key = {"folder": str(Path(root).expanduser().resolve()), "size": size,
                "classes": classes, "files": folder_fingerprint(root)}  # fmt: skip
         data = cached(key, lambda: load_image_folder(root, size, classes))
-        return _held_out(cfg, data, model, node_id % 1_000_003)
+        return _held_out(cfg, data, model, node_id % 1_000_003, rank)
     pid, n = int(node.partition_id), int(node.num_partitions)  # type: ignore[arg-type]
     key = {
         "data": dataclasses.asdict(cfg.data),
@@ -73,4 +84,4 @@ def node_setup(cfg: RunConfig, node_config: Mapping[str, object], arrays: ArrayR
         "partition": [pid, n],
     }
     data = cached(key, lambda: load_partition(cfg.data, cfg.seed, size, pid, n))
-    return _held_out(cfg, data, model, pid)
+    return _held_out(cfg, data, model, pid, rank)

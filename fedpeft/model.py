@@ -27,8 +27,14 @@ def builds() -> int:
     return _BUILDS
 
 
-def build_model(mcfg: ModelConfig, pcfg: PeftConfig, num_classes: int, seed: int) -> nn.Module:
-    """Build backbone and method from ``seed``; server and clients get identical models."""
+def build_model(
+    mcfg: ModelConfig, pcfg: PeftConfig, num_classes: int, seed: int, rank: int | None = None
+) -> nn.Module:
+    """Build backbone and method from ``seed``; server and clients get identical models.
+
+    ``rank``: a LoRA node's smaller rank (HetLoRA): the seeded rank-``r`` model, cut to
+    its first ``rank`` components (:meth:`peft_strategies.lora.LoraTuning.truncate`).
+    """
     global _BUILDS
     torch.manual_seed(seed)
     model = create_backbone(mcfg, num_classes)
@@ -41,11 +47,15 @@ def build_model(mcfg: ModelConfig, pcfg: PeftConfig, num_classes: int, seed: int
         raise RuntimeError(
             f"{pcfg.method}: {trainable} trainable parameters, formula says {expected}"
         )
+    if rank is not None:
+        method.truncate(model, rank)
+        trainable = count_trainable(model)
     remember_initial(model, sharing_of(pcfg))  # where a client starts its local tensors
     _BUILDS += 1
     log.info(
-        "PEFT method %s: %d trainable of %d parameters (%.3f%%)",
+        "PEFT method %s%s: %d trainable of %d parameters (%.3f%%)",
         pcfg.method,
+        "" if rank is None else f" at rank {rank} (HetLoRA)",
         trainable,
         dims.num_params,
         100.0 * trainable / dims.num_params,
@@ -54,10 +64,13 @@ def build_model(mcfg: ModelConfig, pcfg: PeftConfig, num_classes: int, seed: int
 
 
 @functools.lru_cache(maxsize=2)
-def cached_model(mcfg: ModelConfig, pcfg: PeftConfig, num_classes: int, seed: int) -> nn.Module:
+def cached_model(
+    mcfg: ModelConfig, pcfg: PeftConfig, num_classes: int, seed: int, rank: int | None = None
+) -> nn.Module:
     """:func:`build_model`, once per process (a Ray worker reuses it across rounds).
 
     Safe to share between the clients a worker runs: every call site overwrites
-    all trainable tensors before use and nothing else in the model changes.
+    all trainable tensors before use and nothing else in the model changes. (With
+    ``peft.lora.ranks`` a worker that runs nodes of two ranks holds both models.)
     """
-    return build_model(mcfg, pcfg, num_classes, seed)
+    return build_model(mcfg, pcfg, num_classes, seed, rank)

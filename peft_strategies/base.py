@@ -120,6 +120,10 @@ class PeftMethod(ABC):
         """Which trainable tensors travel, and when; the default: all, every round."""
         return Sharing()
 
+    def truncate(self, model: nn.Module, rank: int) -> nn.Module:
+        """Cut the method's tensors to a smaller ``rank`` (HetLoRA); only LoRA has one."""
+        raise ValueError(f"peft.method={self.name!r} has no rank to cut to {rank}")
+
     def fold(self, model: nn.Module, cfg: Any) -> nn.Module:
         """The trained ``model`` (after :meth:`apply`) as it is exported for inference.
 

@@ -12,12 +12,17 @@ trains and sends only B (and the head), which makes the average exact; ``fedsa``
 its ``Context.state``; ``rolora`` (RoLoRA) trains and sends B in odd rounds and A in
 even ones, the other factor frozen, so each round's average is exact. Exported for
 inference, LoRA is merged into the ``qkv`` weights (:meth:`LoraTuning.fold`).
+
+Heterogeneous ranks (HetLoRA): a node may train a smaller rank than ``r``
+(:meth:`LoraTuning.truncate`, chosen by :mod:`fedpeft.hetlora`); it trains the first
+``rank`` components of the run's rank-``r`` factors, with the same scale.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from .base import MethodConfig, PeftMethod, Sharing, ViTDims, freeze_all_but_head, lr_field
@@ -54,6 +59,11 @@ class LoraMethodConfig(MethodConfig):
                 "everywhere; only B and the head travel), `fedsa` (FedSA-LoRA: A and the "
                 "head travel, each client keeps its B) or `rolora` (RoLoRA: B in odd "
                 "rounds, A in even ones; the other factor frozen and not sent up)"})  # fmt: skip
+    ranks: str = field(default="", metadata={
+        "help": "HetLoRA in simulation: ranks given to the partitions in turn, e.g. "
+                "\"4,8\" (partition p trains ranks[p mod 2]), each in [1, r]; a node's "
+                "node-config `lora-rank` takes precedence. Empty: every node at r, unless "
+                "its node-config says otherwise"})  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,6 +76,22 @@ class LoraMethodConfig(MethodConfig):
         if self.federation not in FEDERATIONS:
             raise ValueError(f"federation={self.federation!r}: valid choices: "
                              f"{list(FEDERATIONS)}")  # fmt: skip
+        self.rank_list()  # refuses a bad peft.lora.ranks
+
+    def rank_list(self) -> tuple[int, ...]:
+        """``ranks`` as integers, each checked to be in [1, r]."""
+        items = [s.strip() for s in self.ranks.split(",")] if self.ranks.strip() else []
+        if not all(s.isdigit() and 1 <= int(s) <= self.r for s in items):
+            raise ValueError(f"ranks={self.ranks!r}: expected comma-separated integers "
+                             f"in [1, r={self.r}], e.g. \"4,8\"")  # fmt: skip
+        return tuple(int(s) for s in items)
+
+    def check_rank(self, rank: int, source: str) -> int:
+        """``rank`` if it is an integer in [1, r]; ``source`` names it in the error."""
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= self.r:
+            raise ValueError(f"{source}={rank!r}: a LoRA rank must be an integer in "
+                             f"[1, peft.lora.r={self.r}]")  # fmt: skip
+        return rank
 
 
 @register
@@ -100,6 +126,26 @@ class LoraTuning(PeftMethod):
         factors, _ = FEDERATIONS[cfg.federation]
         return dims.head_params + dims.depth * sum(size[f] for f in factors)
 
+    def truncate(self, model: nn.Module, rank: int) -> nn.Module:
+        """Cut every LoRA layer to its first ``rank`` components, in place (HetLoRA).
+
+        A's first ``rank`` rows and B's first ``rank`` columns stay, as seeded, and each
+        layer keeps its scale (``alpha / r`` of the run's rank): B[:, :k]·A[:k] is exactly
+        the first k rank-one terms of the full product, so the server's zero-padding and
+        truncation (:mod:`fedpeft.hetlora`) move between the two without loss. peft has no
+        API to resize an injected adapter, hence the two ``Linear`` swaps by hand.
+        """
+        from peft.tuners.lora import LoraLayer
+
+        for layer in (m for m in model.modules() if isinstance(m, LoraLayer)):
+            for adapter in layer.lora_A:
+                if rank > layer.r[adapter]:
+                    raise ValueError(f"rank {rank} is above the layer's {layer.r[adapter]}")
+                layer.lora_A[adapter] = _cut(layer.lora_A[adapter], rows=rank)
+                layer.lora_B[adapter] = _cut(layer.lora_B[adapter], cols=rank)
+                layer.r[adapter] = rank  # layer.scaling[adapter] stays alpha / r
+        return model
+
     def sharing(self, cfg: LoraMethodConfig) -> Sharing:
         """The variant's :class:`Sharing` (FedSA's local B, RoLoRA's alternation)."""
         return FEDERATIONS[cfg.federation][1]
@@ -125,3 +171,14 @@ class LoraTuning(PeftMethod):
     def folded_structure(self, model: nn.Module, cfg: LoraMethodConfig) -> nn.Module:
         """Merged LoRA is the plain timm model."""
         return model
+
+
+def _cut(linear: nn.Linear, rows: int | None = None, cols: int | None = None) -> nn.Linear:
+    """A bias-free ``Linear`` holding ``linear``'s first ``rows`` outputs / ``cols`` inputs."""
+    weight = linear.weight.detach()[:rows, :cols].clone()
+    cut = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device,
+                    dtype=weight.dtype)  # fmt: skip
+    with torch.no_grad():
+        cut.weight.copy_(weight)
+    cut.weight.requires_grad_(linear.weight.requires_grad)
+    return cut

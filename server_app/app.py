@@ -99,6 +99,7 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         uplink=configured(cfg.comm, "uplink"),
         downlink=configured(cfg.comm, "downlink"),
         uplink_keys=_uplink_keys(cfg, frozenset(initial)),
+        max_rank=cfg.peft.params.r if cfg.peft.method == "lora" else 0,  # HetLoRA
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from .downlink import Downlink
 from .rounds import RoundStats
 from .validation import check_envelope
 
@@ -47,9 +48,9 @@ def check_evaluation(
     return n, float(acc), float(loss)
 
 
-class ClientEvaluation:
+class ClientEvaluation(Downlink):
     """Mixin for :class:`~server_app.strategy.PeftFedAvg` (its ``nodes``, ``rounds``,
-    ``limits``, ``encode_downlink`` and Flower's FedAvg fields).
+    ``limits``, ``downlink_messages`` and Flower's FedAvg fields).
     """  # noqa: D205
 
     fraction_evaluate: float
@@ -61,10 +62,6 @@ class ClientEvaluation:
     nodes: Any
     limits: Any
 
-    def encode_downlink(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
-        """Implemented by the strategy."""
-        raise NotImplementedError
-
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
@@ -74,10 +71,7 @@ class ClientEvaluation:
         node_ids = self.nodes.sample(grid, server_round, self.fraction_evaluate,
                                      self.min_evaluate_nodes, self.min_available_nodes)  # fmt: skip
         config["server-round"] = server_round
-        travelling = self.encode_downlink(arrays, config)
-        record = RecordDict({self.arrayrecord_key: travelling, self.configrecord_key: config})
-        messages = [Message(record, dst_node_id=node, message_type="evaluate",
-                            group_id=str(server_round)) for node in node_ids]  # fmt: skip
+        messages = self.downlink_messages(node_ids, arrays, config, "evaluate", str(server_round))
         self._eval_sent = {server_round: messages}
         log.info("round %d: evaluating on partitions %s", server_round,
                  self.nodes.partitions(node_ids))  # fmt: skip

@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 from torch import nn
 
@@ -78,11 +78,7 @@ def initialise_head(
     nodes = strategy.nodes.sample(grid, 0, 1.0, strategy.min_train_nodes,
                                   strategy.min_available_nodes)  # fmt: skip
     config = ConfigRecord({"server-round": 0})
-    travelling = strategy.encode_downlink(arrays, config)
-    content = RecordDict({"arrays": travelling, "config": config})
-    sent = [Message(content, dst_node_id=n, message_type=MESSAGE_TYPE, group_id=GROUP)
-            for n in nodes]  # fmt: skip
-    stats.count_sent(travelling, len(sent))
+    sent = strategy.downlink_messages(nodes, arrays, config, MESSAGE_TYPE, GROUP, stats)
     replies = list(grid.send_and_receive(sent, timeout=timeout))
     counts_by_node = Counter(m.metadata.src_node_id for m in replies if not m.has_error())
     accepted: list[tuple[int, int, np.ndarray, np.ndarray]] = []

@@ -51,13 +51,14 @@ class RoundStats:
     ) -> None:
         """Count ``arrays`` sent to ``messages`` nodes (serialised and raw bytes).
 
+        Called once per distinct record a round sends (HetLoRA: one per rank), it adds up.
         ``fp32``: the same tensors unencoded, when ``arrays`` is their downlink encoding.
         """
-        self.sent_to = messages
-        self.bytes_down = wire_bytes(arrays) * messages
-        self.theoretical_down = theoretical_bytes(arrays) * messages
+        self.sent_to += messages
+        self.bytes_down += wire_bytes(arrays) * messages
+        self.theoretical_down += theoretical_bytes(arrays) * messages
         if fp32 is not None:
-            self.fp32_down = wire_bytes(fp32) * messages
+            self.fp32_down += wire_bytes(fp32) * messages
 
     def count_encoded(self, content: RecordDict, decoded: dict[str, np.ndarray]) -> None:
         """Count an accepted encoded reply against its ``decoded`` arrays sent as fp32."""

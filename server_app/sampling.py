@@ -4,6 +4,8 @@ Node ids are random and change every run; partition ids do not. Each node is
 asked its partition id once (a ``query`` message answered by the ClientApp),
 and every round samples partitions with a generator seeded by
 (seed, round) — so a resumed run samples the clients the original would have.
+The same reply announces a LoRA node's smaller rank (HetLoRA); a node announcing a
+rank outside [1, ``max_rank``] is logged and never sampled.
 """
 
 from __future__ import annotations
@@ -24,12 +26,35 @@ class NodeDirectory:
     """Node id ↔ partition id, learned by querying each node once."""
 
     def __init__(
-        self, seed: int, query_timeout: float = 120.0, exclude: frozenset[int] = frozenset()
+        self,
+        seed: int,
+        query_timeout: float = 120.0,
+        exclude: frozenset[int] = frozenset(),
+        max_rank: int = 0,
     ) -> None:
         self.seed = seed
         self.query_timeout = query_timeout
         self.exclude = exclude
+        self.max_rank = max_rank  # peft.lora.r; 0: not LoRA, no rank may be announced
         self._partition: dict[int, int] = {}
+        self._rank: dict[int, int] = {}  # nodes below max_rank
+        self._refused: set[int] = set()  # nodes that announced an unusable rank
+
+    def rank_of(self, node_id: int) -> int | None:
+        """The smaller LoRA rank the node announced, or ``None`` (the run's rank)."""
+        return self._rank.get(node_id)
+
+    def _learn_rank(self, node: int, announced: object) -> None:
+        if announced is None:
+            return
+        if (isinstance(announced, bool) or not isinstance(announced, int)
+                or not 1 <= announced <= self.max_rank):  # fmt: skip
+            self._refused.add(node)
+            valid = f"[1, {self.max_rank}]" if self.max_rank else "none (not a LoRA run)"
+            log.warning("node %d announced lora-rank %r; valid ranks: %s. It is not sampled",
+                        node, announced, valid)  # fmt: skip
+        elif announced < self.max_rank:
+            self._rank[node] = announced
 
     def partition_of(self, node_id: int) -> int:
         """The node's partition id, or a large value past every partition if unknown."""
@@ -55,7 +80,9 @@ class NodeDirectory:
             if reply.has_error() or "node" not in reply.content.metric_records:
                 log.warning("node %d did not tell its partition id; ordered by node id", node)
                 continue
-            pid = reply.content.metric_records["node"].get("partition-id")
+            announced = reply.content.metric_records["node"]
+            self._learn_rank(node, announced.get("lora-rank"))  # a folder node has one too
+            pid = announced.get("partition-id")
             if not isinstance(pid, int) or pid in self._partition.values():
                 log.warning("node %d: unusable or duplicate partition id %r", node, pid)
                 continue
@@ -76,7 +103,8 @@ class NodeDirectory:
             log.info("Waiting for nodes: %d connected, %d needed", len(node_ids), wanted)
             time.sleep(1)
         self.learn(grid, node_ids)
-        eligible = [n for n in node_ids if self._partition.get(n) not in self.exclude]
+        usable = [n for n in node_ids if n not in self._refused]
+        eligible = [n for n in usable if self._partition.get(n) not in self.exclude]
         ordered = sorted(eligible, key=lambda n: (self.partition_of(n), n))
         size = min(len(ordered), count or max(int(len(ordered) * fraction), min_nodes))
         rng = np.random.default_rng([self.seed, server_round])

@@ -9,16 +9,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedpeft import wire
 from fedpeft.aggregation import RULES, Aggregator, RuleAggregator, RuleParams, Update
 from fedpeft.arrays import Arrays
 from fedpeft.codecs import Codec
 from fedpeft.server_opt import ServerOptimizer
 
+from . import node_ranks
 from .central_dp import CentralDp
 from .client_eval import ClientEvaluation
 from .guard import Guard
@@ -91,6 +91,10 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         and the head; :func:`fedpeft.sharing.uplink_names`); ``None`` = all, every
         round. Replies are checked against that subset; the tensors not sent up keep
         their global value (:class:`~server_app.uplink_keys.UplinkKeys`).
+    max_rank : int
+        ``peft.lora.r`` for LoRA (0 otherwise): nodes may announce a smaller rank, are
+        sent and checked at it, and their replies zero-padded in the update to it
+        (HetLoRA: :mod:`server_app.node_ranks`).
     **kwargs
         Passed to :class:`~flwr.serverapp.strategy.FedAvg`.
 
@@ -116,6 +120,7 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         uplink: Codec | None = None,
         downlink: Codec | None = None,
         uplink_keys: Callable[[int], frozenset[str]] | None = None,
+        max_rank: int = 0,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -131,7 +136,7 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         self.max_failed_rounds = max_failed_rounds
         self.clients_per_round = clients_per_round
         self.failed_streak = 0
-        self.nodes = NodeDirectory(seed, query_timeout, exclude_partitions)
+        self.nodes = NodeDirectory(seed, query_timeout, exclude_partitions, max_rank)
         self.rounds: dict[int, RoundStats] = {}
         self._sent: dict[int, _Sent] = {}
         self.client_epsilon: dict[int, float] = {}  # local DP: latest ε per partition
@@ -140,13 +145,6 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         self.uplink = uplink if uplink is not None and uplink.name != "none" else None
         self.downlink = downlink if downlink is not None and downlink.name != "none" else None
         self.carried = UplinkKeys(reference, uplink_keys)
-
-    def encode_downlink(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
-        """``arrays`` as they travel to clients (``comm.downlink``), named in ``config``."""
-        if self.downlink is None:
-            return arrays
-        config[wire.DOWNLINK_KEY] = self.downlink.name
-        return wire.encode({k: v.numpy() for k, v in arrays.items()}, self.downlink)
 
     @property
     def central_dp(self) -> CentralDp | None:
@@ -161,27 +159,17 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         if extra:  # never send anything but the trainable set
             raise ValueError(f"refusing to send non-trainable arrays {extra[:5]}")
         stats = self.rounds[server_round] = RoundStats()
-        node_ids = self.nodes.sample(
-            grid,
-            server_round,
-            self.fraction_train,
-            self.min_train_nodes,
-            self.min_available_nodes,
-            self.clients_per_round,
-        )
+        node_ids = self.nodes.sample(grid, server_round, self.fraction_train, self.min_train_nodes,
+                                     self.min_available_nodes, self.clients_per_round)  # fmt: skip
         config["server-round"] = server_round
         if self.lr_at is not None:
             config["lr"] = float(self.lr_at(server_round))
         if "lr" in config:
             stats.lr = float(config["lr"])  # type: ignore[arg-type]
-        travelling = self.encode_downlink(arrays, config)
-        record = RecordDict({self.arrayrecord_key: travelling, self.configrecord_key: config})
-        messages = [
-            Message(record, dst_node_id=node, message_type="train", group_id=str(server_round))
-            for node in node_ids
-        ]
+        messages = self.downlink_messages(
+            node_ids, arrays, config, "train", str(server_round), stats
+        )
         self._sent = {server_round: _Sent(messages, {k: v.numpy() for k, v in arrays.items()})}
-        stats.count_sent(travelling, len(messages), arrays if self.downlink else None)
         stats.population = len(list(grid.get_node_ids()))
         log.info("round %d: sampled partitions %s", server_round, self.nodes.partitions(node_ids))
         return messages
@@ -206,20 +194,17 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
                             self.nodes.label(node), msg.error.reason)  # fmt: skip
                 continue
             stats.count_received(msg.content)
-            result = check_envelope(
-                msg, server_round, sent.messages if sent else None, counts
-            ) or check_reply(
-                msg.content, reference, self.weighted_by_key, self.limits, sent_up, self.uplink
-            )
-            if not isinstance(result, Checked):
+            result = self._check(msg, server_round, counts, reference, sent_up)
+            if isinstance(result, str):
                 self._reject(server_round, stats, node, result)
                 continue
+            checked, arrays = result
             if self.uplink is not None:  # encoded bytes against the same reply in fp32
-                stats.count_encoded(msg.content, result.arrays)
-            update = Update(result.arrays, result.weight, node, self.nodes.partition_of(node))
+                stats.count_encoded(msg.content, checked.arrays)
+            update = Update(arrays, checked.weight, node, self.nodes.partition_of(node))
             accepted.append((update, msg))
-            if result.norm is not None:
-                norms[node] = result.norm
+            if checked.norm is not None:
+                norms[node] = checked.norm
         if self.guard is not None and sent_up is not None:
             stats.global_norm = model_norm(sent_up)
             refused = self.guard.screen(norms, stats.global_norm)
@@ -252,6 +237,25 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
             return None, None
         metrics = self.train_metrics_aggr_fn([m.content for _, m in accepted], self.weighted_by_key)
         return arrays, metrics
+
+    def _check(self, msg: Message, server_round: int, counts: Counter,
+               reference: dict[str, TensorSpec], sent_up: Arrays | None,
+               ) -> tuple[Checked, Arrays] | str:  # fmt: skip
+        """The checked reply and its arrays at full rank, or why it is rejected.
+
+        A node that announced a smaller LoRA rank is checked against its own shapes and
+        the arrays it was sent; its arrays are then zero-padded in the update.
+        """
+        sent = self._sent.get(server_round)
+        rank = self.nodes.rank_of(msg.metadata.src_node_id)
+        result = check_envelope(
+            msg, server_round, sent.messages if sent else None, counts
+        ) or check_reply(msg.content, node_ranks.specs_at(reference, rank), self.weighted_by_key,
+                         self.limits, node_ranks.sent_at(sent_up, rank), self.uplink)  # fmt: skip
+        if isinstance(result, str):
+            return f"{result} (its announced lora-rank is {rank})" if rank else result
+        arrays = node_ranks.padded(result.arrays, sent_up, rank)
+        return arrays if isinstance(arrays, str) else (result, arrays)
 
     def _reject(self, server_round: int, stats: RoundStats, node: int, reason: str) -> None:
         """Drop ``node``'s reply this round: recorded and logged with its partition."""

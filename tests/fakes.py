@@ -42,9 +42,15 @@ def reply(instr: Message, arrays: dict[str, np.ndarray], n: object) -> Message:
 class FakeGrid:
     """Nodes ``{node id: partition id}``; ``behaviour[node]`` makes its train replies."""
 
-    def __init__(self, partitions: dict[int, int], behaviour: dict[int, Behaviour]) -> None:
+    def __init__(
+        self,
+        partitions: dict[int, int],
+        behaviour: dict[int, Behaviour],
+        announce: dict[int, dict[str, int]] | None = None,
+    ) -> None:
         self.partitions = partitions
         self.behaviour = behaviour
+        self.announce = announce or {}  # node id → more of its query reply (lora-rank)
         self.sent: list[Message] = []
         self._next_id = 0
 
@@ -59,7 +65,8 @@ class FakeGrid:
             self.sent.append(msg)
             node = msg.metadata.dst_node_id
             if msg.metadata.message_type == "query":
-                pid = MetricRecord({"partition-id": self.partitions[node]})
+                pid = MetricRecord({"partition-id": self.partitions[node],
+                                    **self.announce.get(node, {})})  # fmt: skip
                 out.append(Message(RecordDict({"node": pid}), reply_to=msg))
                 continue
             sent = {k: v.numpy() for k, v in msg.content["arrays"].items()}

@@ -7,6 +7,9 @@ Keys (anything else is refused, naming the key):
 * ``weights-path`` (optional): the backbone weights as a local file, instead of
   the run's ``model.weights`` (devices have no hub access). It must hold the same
   backbone the server uses, e.g. the converted ViT-S/14 from ``$FEDPEFT_CACHE``.
+* ``lora-rank`` (optional): with ``peft.method = "lora"``, the LoRA rank this device
+  trains, in [1, ``peft.lora.r``] (HetLoRA, :mod:`fedpeft.hetlora`); other methods
+  ignore it.
 """
 
 from __future__ import annotations
@@ -18,17 +21,20 @@ from typing import Any
 
 from flwr.common.config import parse_config_args
 
-KEYS = ("partition-id", "num-partitions", "data-path", "weights-path")
+KEYS = ("partition-id", "num-partitions", "data-path", "weights-path", "lora-rank")
 
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """A node's parsed ``--node-config``: a partition or a folder, and maybe a weights file."""
+    """A node's parsed ``--node-config``: a partition or a folder, maybe a weights file and a
+    LoRA rank.
+    """  # noqa: D205
 
     partition_id: int | None = None
     num_partitions: int | None = None
     data_path: str | None = None
     weights_path: str | None = None
+    lora_rank: int | None = None
 
 
 def _int(config: Mapping[str, object], key: str) -> int:
@@ -66,11 +72,15 @@ def parse_node_config(config: Mapping[str, object], files: bool = True) -> NodeC
     if files and weights is not None and not Path(str(weights)).expanduser().is_file():
         raise ValueError(f"node-config weights-path={weights!r}: no such file")
     data_path = config.get("data-path")
+    rank = _int(config, "lora-rank") if "lora-rank" in config else None
+    if rank is not None and rank < 1:
+        raise ValueError(f"node-config lora-rank={rank}: must be >= 1")
     return NodeConfig(
         partition_id=pid,
         num_partitions=n,
         data_path=None if data_path is None else str(data_path),
         weights_path=None if weights is None else str(Path(str(weights)).expanduser()),
+        lora_rank=rank,
     )
 
 

@@ -76,17 +76,20 @@ def run_log(tmp_path: Path, run_name: str = "e2e") -> str:
     return (tmp_path / "outputs" / run_name / LOG_FILE).read_text()
 
 
-def reply_bytes(overrides: str, server_round: int, num_classes: int = 10) -> int:
+def reply_bytes(
+    overrides: str, server_round: int, num_classes: int = 10, rank: int | None = None
+) -> int:
     """Wire bytes of one fp32 reply in ``server_round`` of a TINY run with ``overrides``.
 
     The tensors the method sends up that round (FedSA-LoRA: no B; RoLoRA: B in odd
     rounds, A in even ones; both: the head), of the seeded model built here as every
-    process builds it, with distinct values: identical arrays (LoRA's zero B at init)
-    would travel once.
+    process builds it (at a node's LoRA ``rank``: HetLoRA), with distinct values:
+    identical arrays (LoRA's zero B at init) would travel once.
     """
     cfg = parse_run_config(parse_config_args([TINY, overrides]))
     sharing = sharing_of(cfg.peft)
-    state = shared_state(build_model(cfg.model, cfg.peft, num_classes, cfg.seed), sharing)
+    model = build_model(cfg.model, cfg.peft, num_classes, cfg.seed, rank)
+    state = shared_state(model, sharing)
     sent = uplink_names(frozenset(state), sharing, server_round)
     return wire_bytes(to_arrayrecord({k: torch.randn_like(v) for k, v in state.items()
                                       if k in sent}))  # fmt: skip

@@ -6,7 +6,9 @@ unregistered node, survives a SuperLink restart on the same database, completes 
 second run in which a SuperNode is SIGKILLed mid-round, and stops with no process
 left. The first run is FedSA-LoRA (``peft.lora.federation='fedsa'``): each SuperNode
 keeps its B in the run's ``Context.state`` between rounds, and its personalised model
-(evaluated on the images it holds out) learns.
+(evaluated on the images it holds out) learns. The image-folder SuperNode trains LoRA
+at rank 4 of the run's 8 (``lora-rank`` in its node-config: HetLoRA), so the server
+sends it, and checks it against, its own shapes.
 The tests run in this file's order, on the one federation: a second federation
 would cost its SuperLink's and SuperNodes' start-up again.
 """
@@ -45,6 +47,9 @@ def _digits_folder(root: Path, count: int = 120) -> Path:
     return root
 
 
+LOW_RANK = 4  # the image-folder SuperNode's LoRA rank (the run's peft.lora.r: 8)
+
+
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deploy")
@@ -56,7 +61,7 @@ def fed(tmp_path_factory):
         node_configs=[
             {"partition-id": 0, "num-partitions": 2},
             {"data-path": str(_digits_folder(tmp / "device-images")),
-             "weights-path": str(weights)},
+             "weights-path": str(weights), "lora-rank": LOW_RANK},
         ],
     )  # fmt: skip
     federation = Federation(spec)
@@ -108,12 +113,13 @@ def test_fedsa_keeps_b_on_each_supernode_and_learns(first_run):
     _, _, _, out, _ = first_run
     metrics = json.loads((out / "metrics.json").read_text())
     rounds = metrics["rounds"]
-    up = reply_bytes(FIRST, 1)
+    up = sorted([reply_bytes(FIRST, 1), reply_bytes(FIRST, 1, rank=LOW_RANK)])
     # Assert: both SuperNodes start B from its init in round 1 and from their own
-    # Context.state in round 2; every reply is exactly A and the head (no B travels)
+    # Context.state in round 2; every reply is exactly A (at the node's rank: 8, and 4
+    # on the image-folder node) and the head: no B travels
     restored = [sorted(m["local-restored"] for m in r["client_metrics"]) for r in rounds[1:]]
     assert restored == [[0, 0], [1, 1]]
-    assert all(m["bytes-up"] == up for r in rounds[1:] for m in r["client_metrics"])
+    assert [sorted(m["bytes-up"] for m in r["client_metrics"]) for r in rounds[1:]] == [up, up]
     # Baseline in the same run: round 0 (the untrained head, ~chance). The server's
     # global model has B at its init (0): A and the head shared; the personalised
     # models (each node's own B) are what FedSA trains for. Measured here 2026-12-03:
