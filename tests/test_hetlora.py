@@ -7,10 +7,12 @@ import logging
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
+from fedpeft import wire
 from fedpeft.arrays import trainable_state
+from fedpeft.codecs import CODECS, CodecParams
 from fedpeft.config import ConfigError, app_config, parse_node_config
 from fedpeft.hetlora import node_rank, pad, truncate
 from fedpeft.model import build_model
@@ -124,6 +126,33 @@ def test_each_node_gets_its_rank_and_the_aggregate_is_fedavg_of_the_padded_repli
         np.testing.assert_allclose(new[key].numpy(), golden[key].numpy(), rtol=1e-6)
     # rank 3 and 4 of A moved by node 2's update (-0.5) times its share of samples (1/4)
     np.testing.assert_allclose(new[A].numpy()[2:], glob[A][2:] - 0.125, rtol=1e-6)
+
+
+def test_an_int8_update_is_decoded_at_the_nodes_rank_against_what_it_was_sent():
+    # Prepare: comm.uplink = int8; node 1 (rank 2) replies with its encoded update
+    glob = _global()
+    codec = CODECS["int8"](CodecParams())
+    strategy = PeftFedAvg(
+        reference_specs(ArrayRecord({k: Array(v) for k, v in glob.items()})),
+        min_train_nodes=2, min_available_nodes=2, max_rank=4, uplink=codec,
+    )  # fmt: skip
+    grid = FakeGrid({1: 0, 2: 1}, {}, announce={1: {"lora-rank": 2}})
+    by_node = {m.metadata.dst_node_id: m for m in _round(strategy, glob, grid)}
+    replies = []
+    for node, rank in ((1, 2), (2, None)):
+        received = truncate(glob, rank) if rank else glob
+        trained = {k: v + 0.25 for k, v in received.items()}
+        content = RecordDict({"arrays": wire.encode_update(trained, received, codec, None),
+                              "metrics": MetricRecord({"num-examples": 10})})  # fmt: skip
+        content[wire.COMM] = wire.announce(codec)
+        replies.append(Message(content, reply_to=by_node[node]))
+    # Execute
+    new, _ = strategy.aggregate_train(1, replies)
+    # Assert: both accepted; ranks 1-2 moved by +0.25, ranks 3-4 of A by half that
+    # (node 2's share of the samples), within int8's error (half a scale: 0.25 / 254)
+    assert strategy.rounds[1].accepted == 2, strategy.rounds[1].rejected
+    np.testing.assert_allclose(new[A].numpy()[:2], glob[A][:2] + 0.25, atol=1e-3)
+    np.testing.assert_allclose(new[A].numpy()[2:], glob[A][2:] + 0.125, atol=1e-3)
 
 
 @pytest.mark.parametrize(("node", "rank"), [(1, 4), (2, 2)])
