@@ -34,6 +34,7 @@ from .central_dp import CentralDp
 from .evaluation import make_evaluate_fn
 from .guard import Guard
 from .ncm import head_keys, initialise_head
+from .partition_keys import PartitionKeys
 from .recorder import RunRecorder
 from .strategy import PeftFedAvg
 from .validation import Limits, reference_specs
@@ -100,6 +101,9 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         downlink=configured(cfg.comm, "downlink"),
         uplink_keys=_uplink_keys(cfg, frozenset(initial)),
         max_rank=cfg.peft.params.r if cfg.peft.method == "lora" else 0,  # HetLoRA
+        partition_keys=PartitionKeys.load(server.partition_registry)
+        if server.partition_registry
+        else None,
     )
 
 

@@ -8,9 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
 from fedpeft.arrays import payload_bytes, theoretical_bytes, wire_bytes
+
+
+@dataclass
+class Sent:
+    """A training round's messages and the (fp32) arrays they carried."""
+
+    messages: list[Message]
+    arrays: dict[str, np.ndarray]
 
 
 @dataclass

@@ -5,7 +5,9 @@ asked its partition id once (a ``query`` message answered by the ClientApp),
 and every round samples partitions with a generator seeded by
 (seed, round) — so a resumed run samples the clients the original would have.
 The same reply announces a LoRA node's smaller rank (HetLoRA); a node announcing a
-rank outside [1, ``max_rank``] is logged and never sampled.
+rank outside [1, ``max_rank``] is logged and never sampled. With
+``server.partition-registry`` a claim must match the node's authenticated public key
+(:mod:`server_app.partition_keys`); a refused node is logged and never sampled.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 import numpy as np
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
+
+from .partition_keys import PartitionKeys
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +35,17 @@ class NodeDirectory:
         query_timeout: float = 120.0,
         exclude: frozenset[int] = frozenset(),
         max_rank: int = 0,
+        keys: PartitionKeys | None = None,
     ) -> None:
         self.seed = seed
         self.query_timeout = query_timeout
         self.exclude = exclude
         self.max_rank = max_rank  # peft.lora.r; 0: not LoRA, no rank may be announced
+        self.keys = keys  # server.partition-registry: who may claim which partition
         self._partition: dict[int, int] = {}
         self._rank: dict[int, int] = {}  # nodes below max_rank
-        self._refused: set[int] = set()  # nodes that announced an unusable rank
+        self._refused: set[int] = set()  # an unusable rank, or a claim the registry refuses
+        self._told: set[int] = set()  # nodes that answered their query
 
     def rank_of(self, node_id: int) -> int | None:
         """The smaller LoRA rank the node announced, or ``None`` (the run's rank)."""
@@ -70,19 +77,34 @@ class NodeDirectory:
         return [self._partition.get(n, f"node {n}") for n in node_ids]
 
     def learn(self, grid: Grid, node_ids: list[int]) -> None:
-        """Query the nodes whose partition id is not known yet."""
-        new = [n for n in node_ids if n not in self._partition]
+        """Query the nodes that have not answered yet (each costs a ClientApp start)."""
+        new = [n for n in node_ids if n not in self._told]
         if not new:
             return
+        # With a registry: each node's authenticated public key, as the SuperLink has it
+        public = {n.node_id: n.public_key for n in grid.get_nodes()} if self.keys else {}
         queries = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in new]
         for reply in grid.send_and_receive(queries, timeout=self.query_timeout):
             node = reply.metadata.src_node_id
             if reply.has_error() or "node" not in reply.content.metric_records:
                 log.warning("node %d did not tell its partition id; ordered by node id", node)
                 continue
+            self._told.add(node)  # answered: not asked again (a folder node tells no id)
             announced = reply.content.metric_records["node"]
             self._learn_rank(node, announced.get("lora-rank"))  # a folder node has one too
             pid = announced.get("partition-id")
+            why = (
+                self.keys.refusal(pid, public.get(node))
+                if self.keys and isinstance(pid, int)
+                else None
+            )
+            if why:  # before the duplicate check: the owner may have claimed first
+                self._refused.add(node)
+                log.warning("node %d refused: %s. It is not sampled", node, why)
+                continue
+            if pid is None:  # a node on its own image folder (node-config data-path)
+                log.info("node %d has its own data, no partition id; ordered by node id", node)
+                continue
             if not isinstance(pid, int) or pid in self._partition.values():
                 log.warning("node %d: unusable or duplicate partition id %r", node, pid)
                 continue

@@ -6,7 +6,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -22,9 +21,10 @@ from . import node_ranks
 from .central_dp import CentralDp
 from .client_eval import ClientEvaluation
 from .guard import Guard
+from .partition_keys import PartitionKeys
 from .resumable import Resumable
 from .round_loop import RoundLoop, RoundsFailedError
-from .rounds import RoundStats
+from .rounds import RoundStats, Sent
 from .sampling import NodeDirectory
 from .uplink_keys import UplinkKeys
 from .validation import Checked, Limits, TensorSpec, check_envelope, check_reply, model_norm
@@ -32,12 +32,6 @@ from .validation import Checked, Limits, TensorSpec, check_envelope, check_reply
 log = logging.getLogger(__name__)
 
 __all__ = ["PeftFedAvg", "RoundsFailedError"]
-
-
-@dataclass
-class _Sent:
-    messages: list[Message]
-    arrays: dict[str, np.ndarray]
 
 
 class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
@@ -95,6 +89,8 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         ``peft.lora.r`` for LoRA (0 otherwise): nodes may announce a smaller rank, are
         sent and checked at it, and their replies zero-padded in the update to it
         (HetLoRA: :mod:`server_app.node_ranks`).
+    partition_keys : PartitionKeys, optional
+        ``server.partition-registry``: the public key that may claim each partition.
     **kwargs
         Passed to :class:`~flwr.serverapp.strategy.FedAvg`.
 
@@ -121,6 +117,7 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         downlink: Codec | None = None,
         uplink_keys: Callable[[int], frozenset[str]] | None = None,
         max_rank: int = 0,
+        partition_keys: PartitionKeys | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -136,9 +133,10 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         self.max_failed_rounds = max_failed_rounds
         self.clients_per_round = clients_per_round
         self.failed_streak = 0
-        self.nodes = NodeDirectory(seed, query_timeout, exclude_partitions, max_rank)
+        self.nodes = NodeDirectory(seed, query_timeout, exclude_partitions, max_rank,
+                                   partition_keys)  # fmt: skip
         self.rounds: dict[int, RoundStats] = {}
-        self._sent: dict[int, _Sent] = {}
+        self._sent: dict[int, Sent] = {}
         self.client_epsilon: dict[int, float] = {}  # local DP: latest ε per partition
         self.optimizer = optimizer
         self.lr_at = lr_at
@@ -169,7 +167,7 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         messages = self.downlink_messages(
             node_ids, arrays, config, "train", str(server_round), stats
         )
-        self._sent = {server_round: _Sent(messages, {k: v.numpy() for k, v in arrays.items()})}
+        self._sent = {server_round: Sent(messages, {k: v.numpy() for k, v in arrays.items()})}
         stats.population = len(list(grid.get_node_ids()))
         log.info("round %d: sampled partitions %s", server_round, self.nodes.partitions(node_ids))
         return messages

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 
 # The trainable set of the strategy tests: a 2×3 head and its bias.
 HEAD_REF = ArrayRecord(
@@ -40,22 +41,30 @@ def reply(instr: Message, arrays: dict[str, np.ndarray], n: object) -> Message:
 
 
 class FakeGrid:
-    """Nodes ``{node id: partition id}``; ``behaviour[node]`` makes its train replies."""
+    """Nodes ``{node id: partition id}`` (``None``: a node on its own image folder, which
+    tells none); ``behaviour[node]`` makes its train replies.
+    """
 
     def __init__(
         self,
-        partitions: dict[int, int],
+        partitions: dict[int, int | None],
         behaviour: dict[int, Behaviour],
         announce: dict[int, dict[str, int]] | None = None,
+        public_keys: dict[int, bytes] | None = None,
     ) -> None:
         self.partitions = partitions
         self.behaviour = behaviour
         self.announce = announce or {}  # node id → more of its query reply (lora-rank)
+        self.public_keys = public_keys or {}  # node id → its authenticated key (PEM)
         self.sent: list[Message] = []
         self._next_id = 0
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.partitions)
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        return [NodeInfo(node_id=n, public_key=self.public_keys.get(n, b""))
+                for n in self.partitions]  # fmt: skip
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
         out = []
@@ -65,8 +74,9 @@ class FakeGrid:
             self.sent.append(msg)
             node = msg.metadata.dst_node_id
             if msg.metadata.message_type == "query":
-                pid = MetricRecord({"partition-id": self.partitions[node],
-                                    **self.announce.get(node, {})})  # fmt: skip
+                told = {} if self.partitions[node] is None else {  # None: a folder node
+                    "partition-id": self.partitions[node]}  # fmt: skip
+                pid = MetricRecord({**told, **self.announce.get(node, {})})
                 out.append(Message(RecordDict({"node": pid}), reply_to=msg))
                 continue
             sent = {k: v.numpy() for k, v in msg.content["arrays"].items()}

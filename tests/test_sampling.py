@@ -34,16 +34,16 @@ def test_seed_changes_the_sample():
 
 
 def test_each_node_is_queried_once():
-    # Prepare
-    grid = FakeGrid({10: 0, 11: 1, 12: 2}, {})
+    # Prepare: node 13 is on its own image folder and has no partition id to tell
+    grid = FakeGrid({10: 0, 11: 1, 12: 2, 13: None}, {})
     directory = NodeDirectory(0)
     # Execute
     for server_round in (1, 2, 3):
         directory.sample(grid, server_round, fraction=1.0, min_nodes=1, min_available=1)
     # Assert
     queries = [m for m in grid.sent if m.metadata.message_type == "query"]
-    assert sorted(m.metadata.dst_node_id for m in queries) == [10, 11, 12]
-    assert directory.partition_of(12) == 2
+    assert sorted(m.metadata.dst_node_id for m in queries) == [10, 11, 12, 13]
+    assert directory.partition_of(12) == 2 and directory.label(13) == "node 13"
 
 
 def test_excluded_partitions_are_never_sampled():

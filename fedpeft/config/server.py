@@ -55,6 +55,11 @@ class ServerConfig:
         "on their held-out images (data.local-test-fraction)",
     )
     round_timeout: float = key(600.0, "seconds the server waits for a round's replies")
+    partition_registry: str = key("", "deployment with SuperNode authentication: a TOML file "
+                                  "binding each partition id to a SuperNode's public key "
+                                  "file (`0 = \"keys/supernode-1.pub\"`, relative to the "
+                                  "file); a node claiming a partition bound to another key, "
+                                  "or not listed, is refused and logged. Empty: off")  # fmt: skip
     eval_batch_size: int = key(64, "batch size of evaluation (server and clients)")
     device: str = key("auto", "where the server evaluates the global model (choices as "
                       "train.device; checked at start-up)")  # fmt: skip

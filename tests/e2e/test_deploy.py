@@ -3,8 +3,9 @@
 One TLS + authentication federation of 2 SuperNodes (one on a partition, one on
 its own image folder with a local weights file) runs 2 rounds, refuses an
 unregistered node, survives a SuperLink restart on the same database, completes a
-second run in which a SuperNode is SIGKILLed mid-round, and stops with no process
-left. The first run is FedSA-LoRA (``peft.lora.federation='fedsa'``): each SuperNode
+second run in which a SuperNode is SIGKILLed mid-round and a registered impostor
+claiming another node's partition is refused (``server.partition-registry``), and stops
+with no process left. The first run is FedSA-LoRA (``peft.lora.federation='fedsa'``): each SuperNode
 keeps its B in the run's ``Context.state`` between rounds, and its personalised model
 (evaluated on the images it holds out) learns. The image-folder SuperNode trains LoRA
 at rank 4 of the run's 8 (``lora-rank`` in its node-config: HetLoRA), so the server
@@ -141,11 +142,22 @@ def test_superlink_restart_keeps_runs_and_nodes(fed, first_run):
     fed.wait_online(2)  # the registered SuperNodes reconnect on their own
 
 
-def test_run_completes_after_a_supernode_is_killed(fed):
-    # Prepare: a round needs one reply. The round timeout is generous: the SuperLink
-    # answers for a dead node once its heartbeat lapses (<= 60 s).
+@pytest.fixture(scope="module")
+def kill_run(fed):
+    """The second run: a registry binds partition 0 to supernode-1's key while an
+    impostor (registered, authenticated, node-config partition 0) claims it too; the
+    image-folder SuperNode is SIGKILLed while it trains in round 1.
+    """
     out = fed.work.parent / "outputs-kill"
-    config = deploy_config(out, "server.min-train-nodes=1 server.round-timeout=300.0")
+    out.mkdir()
+    registry = out / "registry.toml"
+    registry.write_text(f'0 = "{fed.work / "keys" / "supernode-1.pub"}"\n')
+    impostor = fed.start_supernode(0, name="impostor")  # supernode-1's node-config
+    fed.wait_online(3)
+    # A round needs one reply. The round timeout is generous: the SuperLink answers for
+    # a dead node once its heartbeat lapses (<= 60 s).
+    config = deploy_config(out, "server.min-train-nodes=1 server.round-timeout=300.0 "
+                           f"server.partition-registry='{registry}'")  # fmt: skip
     node_log = fed.work / "supernode-2.log"
     seen = node_log.read_text().count("Receiving: train message")  # the first run's
     run = fed.cli.start_run(config)
@@ -156,23 +168,43 @@ def test_run_completes_after_a_supernode_is_killed(fed):
     while node_log.read_text().count("Receiving: train message") == seen:
         assert time.monotonic() < deadline and waiter.is_alive(), "no train message"
         time.sleep(0.2)
-    # Execute: the image-folder device dies (SIGKILL, whole process group) while training
+    # The image-folder device dies (SIGKILL, whole process group) while training
     fed.kill_supernode(1)
     waiter.join()
     _, status, output = result
+    return status, output, out / "deploy", impostor
+
+
+def test_run_completes_after_a_supernode_is_killed(fed, kill_run):
+    # Prepare
+    status, output, out, _ = kill_run
     # Assert: round 1 goes on with the survivor's reply, round 2 has only the survivor
     assert status == "finished:completed", output[-4000:]
-    rows = json.loads((out / "deploy" / "metrics.json").read_text())["rounds"]
+    rows = json.loads((out / "metrics.json").read_text())["rounds"]
     assert [r["accepted"] for r in rows[1:]] == [1, 1], rows
     assert rows[1]["clients"] == 2 and rows[1]["failed"] == 1  # NODE_UNAVAILABLE for the dead
     assert rows[2]["clients"] == 1
     assert not [pid for pid in fed.signalled if alive(pid)]
 
 
+def test_a_supernode_claiming_anothers_partition_is_refused(fed, kill_run):
+    # Prepare
+    _, output, _, impostor = kill_run
+    impostor_log = (fed.work / "impostor.log").read_text()
+    # Assert: the impostor was asked once, refused with the reason in the ServerApp's
+    # log, and never sampled: every train message went to partition 0's owner or the
+    # image-folder node (rows[1]["clients"] == 2 above), none to the impostor
+    assert "Receiving: query message" in impostor_log
+    assert "Receiving: train message" not in impostor_log
+    assert "partition 0 is bound to another SuperNode's public key" in output, output[-4000:]
+    assert impostor.poll() is None  # authenticated and connected all along
+
+
 def test_stop_leaves_no_process(fed):
     # Prepare
     pids = set(json.loads((fed.work / "pids.json").read_text()).values())
-    assert len(pids) == 2  # SuperLink + the surviving SuperNode (intruder exited, one killed)
+    assert len(pids) == 3  # SuperLink, the surviving SuperNode and the impostor (intruder
+    # exited, one killed)
     # Execute
     signalled = fed.stop()
     # Assert
