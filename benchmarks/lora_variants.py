@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedpeft.config import app_config, parse_run_config
+from fedpeft.config import NodeConfig, app_config, parse_run_config
 from fedpeft.hetlora import node_rank
 from tests.app_grid import run_in_process
 from tests.e2e.helpers import ROOT, TINY, reply_bytes
@@ -54,7 +54,7 @@ def one_run(variant: str, partitioner: str, seed: int, rounds: int) -> dict:
         metrics = json.loads((Path(tmp) / "r" / "metrics.json").read_text())
     rows = metrics["rounds"]
     pcfg = parse_run_config(cfg).peft
-    ranks = [node_rank(pcfg, None, p) for p in range(NODES)]  # in partition order
+    ranks = [node_rank(pcfg, NodeConfig(partition_id=p)) for p in range(NODES)]  # by partition
     return {
         "variant": variant, "partitioner": partitioner, "seed": seed, "seconds": seconds,
         "ranks": [pcfg.params.r if k is None else k for k in ranks],

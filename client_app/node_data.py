@@ -45,8 +45,7 @@ def _held_out(cfg: RunConfig, data: ImageTensors, model: ModelConfig, client_id:
 
 def lora_rank(cfg: RunConfig, node_config: Mapping[str, object]) -> int | None:
     """The LoRA rank this node trains and announces (HetLoRA), ``None``: ``peft.lora.r``."""
-    node = parse_node_config(node_config, files=False)
-    return node_rank(cfg.peft, node.lora_rank, node.partition_id)
+    return node_rank(cfg.peft, parse_node_config(node_config, files=False))
 
 
 def head_classes(arrays: ArrayRecord) -> int:
@@ -65,7 +64,7 @@ def node_setup(cfg: RunConfig, node_config: Mapping[str, object], arrays: ArrayR
     deployed node decodes its images once, not once per message.
     """
     node = parse_node_config(node_config)
-    rank = node_rank(cfg.peft, node.lora_rank, node.partition_id)
+    rank = node_rank(cfg.peft, node)
     model = cfg.model
     if node.weights_path is not None:
         model = dataclasses.replace(cfg.model, weights=node.weights_path)

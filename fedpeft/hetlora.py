@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .arrays import Arrays
-from .config import PeftConfig
+from .config import NodeConfig, PeftConfig
 
 # The LoRA factor → the axis that holds its rank: A is (r, in), B is (out, r).
 RANK_AXIS = {"lora_A": 0, "lora_B": 1}
@@ -66,25 +66,25 @@ def pad(part: Mapping[str, np.ndarray], full: Mapping[str, np.ndarray], rank: in
     return padded
 
 
-def node_rank(pcfg: PeftConfig, node_rank_setting: object, partition_id: int | None) -> int | None:
-    """The LoRA rank this node trains, or ``None`` (the run's ``r``, or not LoRA).
+def node_rank(pcfg: PeftConfig, node: NodeConfig) -> int | None:
+    """The LoRA rank ``node`` trains, or ``None`` (the run's ``r``, or not LoRA).
 
-    ``node_rank_setting`` is the node-config's ``lora-rank`` (``None`` if unset); other
-    methods than LoRA ignore it.
+    Its node-config's ``lora-rank``, else its partition's entry in ``peft.lora.ranks``;
+    other methods than LoRA ignore both.
 
     Raises
     ------
     ValueError
-        If ``lora-rank`` is not an integer in [1, ``peft.lora.r``].
+        If ``lora-rank`` is above ``peft.lora.r``.
 
     """
     if pcfg.method != "lora":
         return None
     params = pcfg.params
-    if node_rank_setting is not None:
-        rank = params.check_rank(node_rank_setting, "node-config lora-rank")
-    elif (ranks := params.rank_list()) and partition_id is not None:
-        rank = ranks[partition_id % len(ranks)]
+    if node.lora_rank is not None:
+        rank = params.check_rank(node.lora_rank, "node-config lora-rank")
+    elif (ranks := params.rank_list()) and node.partition_id is not None:
+        rank = ranks[node.partition_id % len(ranks)]
     else:
         return None
     return None if rank == params.r else rank

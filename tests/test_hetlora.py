@@ -13,7 +13,7 @@ from flwr.serverapp.strategy import FedAvg
 from fedpeft import wire
 from fedpeft.arrays import trainable_state
 from fedpeft.codecs import CODECS, CodecParams
-from fedpeft.config import ConfigError, app_config, parse_node_config
+from fedpeft.config import ConfigError, NodeConfig, app_config, parse_node_config
 from fedpeft.hetlora import node_rank, pad, truncate
 from fedpeft.model import build_model
 from server_app.strategy import PeftFedAvg
@@ -192,13 +192,17 @@ def test_a_node_takes_its_rank_from_node_config_then_from_peft_lora_ranks():
     # Prepare
     cfg = tiny_config("lora", **{"peft.lora.ranks": "2,8,4"})
     plain = tiny_config("lora")
+
     # Execute / Assert: partition p gets ranks[p mod 3]; r itself is "no smaller rank";
     # node-config wins; other methods ignore it
-    assert [node_rank(cfg.peft, None, p) for p in range(4)] == [2, None, 4, 2]
-    assert node_rank(cfg.peft, 6, 0) == 6 and node_rank(plain.peft, None, 0) is None
-    assert node_rank(tiny_config("bias").peft, 4, 0) is None
+    def node(pid: int, rank: int | None = None) -> NodeConfig:
+        return NodeConfig(partition_id=pid, num_partitions=4, lora_rank=rank)
+
+    assert [node_rank(cfg.peft, node(p)) for p in range(4)] == [2, None, 4, 2]
+    assert node_rank(cfg.peft, node(0, 6)) == 6 and node_rank(plain.peft, node(0)) is None
+    assert node_rank(tiny_config("bias").peft, node(0, 4)) is None
     with pytest.raises(ValueError, match=r"lora-rank=9.*\[1, peft.lora.r=8\]"):
-        node_rank(plain.peft, 9, 0)
+        node_rank(plain.peft, node(0, 9))
 
 
 @pytest.mark.parametrize("ranks", ["4,x", "0,8", "4,16", "4,,8"])
