@@ -28,3 +28,16 @@ def test_staged_app_builds_the_same_fab_as_the_app_folder(tmp_path):
     assert sorted(got) == sorted(want) and "pyproject.toml" in got
     assert got == want
     assert not (staged / ".venv").exists() and not (staged / ".git").exists()
+
+
+def test_the_fab_holds_the_apps_code_and_presets_not_the_repositorys_results(tmp_path):
+    # Prepare: what the app imports and reads at run time
+    packages = ("fedpeft", "server_app", "client_app", "peft_strategies")
+    code = {str(p.relative_to(ROOT)) for pkg in packages for p in (ROOT / pkg).rglob("*.py")
+            if "__pycache__" not in p.parts}  # fmt: skip
+    presets = {str(p.relative_to(ROOT)) for p in (ROOT / "conf").glob("*.toml")}
+    # Execute
+    names = set(_contents(build_fab_from_disk(stage_app(ROOT, tmp_path / "app"))))
+    # Assert: every module and preset travels; results, tests and benchmarks do not
+    assert code <= names and presets <= names
+    assert not {n for n in names if n.split("/")[0] in ("docs", "tests", "benchmarks", "docker")}
