@@ -41,9 +41,11 @@ run: $(STAMP) data
 
 # Three workers on two cores, one test file each (module fixtures stay in one process):
 # the e2e tests mostly wait on start-up, timeouts and heartbeats (CI's 2 workers kept the
-# cores 60% busy), so a third overlaps with them.
+# cores 60% busy), so a third overlaps with them. --no-loadscope-reorder: xdist would
+# otherwise hand out files by their number of tests (parametrized unit files first),
+# not in the order tests/conftest.py puts the long end-to-end files in.
 test: $(STAMP) data
-	$(PY) -m pytest -n 3 --dist loadfile
+	$(PY) -m pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -12,24 +12,23 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# The longest files first (seconds each took in the fresh-clone CI run of 2026-12-02,
-# session 9, -n 3; the straggler's run has since taken the top-k malformations and a 60 s
-# timeout, test_deploy the killed-SuperNode run and test_dp the Ray-cluster attach):
-# pytest-xdist hands each worker whole files in collection order, so a long file
-# collected late runs while the other workers have finished. The files that mostly wait
-# (a dead node's heartbeat in test_deploy, a round timeout in test_straggler) come early,
-# so that their waits overlap the busy runs instead of ending the suite (in session 8's
-# run the killed-node file, eighth then, ran alone at the end). Only the order changes; a
-# file not listed keeps its place after these.
+# The longest files first, each given to the next free worker (`make test` passes
+# --no-loadscope-reorder: by default pytest-xdist orders files by their number of tests,
+# which had put these behind parametrized unit files, test_resume ~440 s into the run).
+# Seconds each file's fixtures took in the fresh-clone CI run of 2026-12-03 (-n 3, three
+# files at once on 2 cores). The files that mostly wait (a dead node's heartbeat in
+# test_deploy, a round timeout in test_straggler) come early, so that their waits overlap
+# the busy runs instead of ending the suite. Only the order changes; a file not listed
+# keeps its place after these.
 LONGEST_FIRST = (
-    "e2e/test_deploy.py",  # 222 (then without the killed-node run, ~120 more)
-    "e2e/test_resume.py",  # 200 (the killed run, the in-process reference, the resumed run)
-    "e2e/test_straggler.py",  # 113 then, mostly waiting for the round timeout
-    "e2e/test_simulation.py",  # 183
-    "e2e/test_compression.py",  # 147
-    "e2e/test_robustness.py",  # 130
-    "e2e/test_dp.py",  # 84 (local DP; now on an existing Ray cluster too)
-    "e2e/test_faults.py",  # 78
+    "e2e/test_deploy.py",  # 460 as 2 runs; now one 2-round run
+    "e2e/test_simulation.py",  # 280 (the learning run, the SIGTERM drill, a bad config)
+    "e2e/test_resume.py",  # 270 (the killed run, the in-process reference, the resumed run)
+    "e2e/test_straggler.py",  # 201, a third of it waiting for the round timeout
+    "e2e/test_compression.py",  # 208
+    "e2e/test_dp.py",  # 178 (local DP on an existing Ray cluster)
+    "e2e/test_robustness.py",  # 125
+    "e2e/test_faults.py",  # 120
 )
 
 
