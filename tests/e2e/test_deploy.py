@@ -74,11 +74,11 @@ def fed(tmp_path_factory):
 # Round 1: both SuperNodes train; round 2: the partition node trains from its own B
 # (FedSA) while the image-folder SuperNode is SIGKILLed as it trains. Each round one
 # node (seeded by round, among the live ones) evaluates on the fifth of its images it
-# holds out. A round needs one reply; the
-# round timeout is generous: the SuperLink answers for a dead node once its heartbeat
-# lapses (<= 60 s). One run, not two: in deployment each message is a fresh ClientApp
-# process (~15 busy CPU-seconds each here), and a second run costs its ServerApp and its
-# queries again (the two runs this replaces: 457 busy CPU-seconds for this file, 2026-12-03).
+# holds out. A round needs one reply; the round timeout is generous: the SuperLink
+# answers for a dead node once its heartbeat lapses (<= 60 s). One run, not two: in
+# deployment each message is a fresh ClientApp process (~15 busy CPU-seconds each here),
+# and a second run costs its ServerApp and its queries again (the two runs this replaces:
+# 457 busy CPU-seconds for this file, 2026-12-03).
 RUN = ("server.num-rounds=2 server.min-train-nodes=2 server.round-timeout=300.0 "
        "peft.lora.federation='fedsa' server.fraction-evaluate=0.5 "
        "data.local-test-fraction=0.2")  # fmt: skip
