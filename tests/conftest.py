@@ -76,16 +76,17 @@ def _task_identity():
 
 @pytest.fixture(autouse=True)
 def _project_loggers():
-    # A test that runs the ServerApp or ClientApp in-process calls fedpeft.logs.setup_logging,
-    # which stops the project's loggers propagating (to Flower's handlers instead); later
-    # tests in the same worker read those records with caplog, so each test gets them back.
+    # A test (or a module fixture) that runs the ServerApp or ClientApp in-process calls
+    # fedpeft.logs.setup_logging, which stops the project's loggers propagating (to Flower's
+    # handlers instead). Each test ends with them as a fresh process has them, so later tests
+    # read their records with caplog. Not a saved-and-restored state: pytest (9.x) attaches
+    # its capture handlers to every non-propagating logger at each phase, so a state saved
+    # in one phase holds that phase's handlers, and restoring it kept them for good.
     import logging
 
-    loggers = [logging.getLogger(n) for n in ("fedpeft", "server_app", "client_app",
-                                              "peft_strategies")]  # fmt: skip
-    saved = [(lg.level, list(lg.handlers), lg.propagate) for lg in loggers]
     yield
-    for lg, (level, handlers, propagate) in zip(loggers, saved, strict=True):
-        lg.setLevel(level)
-        lg.handlers[:] = handlers
-        lg.propagate = propagate
+    for name in ("fedpeft", "server_app", "client_app", "peft_strategies"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.NOTSET)
+        logger.handlers.clear()
+        logger.propagate = True
