@@ -15,12 +15,13 @@ from flwr.serverapp import Grid, ServerApp
 from fedpeft.aggregation import RuleParams
 from fedpeft.arrays import payload_bytes, theoretical_bytes, to_arrayrecord, wire_bytes
 from fedpeft.codecs import configured
-from fedpeft.config import RunConfig, run_config
+from fedpeft.config import NodeConfig, RunConfig, run_config
 from fedpeft.data import load_test
 from fedpeft.device import set_threads
 from fedpeft.dp import warn_delta
 from fedpeft.engine import make_engine
 from fedpeft.faults import crash_after_aggregation
+from fedpeft.hetlora import node_rank
 from fedpeft.logs import setup_logging
 from fedpeft.model import build_model
 from fedpeft.progress import RESULTS
@@ -36,6 +37,7 @@ from .guard import Guard
 from .ncm import head_keys, initialise_head
 from .partition_keys import PartitionKeys
 from .recorder import RunRecorder
+from .sampling import NodeDirectory
 from .strategy import PeftFedAvg
 from .validation import Limits, reference_specs
 
@@ -81,9 +83,7 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         rule_params=RuleParams(server.trim_beta, server.krum__byzantine, server.krum__keep),
         min_replies=server.min_replies,
         max_failed_rounds=server.max_failed_rounds,
-        query_timeout=server.round_timeout,
         clients_per_round=server.clients_per_round,
-        exclude_partitions=server.excluded(),
         fraction_train=server.fraction_train,
         fraction_evaluate=server.fraction_evaluate,
         min_train_nodes=server.min_train_nodes,
@@ -100,10 +100,17 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         uplink=configured(cfg.comm, "uplink"),
         downlink=configured(cfg.comm, "downlink"),
         uplink_keys=_uplink_keys(cfg, frozenset(initial)),
-        max_rank=cfg.peft.params.r if cfg.peft.method == "lora" else 0,  # HetLoRA
-        partition_keys=PartitionKeys.load(server.partition_registry)
-        if server.partition_registry
-        else None,
+        nodes=NodeDirectory(
+            cfg.seed,
+            query_timeout=server.round_timeout,
+            exclude=server.excluded(),
+            max_rank=cfg.peft.params.r if cfg.peft.method == "lora" else 0,  # HetLoRA
+            keys=PartitionKeys.load(server.partition_registry)
+            if server.partition_registry
+            else None,
+            infer=server.infer_partitions,
+            partition_rank=lambda pid: node_rank(cfg.peft, NodeConfig(partition_id=pid)),
+        ),
     )
 
 

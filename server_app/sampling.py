@@ -5,7 +5,10 @@ asked its partition id once (a ``query`` message answered by the ClientApp),
 and every round samples partitions with a generator seeded by
 (seed, round) — so a resumed run samples the clients the original would have.
 The same reply announces a LoRA node's smaller rank (HetLoRA); a node announcing a
-rank outside [1, ``max_rank``] is logged and never sampled. With
+rank outside [1, ``max_rank``] is logged and never sampled. Flower's simulated nodes are
+not asked: their partition ids follow from their registration order
+(:mod:`server_app.sim_nodes`; ``server.infer-partitions``), their ranks from
+``partition_rank``, and every training reply's ``partition-id`` is checked against it. With
 ``server.partition-registry`` a claim must match the node's authenticated public key
 (:mod:`server_app.partition_keys`); a refused node is logged and never sampled.
 """
@@ -14,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from .partition_keys import PartitionKeys
+from .sim_nodes import simulated_partitions
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +41,17 @@ class NodeDirectory:
         exclude: frozenset[int] = frozenset(),
         max_rank: int = 0,
         keys: PartitionKeys | None = None,
+        infer: bool = True,
+        partition_rank: Callable[[int], int | None] = lambda pid: None,
     ) -> None:
         self.seed = seed
         self.query_timeout = query_timeout
         self.exclude = exclude
         self.max_rank = max_rank  # peft.lora.r; 0: not LoRA, no rank may be announced
         self.keys = keys  # server.partition-registry: who may claim which partition
+        self.infer = infer and keys is None  # simulated nodes: no query (a registry: deployed)
+        self.partition_rank = partition_rank  # the rank a simulated node's partition trains
+        self._inferred: set[int] = set()  # nodes whose partition id was not told but inferred
         self._partition: dict[int, int] = {}
         self._rank: dict[int, int] = {}  # nodes below max_rank
         self._refused: set[int] = set()  # an unusable rank, or a claim the registry refuses
@@ -76,14 +86,54 @@ class NodeDirectory:
         """Partition ids of ``node_ids`` (``"node <id>"`` where unknown), for logs."""
         return [self._partition.get(n, f"node {n}") for n in node_ids]
 
+    def _infer(self, grid: Grid) -> None:
+        """Learn simulated nodes' partition ids (and ranks) without a message, once."""
+        self.infer = False
+        mapping = simulated_partitions(grid.get_nodes())
+        if not mapping:
+            return
+        for node, pid in mapping.items():
+            self._partition[node] = pid
+            self._learn_rank(node, self.partition_rank(pid))
+        self._told |= mapping.keys()
+        self._inferred = set(mapping)
+        log.info("%d simulated nodes: partition ids from their registration order, not "
+                 "asked (server.infer-partitions)", len(mapping))  # fmt: skip
+
+    def confirm(self, node_id: int, reported: object) -> None:
+        """Check the ``partition-id`` a reply reports against the inferred one; on a
+        mismatch forget every inferred id, so the next round queries those nodes.
+        """  # noqa: D205
+        if node_id not in self._inferred or reported == self._partition[node_id]:
+            return
+        log.error("node %d reports partition %r, not %d as inferred from its registration "
+                  "order: asking every node instead (server.infer-partitions)", node_id,
+                  reported, self._partition[node_id])  # fmt: skip
+        for node in self._inferred:
+            del self._partition[node]
+            self._rank.pop(node, None)
+            self._refused.discard(node)
+        self._told -= self._inferred
+        self._inferred = set()
+
     def learn(self, grid: Grid, node_ids: list[int]) -> None:
-        """Query the nodes that have not answered yet (each costs a ClientApp start)."""
+        """Query the nodes that have not answered yet (each costs a ClientApp start).
+
+        ``node_ids`` are the connected nodes. A partition is held by the connected node
+        that claimed it first; a claim on a partition whose holder is no longer
+        connected takes it over (a SuperNode that restarted without authentication
+        comes back with a new node id).
+        """
+        if self.infer:
+            self._infer(grid)
         new = [n for n in node_ids if n not in self._told]
         if not new:
             return
         # With a registry: each node's authenticated public key, as the SuperLink has it
         public = {n.node_id: n.public_key for n in grid.get_nodes()} if self.keys else {}
         queries = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in new]
+        connected = set(node_ids)
+        holder = {pid: n for n, pid in self._partition.items()}
         for reply in grid.send_and_receive(queries, timeout=self.query_timeout):
             node = reply.metadata.src_node_id
             if reply.has_error() or "node" not in reply.content.metric_records:
@@ -105,10 +155,18 @@ class NodeDirectory:
             if pid is None:  # a node on its own image folder (node-config data-path)
                 log.info("node %d has its own data, no partition id; ordered by node id", node)
                 continue
-            if not isinstance(pid, int) or pid in self._partition.values():
-                log.warning("node %d: unusable or duplicate partition id %r", node, pid)
+            if not isinstance(pid, int) or holder.get(pid) in connected:
+                self._refused.add(node)  # sampling it would count that partition twice
+                log.warning("node %d: unusable partition id %r, or one a connected node "
+                            "holds. It is not sampled", node, pid)  # fmt: skip
                 continue
+            if pid in holder:  # its holder left (a SuperNode that re-registered: a new id)
+                gone = holder[pid]
+                del self._partition[gone]
+                self._told.discard(gone)  # asked again if that id comes back
+                log.info("partition %d: node %d left; node %d holds it now", pid, gone, node)
             self._partition[node] = pid
+            holder[pid] = node
 
     def sample(
         self,

@@ -21,7 +21,6 @@ from . import node_ranks
 from .central_dp import CentralDp
 from .client_eval import ClientEvaluation
 from .guard import Guard
-from .partition_keys import PartitionKeys
 from .resumable import Resumable
 from .round_loop import RoundLoop, RoundsFailedError
 from .rounds import RoundStats, Sent
@@ -65,8 +64,6 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         Fewest valid replies that make a round.
     clients_per_round : int
         Clients sampled per round; 0 = ``max(fraction_train·N, min_train_nodes)``.
-    exclude_partitions : frozenset[int]
-        Partition ids never sampled (quarantined clients).
     max_failed_rounds : int
         Consecutive failed rounds after which :meth:`start` raises.
     central_dp : CentralDp, optional
@@ -85,12 +82,11 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         and the head; :func:`fedpeft.sharing.uplink_names`); ``None`` = all, every
         round. Replies are checked against that subset; the tensors not sent up keep
         their global value (:class:`~server_app.uplink_keys.UplinkKeys`).
-    max_rank : int
-        ``peft.lora.r`` for LoRA (0 otherwise): nodes may announce a smaller rank, are
-        sent and checked at it, and their replies zero-padded in the update to it
-        (HetLoRA: :mod:`server_app.node_ranks`).
-    partition_keys : PartitionKeys, optional
-        ``server.partition-registry``: the public key that may claim each partition.
+    nodes : NodeDirectory, optional
+        Node id ↔ partition id, the sampling over partitions, quarantined partitions,
+        the ``server.partition-registry`` and HetLoRA's node ranks (nodes are sent and
+        checked at their rank: :mod:`server_app.node_ranks`); ``None`` = one seeded by
+        ``seed`` with the defaults.
     **kwargs
         Passed to :class:`~flwr.serverapp.strategy.FedAvg`.
 
@@ -107,17 +103,14 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         rule_params: RuleParams | None = None,
         min_replies: int = 1,
         max_failed_rounds: int = 3,
-        query_timeout: float = 120.0,
         clients_per_round: int = 0,
-        exclude_partitions: frozenset[int] = frozenset(),
         central_dp: CentralDp | None = None,
         optimizer: ServerOptimizer | None = None,
         lr_at: Callable[[int], float] | None = None,
         uplink: Codec | None = None,
         downlink: Codec | None = None,
         uplink_keys: Callable[[int], frozenset[str]] | None = None,
-        max_rank: int = 0,
-        partition_keys: PartitionKeys | None = None,
+        nodes: NodeDirectory | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -133,8 +126,7 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         self.max_failed_rounds = max_failed_rounds
         self.clients_per_round = clients_per_round
         self.failed_streak = 0
-        self.nodes = NodeDirectory(seed, query_timeout, exclude_partitions, max_rank,
-                                   partition_keys)  # fmt: skip
+        self.nodes = nodes if nodes is not None else NodeDirectory(seed)
         self.rounds: dict[int, RoundStats] = {}
         self._sent: dict[int, Sent] = {}
         self.client_epsilon: dict[int, float] = {}  # local DP: latest ε per partition
@@ -221,6 +213,7 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         stats.accepted = len(accepted)
         for update, msg in accepted:
             metrics = next(iter(msg.content.metric_records.values()))
+            self.nodes.confirm(update.node_id, metrics.get("partition-id"))
             label = self.nodes.label(update.node_id)
             stats.count_accepted(label, update.weight, metrics, norms.get(update.node_id))
             if "dp-epsilon" in metrics:  # local DP: each client's cumulative ε

@@ -16,6 +16,7 @@ from fedpeft.codecs import CODECS, CodecParams
 from fedpeft.config import ConfigError, NodeConfig, app_config, parse_node_config
 from fedpeft.hetlora import node_rank, pad, truncate
 from fedpeft.model import build_model
+from server_app.sampling import NodeDirectory
 from server_app.strategy import PeftFedAvg
 from server_app.validation import reference_specs
 from tests.app_grid import AppGrid
@@ -89,7 +90,7 @@ def test_a_model_cut_to_a_smaller_rank_is_the_seeded_models_first_components():
 def _strategy(glob: dict[str, np.ndarray]) -> PeftFedAvg:
     return PeftFedAvg(
         reference_specs(ArrayRecord({k: Array(v) for k, v in glob.items()})),
-        min_train_nodes=2, min_available_nodes=2, max_rank=4,
+        min_train_nodes=2, min_available_nodes=2, nodes=NodeDirectory(0, max_rank=4),
     )  # fmt: skip
 
 
@@ -134,7 +135,8 @@ def test_an_int8_update_is_decoded_at_the_nodes_rank_against_what_it_was_sent():
     codec = CODECS["int8"](CodecParams())
     strategy = PeftFedAvg(
         reference_specs(ArrayRecord({k: Array(v) for k, v in glob.items()})),
-        min_train_nodes=2, min_available_nodes=2, max_rank=4, uplink=codec,
+        min_train_nodes=2, min_available_nodes=2, nodes=NodeDirectory(0, max_rank=4),
+        uplink=codec,
     )  # fmt: skip
     grid = FakeGrid({1: 0, 2: 1}, {}, announce={1: {"lora-rank": 2}})
     by_node = {m.metadata.dst_node_id: m for m in _round(strategy, glob, grid)}

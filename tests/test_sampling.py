@@ -58,3 +58,20 @@ def test_excluded_partitions_are_never_sampled():
     # Assert
     assert all(sorted(grid.partitions[n] for n in s) == [2, 3, 4, 5] for s in everyone)
     assert all(len(s) == 2 and not {grid.partitions[n] for n in s} & {0, 1} for s in some)
+
+
+def test_a_partition_whose_node_left_goes_to_the_node_that_claims_it_next():
+    # Prepare: node 10 holds partition 0; it restarts without authentication and comes
+    # back as node 20 (a new key, so a new node id), while node 30 claims partition 1
+    grid = FakeGrid({10: 0, 11: 1}, {})
+    directory = NodeDirectory(0)
+    directory.sample(grid, 1, fraction=1.0, min_nodes=1, min_available=2)
+    grid.partitions = {20: 0, 11: 1, 30: 1}
+    # Execute
+    picked = directory.sample(grid, 2, fraction=1.0, min_nodes=1, min_available=3)
+    # Assert: node 20 holds partition 0; node 30's claim on connected node 11's is refused
+    assert directory.partition_of(20) == 0 and directory.label(30) == "node 30"
+    assert sorted(directory.partition_of(n) for n in picked) == [0, 1]  # 30 not sampled
+    grid.partitions = {10: 0, 20: 0, 11: 1}  # the old id comes back: asked, refused
+    directory.sample(grid, 3, fraction=1.0, min_nodes=1, min_available=3)
+    assert directory.label(10) == "node 10" and directory.partition_of(20) == 0

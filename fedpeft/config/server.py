@@ -60,6 +60,11 @@ class ServerConfig:
                                   "file (`0 = \"keys/supernode-1.pub\"`, relative to the "
                                   "file); a node claiming a partition bound to another key, "
                                   "or not listed, is refused and logged. Empty: off")  # fmt: skip
+    infer_partitions: bool = key(True, "simulation: each simulated SuperNode's partition id "
+                                 "from its registration order (Flower's simulation gives the "
+                                 "i-th node partition i), checked against its replies, "
+                                 "instead of a query message to every node at start-up; "
+                                 "deployed nodes are always asked")  # fmt: skip
     eval_batch_size: int = key(64, "batch size of evaluation (server and clients)")
     device: str = key("auto", "where the server evaluates the global model (choices as "
                       "train.device; checked at start-up)")  # fmt: skip

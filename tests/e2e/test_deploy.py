@@ -2,9 +2,11 @@
 
 One TLS + authentication federation of 2 SuperNodes (one on a partition, one on
 its own image folder with a local weights file) refuses an unregistered node, then runs
-2 rounds: a registered impostor claiming another node's partition is refused
-(``server.partition-registry``), and in round 2 the image-folder SuperNode is SIGKILLed
-while it trains and the run completes with the survivor. The federation survives a
+3 rounds: a registered impostor claiming another node's partition is refused
+(``server.partition-registry``); in round 2 the image-folder SuperNode is SIGKILLed
+while it trains and the round completes with the survivor, which then stops (SIGTERM)
+and starts again before round 3: it keeps its node id and partition, is not asked again,
+and is sampled in round 3. The federation survives a
 SuperLink restart on the same database and stops with no process left. The run is
 FedSA-LoRA (``peft.lora.federation='fedsa'``): each SuperNode keeps its B in the run's
 ``Context.state`` between rounds, and its personalised model (evaluated on the images it
@@ -18,6 +20,7 @@ would cost its SuperLink's and SuperNodes' start-up again.
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -72,25 +75,30 @@ def fed(tmp_path_factory):
 
 
 # Round 1: both SuperNodes train; round 2: the partition node trains from its own B
-# (FedSA) while the image-folder SuperNode is SIGKILLed as it trains. Each round one
-# node (seeded by round, among the live ones) evaluates on the fifth of its images it
-# holds out. A round needs one reply; the round timeout is generous: the SuperLink
-# answers for a dead node once its heartbeat lapses (<= 60 s). One run, not two: in
+# (FedSA) while the image-folder SuperNode is SIGKILLed as it trains; then the partition
+# node restarts, and trains round 3 from B's init: Flower keeps Context.state in the
+# SuperNode's memory. Each round one node (seeded by round, among the live ones)
+# evaluates on the fifth of its images it holds out. The server waits for 2 connected
+# nodes (server.min-train-nodes; the impostor is one), so round 2's evaluation and round
+# 3 wait for the restarted node. A round needs one reply; the round timeout is generous:
+# the SuperLink answers for a dead node once its heartbeat lapses (<= 60 s). One run, not two: in
 # deployment each message is a fresh ClientApp process (~15 busy CPU-seconds each here),
 # and a second run costs its ServerApp and its queries again (the two runs this replaces:
 # 457 busy CPU-seconds for this file, 2026-12-03).
-RUN = ("server.num-rounds=2 server.min-train-nodes=2 server.round-timeout=300.0 "
+RUN = ("server.num-rounds=3 server.min-train-nodes=2 server.round-timeout=300.0 "
        "peft.lora.federation='fedsa' server.fraction-evaluate=0.5 "
        "data.local-test-fraction=0.2")  # fmt: skip
 CHANCE = 0.1  # digits: 10 classes
 KILLED_IN = 2  # the round whose training the image-folder SuperNode dies in
+RESTARTED_AFTER = 2  # the round after whose reply the partition SuperNode restarts
 
 
 @pytest.fixture(scope="module")
 def deploy_run(fed):
     """The run: a registry binds partition 0 to supernode-1's key while an impostor
     (registered, authenticated, node-config partition 0) claims it too; the image-folder
-    SuperNode is SIGKILLed while it trains in round 2.
+    SuperNode is SIGKILLed while it trains in round 2; supernode-1 stops and starts
+    again (same key) once it has replied in round 2.
     """
     out = fed.work.parent / "outputs"
     out.mkdir()
@@ -110,9 +118,19 @@ def deploy_run(fed):
         time.sleep(0.2)
     # The image-folder device dies (SIGKILL, whole process group) while training
     fed.kill_supernode(1)
+    # The partition device, once it has replied, goes down (SIGTERM: it signs off) and
+    # comes back with its key while round 2 waits for the dead one (its heartbeat lapses)
+    partition_log = fed.work / "supernode-1.log"
+    while partition_log.read_text().count("Sending: train message") < RESTARTED_AFTER:
+        assert time.monotonic() < deadline and waiter.is_alive(), "no round-2 reply"
+        time.sleep(0.05)
+    fed.kill_supernode(0, signal.SIGTERM)
+    restarted_at = len(partition_log.read_text())
+    fed.start_supernode(0, register=False)
     waiter.join()
     run_id, status, output = result
-    return run_id, status, output, out / "deploy", impostor
+    after_restart = partition_log.read_text()[restarted_at:]
+    return run_id, status, output, out / "deploy", impostor, after_restart
 
 
 def test_unregistered_supernode_is_refused(fed):
@@ -128,12 +146,12 @@ def test_unregistered_supernode_is_refused(fed):
 
 def test_tls_auth_run_completes_on_both_supernodes(deploy_run):
     # Prepare
-    run_id, status, output, out, _ = deploy_run
+    run_id, status, output, out, *_ = deploy_run
     # Assert
     assert status == "finished:completed", output[-4000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["run_id"] == run_id
-    assert [r["round"] for r in metrics["rounds"]] == [0, 1, 2]
+    assert [r["round"] for r in metrics["rounds"]] == [0, 1, 2, 3]
     for row in metrics["rounds"][1:KILLED_IN]:
         assert row["accepted"] == 2, row  # the partition node and the image-folder node
     assert (out / "final_trainable.safetensors").is_file()
@@ -142,29 +160,30 @@ def test_tls_auth_run_completes_on_both_supernodes(deploy_run):
 
 def test_fedsa_keeps_b_on_each_supernode_and_learns(deploy_run):
     # Prepare
-    _, _, _, out, _ = deploy_run
+    _, _, _, out, *_ = deploy_run
     rounds = json.loads((out / "metrics.json").read_text())["rounds"]
     full, low = reply_bytes(RUN, 1), reply_bytes(RUN, 1, rank=LOW_RANK)
     # Assert: both SuperNodes start B from its init in round 1, the partition node from
-    # its own Context.state in round 2; every reply is exactly A (at the node's rank: 8,
-    # and 4 on the image-folder node) and the head: no B travels
+    # its own Context.state in round 2 and, restarted, from B's init again in round 3;
+    # every reply is exactly A (at the node's rank: 8, and 4 on the image-folder node) and
+    # the head: no B travels
     restored = [sorted(m["local-restored"] for m in r["client_metrics"]) for r in rounds[1:]]
-    assert restored == [[0, 0], [1]]
+    assert restored == [[0, 0], [1], [0]]
     sent = [sorted(m["bytes-up"] for m in r["client_metrics"]) for r in rounds[1:]]
-    assert sent == [sorted([full, low]), [full]]
+    assert sent == [sorted([full, low]), [full], [full]]
     # Baseline in the same run: round 0 (the untrained head, ~chance). The server's
     # global model has B at its init (0): A and the head shared; the personalised
     # models (each node's own B) are what FedSA trains for. Measured here 2026-12-03
     # (both nodes evaluating, 2 rounds): global 0.147 → 0.317 → 0.297, personalised
     # 0.512 → 0.690
     assert rounds[-1]["accuracy"] > rounds[0]["accuracy"]
-    assert [r["clients_evaluated"] for r in rounds[1:]] == [1, 1]
+    assert [r["clients_evaluated"] for r in rounds[1:]] == [1, 1, 1]
     assert rounds[-1]["client_accuracy"] >= 2 * CHANCE
 
 
 def test_run_completes_after_a_supernode_is_killed(fed, deploy_run):
     # Prepare
-    _, status, output, out, _ = deploy_run
+    _, status, output, out, *_ = deploy_run
     # Assert: round 2 goes on with the survivor's reply
     assert status == "finished:completed", output[-4000:]
     last = json.loads((out / "metrics.json").read_text())["rounds"][KILLED_IN]
@@ -173,9 +192,23 @@ def test_run_completes_after_a_supernode_is_killed(fed, deploy_run):
     assert not [pid for pid in fed.signalled if alive(pid)]
 
 
+def test_a_restarted_supernode_keeps_its_partition_and_is_sampled_again(fed, deploy_run):
+    # Prepare
+    _, status, output, out, _, after_restart = deploy_run
+    rounds = json.loads((out / "metrics.json").read_text())["rounds"]
+    # Assert: the SuperNode that restarted after round 2 trained round 3 on partition 0
+    # without being asked again: it came back with its node id (Flower binds the id to
+    # the authenticated key), so the ServerApp still knew its partition
+    assert status == "finished:completed", output[-4000:]
+    assert [m["partition-id"] for m in rounds[RESTARTED_AFTER + 1]["client_metrics"]] == [0]
+    assert "Receiving: train message" in after_restart
+    assert "Receiving: query message" not in after_restart
+    assert f"round {RESTARTED_AFTER + 1}: sampled partitions [0]" in output
+
+
 def test_a_supernode_claiming_anothers_partition_is_refused(fed, deploy_run):
     # Prepare
-    _, _, output, _, impostor = deploy_run
+    _, _, output, _, impostor, _ = deploy_run
     impostor_log = (fed.work / "impostor.log").read_text()
     # Assert: the impostor was asked once, refused with the reason in the ServerApp's
     # log, and never sampled: every train message went to partition 0's owner or the
