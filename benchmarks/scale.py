@@ -21,9 +21,9 @@ partitions hold 0 or 1). Per run:
 * ``dataset_loads``: "Loading dataset" lines in ``run.log``: each process loads and
   partitions the dataset once (flwr-datasets), however many partitions it serves.
 
-``--control`` adds a run at the smallest N with the largest N's training set (its
-rounds train far more images, so only its start-up is comparable): the start-up
-difference to the largest N is then what the number of nodes adds, not the data.
+``--control`` adds a run at the smallest N with the largest N's training set, one round
+of two clients (its partitions are large, so only its start-up is comparable): the
+start-up difference to the largest N is then what the number of nodes adds, not the data.
 ``flower_fusion_ms`` is what Flower's simulation engine spends per SuperNode before the
 ServerApp starts: ``_register_node_info_stores`` builds each node's Context from the
 app's ``pyproject.toml``, parsed again for every node (``get_fused_config_from_dir``).
@@ -84,10 +84,16 @@ def run_one(nodes: int, train_size: int, extra: list[str], timeout: float, out_d
     """One ``fedpeft-sim`` run with ``nodes`` SuperNodes, measured as the module says."""
     name = f"n{nodes}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = " ".join([JOB, f"data.train-size={train_size}", *extra,
-                       f"output.dir='{out_dir}'", f"output.run-name='{name}'"])  # fmt: skip
+    configs = [
+        JOB,
+        f"data.train-size={train_size}",
+        *extra,
+        f"output.dir='{out_dir}' output.run-name='{name}'",
+    ]  # merged in turn, later wins
     cmd = [str(Path(sys.executable).with_name("fedpeft-sim")), "--num-supernodes", str(nodes),
-           "--cpus-per-client", str(os.cpu_count() or 1), "--verbose", "-c", config]  # fmt: skip
+           "--cpus-per-client", str(os.cpu_count() or 1), "--verbose"]  # fmt: skip
+    for config in configs:
+        cmd += ["-c", config]
     # --verbose: every line of the run on stdout as it happens (run.log is written at the
     # end); a file, not a pipe, which a long run would fill and stall on
     run_log, stdout = out_dir / name / "run.log", out_dir / f"{name}.out"
@@ -181,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="fedpeft-scale-") as tmp:
         if args.control:
             size = min(args.per_client * nodes[-1], TRAIN_POOL)
-            control = run_one(nodes[0], size, args.set, args.timeout, Path(tmp) / "control")
+            short = [*args.set, "server.num-rounds=1 server.clients-per-round=2"]
+            control = run_one(nodes[0], size, short, args.timeout, Path(tmp) / "control")
             record({**control, "control": True})
         for n in nodes:
             size = min(args.per_client * n, TRAIN_POOL)

@@ -57,6 +57,12 @@ def _augmentations() -> Any:
     return AUGMENTATIONS
 
 
+def _elpv_tasks() -> Any:
+    from fedpeft.data.elpv import ELPV_TASKS
+
+    return ELPV_TASKS
+
+
 def _partitioners() -> Any:
     from fedpeft.data.partitioners import PARTITIONERS
 
@@ -106,6 +112,9 @@ class DataConfig:
     dirichlet__min_partition_size: int = key(10, "dirichlet: resample until every client has "
                                              "at least this many images")  # fmt: skip
     shard__classes_per_client: int = key(2, "shard: classes each client holds")
+    elpv__task: str = key("defect", "elpv: the label (defect: the expert's defect "
+                          "probability >= 0.5; defect-4: that probability as 4 classes; "
+                          "module-type: mono or poly)", choices=_elpv_tasks)  # fmt: skip
     local_test_fraction: float = key(0.0, "fraction of each client's images held out from "
                                      "its training, on which it evaluates when asked "
                                      "(server.fraction-evaluate); seeded per client")  # fmt: skip
@@ -123,6 +132,10 @@ class DataConfig:
                 f"data.source to one of {others}",
             )
         check(bool(self.dataset), "data.dataset", self.dataset, "must not be empty")
+        if self.source == "builtin" and self.dataset == "elpv":
+            from fedpeft.data.elpv import INSTALL_HINT, available
+
+            check(available(), "data.dataset", self.dataset, INSTALL_HINT)
         check(self.train_size >= 0, "data.train-size", self.train_size, "must be >= 0 (0 = all)")
         check(self.test_size >= 0, "data.test-size", self.test_size, "must be >= 0 (0 = all)")
         frac = self.local_test_fraction

@@ -1,6 +1,6 @@
 """Offline built-in datasets (``data.source = "builtin"``), registered by name.
 
-Each loader takes ``(train_size, test_size, seed)`` and returns a ``DatasetDict``
+Each loader takes the run's ``data.*`` config and the seed and returns a ``DatasetDict``
 with ``train`` and ``test``; ``datasets`` is imported when one is called. Adding a
 built-in dataset is one function registered in :data:`BUILTIN_DATASETS`.
 """
@@ -20,6 +20,8 @@ from ..registry import Registry
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
+
+    from ..config import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-BUILTIN_DATASETS: Registry[Callable[[int, int, int], DatasetDict]] = Registry("built-in dataset")
+BUILTIN_DATASETS: Registry[Callable[[DataConfig, int], DatasetDict]] = Registry("built-in dataset")
 
 
 def _to_dataset(images: np.ndarray, labels: np.ndarray, names: list[str]) -> Dataset:
@@ -61,8 +63,9 @@ def _subsample(n_total: int, size: int, seed: int) -> np.ndarray:
 
 
 @BUILTIN_DATASETS.register("fashion-mnist")
-def fashion_mnist(train_size: int, test_size: int, seed: int) -> DatasetDict:
+def fashion_mnist(cfg: DataConfig, seed: int) -> DatasetDict:
     """Fashion-MNIST from the Debian package's IDX files, else from the hub."""
+    train_size, test_size = cfg.train_size, cfg.test_size
     for folder in filter(None, FASHION_DIRS):
         root = Path(folder)
         if (root / "train-images-idx3-ubyte.gz").exists():
@@ -86,7 +89,7 @@ def fashion_mnist(train_size: int, test_size: int, seed: int) -> DatasetDict:
 
 
 @BUILTIN_DATASETS.register("digits")
-def digits(train_size: int, test_size: int, seed: int) -> DatasetDict:
+def digits(cfg: DataConfig, seed: int) -> DatasetDict:
     """scikit-learn's 1,797 8×8 digits, split 80/20 (seeded); the sizes apply later."""
     from datasets import DatasetDict
     from sklearn.datasets import load_digits
@@ -104,4 +107,12 @@ def digits(train_size: int, test_size: int, seed: int) -> DatasetDict:
     )
 
 
-__all__ = ["BUILTIN_DATASETS", "digits", "fashion_mnist"]
+@BUILTIN_DATASETS.register("elpv")
+def elpv(cfg: DataConfig, seed: int) -> DatasetDict:
+    """ELPV solar cells (PyPI ``elpv-dataset``), labelled for ``data.elpv.task``."""
+    from .elpv import load_elpv
+
+    return load_elpv(cfg.elpv__task, seed)
+
+
+__all__ = ["BUILTIN_DATASETS", "digits", "elpv", "fashion_mnist"]

@@ -33,7 +33,7 @@ def builtin(cfg: DataConfig, partitioner: Partitioner, preprocess: Preprocess, s
     from .builtin import BUILTIN_DATASETS
 
     load = BUILTIN_DATASETS.get(cfg.dataset, "data.dataset")
-    dd = preprocess(load(cfg.train_size, cfg.test_size, seed))
+    dd = preprocess(load(cfg, seed))
     partitioner.dataset = dd["train"]
     return partitioner, dd["test"]
 
