@@ -44,13 +44,23 @@ class Task(NamedTuple):
 
 
 ELPV_TASKS: Registry[Task] = Registry("ELPV task")
-# defect: the expert's probability >= 0.5; defect-4: the probability itself, as 4 classes
-ELPV_TASKS.add("defect", Task(["functional", "defective"],
-                              lambda proba, types: (proba >= 0.5).astype(np.int64)))  # fmt: skip
-ELPV_TASKS.add("defect-4", Task(["0", "1/3", "2/3", "1"],
-                                lambda proba, types: np.rint(proba * 3).astype(np.int64)))  # fmt: skip
-ELPV_TASKS.add("module-type", Task(["mono", "poly"],
-                                   lambda proba, types: (types == "poly").astype(np.int64)))  # fmt: skip
+
+
+def _defect(proba: np.ndarray, types: np.ndarray) -> np.ndarray:
+    return (proba >= 0.5).astype(np.int64)  # the expert's probability >= 0.5
+
+
+def _defect_4(proba: np.ndarray, types: np.ndarray) -> np.ndarray:
+    return np.rint(proba * 3).astype(np.int64)  # 0, 1/3, 2/3, 1 → 0..3
+
+
+def _module_type(proba: np.ndarray, types: np.ndarray) -> np.ndarray:
+    return (types == "poly").astype(np.int64)
+
+
+ELPV_TASKS.add("defect", Task(["functional", "defective"], _defect))
+ELPV_TASKS.add("defect-4", Task(["0", "1/3", "2/3", "1"], _defect_4))
+ELPV_TASKS.add("module-type", Task(["mono", "poly"], _module_type))
 
 
 def available() -> bool:
