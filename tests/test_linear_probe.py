@@ -37,3 +37,22 @@ def test_engine_benchmark_measures_both_precisions_and_the_cache_on_cpu():
     assert all(row[p]["train_img_s"] > 0 and row[p]["eval_img_s"] > 0 for p in ("fp32", "bf16"))
     assert row["train_ratio"] == row["bf16"]["train_img_s"] / row["fp32"]["train_img_s"]
     assert len(head["cached"]) == len(head["uncached"]) == 2 and head["later_round_fraction"] > 0
+
+
+def test_domain_gap_probes_both_weights_on_each_dataset(tmp_path):
+    # Prepare: both built-in datasets of the results, tiny (28 px, 100 training images;
+    # 5-fold cross-validation needs 5 per class)
+    from benchmarks.domain_gap import measure, plot
+
+    tiny = ["model.img-size=28 data.train-size=100 data.test-size=40 train.num-threads=1"]
+    # Execute
+    result = measure(tiny, ["fashion-mnist", "elpv"], seeds=[1])
+    plot(result, tmp_path / "gap.png")
+    # Assert: a probe per weights, the gain is their difference, the figure is written
+    for name in ("fashion-mnist", "elpv"):
+        row = result["datasets"][name]
+        (pre,), (rand,) = row["pretrained"], row["random"]
+        assert 0 < pre <= 1 and 0 < rand <= 1
+        assert row["gain"] == [pytest.approx(pre - rand)]
+        assert row["gain_of_headroom"] == [pytest.approx((pre - rand) / (1 - rand))]
+    assert (tmp_path / "gap.png").stat().st_size > 0
