@@ -50,16 +50,14 @@ def measure(config: list[str], datasets: list[str], seeds: list[int]) -> dict:
                 acc[weights].append(next(iter(result["test"].values()))["accuracy"])
                 log.info("%s seed %d %s: %.4f", name, seed, weights, acc[weights][-1])
         gains = [p - r for p, r in zip(acc["offline"], acc["random"], strict=True)]
-        headroom = [g / (1 - r) if r < 1 else 0.0 for g, r in zip(gains, acc["random"], strict=True)]
+        headroom = [g / (1 - r) if r < 1 else 0.0
+                    for g, r in zip(gains, acc["random"], strict=True)]  # fmt: skip
+        series = {"pretrained": acc["offline"], "random": acc["random"], "gain": gains,
+                  "gain_of_headroom": headroom}  # fmt: skip
         out["datasets"][name] = {
             "seeds": seeds,
-            "pretrained": acc["offline"],
-            "random": acc["random"],
-            "gain": gains,
-            "gain_of_headroom": headroom,
-            "mean": {k: statistics.fmean(v) for k, v in
-                     (("pretrained", acc["offline"]), ("random", acc["random"]),
-                      ("gain", gains), ("gain_of_headroom", headroom))},  # fmt: skip
+            **series,
+            "mean": {k: statistics.fmean(v) for k, v in series.items()},
         }
     return out
 
