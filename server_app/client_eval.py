@@ -24,7 +24,7 @@ from flwr.serverapp import Grid
 
 from .downlink import Downlink
 from .rounds import RoundStats
-from .validation import check_envelope
+from .validation import check_envelope, reply_node
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class ClientEvaluation(Downlink):
         counts = Counter(m.metadata.src_node_id for m in replies if not m.has_error())
         accepted: list[tuple[tuple[int, int], tuple[int, float, float]]] = []
         for msg in replies:
-            node = msg.metadata.src_node_id
+            node = reply_node(msg, sent)
             result = (
                 f"failed: {msg.error.reason}"
                 if msg.has_error()

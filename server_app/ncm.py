@@ -20,7 +20,7 @@ from fedpeft.ncm import ncm_head
 
 from .rounds import RoundStats
 from .strategy import PeftFedAvg
-from .validation import check_envelope
+from .validation import check_envelope, reply_node
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def initialise_head(
     counts_by_node = Counter(m.metadata.src_node_id for m in replies if not m.has_error())
     accepted: list[tuple[int, int, np.ndarray, np.ndarray]] = []
     for msg in replies:
-        node = msg.metadata.src_node_id
+        node = reply_node(msg, sent)
         if msg.has_error():
             stats.errors[node] = msg.error.reason
             continue

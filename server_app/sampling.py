@@ -25,6 +25,7 @@ from flwr.serverapp import Grid
 
 from .partition_keys import PartitionKeys
 from .sim_nodes import simulated_partitions
+from .validation import reply_node
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class NodeDirectory:
         connected = set(node_ids)
         holder = {pid: n for n, pid in self._partition.items()}
         for reply in grid.send_and_receive(queries, timeout=self.query_timeout):
-            node = reply.metadata.src_node_id
+            node = reply_node(reply, queries)
             if reply.has_error() or "node" not in reply.content.metric_records:
                 log.warning("node %d did not tell its partition id; ordered by node id", node)
                 continue

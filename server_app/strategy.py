@@ -26,7 +26,15 @@ from .round_loop import RoundLoop, RoundsFailedError
 from .rounds import RoundStats, Sent
 from .sampling import NodeDirectory
 from .uplink_keys import UplinkKeys
-from .validation import Checked, Limits, TensorSpec, check_envelope, check_reply, model_norm
+from .validation import (
+    Checked,
+    Limits,
+    TensorSpec,
+    check_envelope,
+    check_reply,
+    model_norm,
+    reply_node,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +185,7 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         accepted: list[tuple[Update, Message]] = []
         norms: dict[int, float] = {}  # by node, computed once by check_reply
         for msg in replies:
-            node = msg.metadata.src_node_id
+            node = reply_node(msg, sent.messages if sent else None)
             if msg.has_error():
                 stats.errors[node] = msg.error.reason
                 log.warning("round %d: node %d (partition %s) failed: %s", server_round, node,
@@ -202,7 +210,7 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
                 self._reject(server_round, stats, node, reason)
             accepted = [(u, m) for u, m in accepted if u.node_id not in refused]
         if sent is not None:  # sampled, but no reply before the round's timeout
-            replied = {msg.metadata.src_node_id for msg in replies}
+            replied = {reply_node(msg, sent.messages) for msg in replies}
             silent = {m.metadata.dst_node_id for m in sent.messages} - replied
             stats.silent = sorted(silent, key=lambda n: (self.nodes.partition_of(n), n))
             if silent:

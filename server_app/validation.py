@@ -114,6 +114,19 @@ def update_norm(arrays: Arrays, sent: Arrays) -> float:
     return model_norm({k: arrays[k] - sent[k] for k in sent})
 
 
+def reply_node(msg: Message, sent: list[Message] | None) -> int:
+    """The node a reply is about: its sender, or, for an error the SuperLink wrote in a
+    node's place (NODE_UNAVAILABLE: ``src_node_id`` is the SuperLink's own), the
+    destination of the message in ``sent`` it answers.
+    """  # noqa: D205
+    meta = msg.metadata
+    if msg.has_error() and sent is not None:
+        for instr in sent:
+            if instr.metadata.message_id == meta.reply_to_message_id:
+                return instr.metadata.dst_node_id
+    return meta.src_node_id
+
+
 def check_envelope(
     msg: Message, server_round: int, sent: list[Message] | None, counts: Counter
 ) -> str | None:

@@ -17,6 +17,7 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.proto.message_pb2 import Message as ProtoMessage
+from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.app import app as client_app
@@ -44,6 +45,11 @@ class AppGrid:
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.contexts)
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        # As Flower's Grid: ids only. No registration time or infinite heartbeat, so the
+        # ServerApp asks each node its partition id, as it asks deployed SuperNodes.
+        return [NodeInfo(node_id=n) for n in self.contexts]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
         replies = []

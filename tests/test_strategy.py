@@ -216,3 +216,22 @@ def test_configure_train_sends_only_the_trainable_set():
     bigger = ArrayRecord({**{k: v for k, v in REF.items()}, "blocks.0.x": Array(np.zeros(1))})
     with pytest.raises(ValueError, match="non-trainable"):
         strategy.configure_train(2, bigger, ConfigRecord(), FakeGrid({1: 1}, {}))
+
+
+def test_errors_the_superlink_writes_for_unavailable_nodes_name_those_nodes():
+    # Prepare: nodes 3 and 5 went offline; the SuperLink answers for each of them with an
+    # error of its own making (src_node_id: the SuperLink's id), as Flower's link state does
+    from flwr.server.superlink.linkstate.utils import (
+        create_message_error_unavailable_res_message as unavailable,
+    )
+
+    strategy = _strategy()
+    sent = {m.metadata.dst_node_id: m for m in _sent(strategy, [1, 3, 5])}
+    replies = [reply(sent[1], _update(3.0), 4),
+               *(unavailable(sent[n].metadata, "node_unavail") for n in (3, 5))]  # fmt: skip
+    # Execute
+    strategy.aggregate_train(1, replies)
+    # Assert: one error per unavailable node, under its own id; neither counted as silent
+    stats = strategy.rounds[1]
+    assert sorted(stats.errors) == [3, 5] and stats.silent == []
+    assert {replies[1].metadata.src_node_id, replies[2].metadata.src_node_id} == {1}

@@ -55,6 +55,13 @@ def _digits_folder(root: Path, count: int = 120) -> Path:
 LOW_RANK = 4  # the image-folder SuperNode's LoRA rank (the run's peft.lora.r: 8)
 
 
+def _reply_sent(node_log: str, n: int) -> bool:
+    """Whether the SuperNode's ``n``-th train reply reached the SuperLink (its log says
+    "Sent successfully" after "Sending: train message")."""
+    after = node_log.split("Sending: train message")
+    return len(after) > n and "Sent successfully" in after[n]
+
+
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deploy")
@@ -91,6 +98,7 @@ RUN = ("server.num-rounds=3 server.min-train-nodes=2 server.round-timeout=300.0 
 CHANCE = 0.1  # digits: 10 classes
 KILLED_IN = 2  # the round whose training the image-folder SuperNode dies in
 RESTARTED_AFTER = 2  # the round after whose reply the partition SuperNode restarts
+PULL_INTERVAL = 3.0  # seconds between the ServerApp's pulls of replies (Flower's HttpGrid)
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +126,16 @@ def deploy_run(fed):
         time.sleep(0.2)
     # The image-folder device dies (SIGKILL, whole process group) while training
     fed.kill_supernode(1)
-    # The partition device, once it has replied, goes down (SIGTERM: it signs off) and
-    # comes back with its key while round 2 waits for the dead one (its heartbeat lapses)
+    # The partition device, once the ServerApp has its reply, goes down (SIGTERM: it
+    # signs off) and comes back with its key while round 2 waits for the dead one (its
+    # heartbeat lapses, 30-60 s after the kill). Not sooner: Flower's link state answers
+    # a pull for a node that is offline with NODE_UNAVAILABLE even when its reply is
+    # already stored (seen here), and the ServerApp pulls every 3 s (HttpGrid)
     partition_log = fed.work / "supernode-1.log"
-    while partition_log.read_text().count("Sending: train message") < RESTARTED_AFTER:
+    while not _reply_sent(partition_log.read_text(), RESTARTED_AFTER):
         assert time.monotonic() < deadline and waiter.is_alive(), "no round-2 reply"
         time.sleep(0.05)
+    time.sleep(2 * PULL_INTERVAL + 0.5)
     fed.kill_supernode(0, signal.SIGTERM)
     restarted_at = len(partition_log.read_text())
     fed.start_supernode(0, register=False)
