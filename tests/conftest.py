@@ -28,8 +28,7 @@ LONGEST_FIRST = (
     "e2e/test_compression.py",  # 208
     "e2e/test_dp.py",  # 178 (local DP on an existing Ray cluster)
     "e2e/test_robustness.py",  # 125
-    "e2e/test_faults.py",  # 120
-    "e2e/test_disk_full.py",  # one client, 2 rounds
+    "e2e/test_faults.py",  # 120 (and the full disk in the same run)
 )
 
 

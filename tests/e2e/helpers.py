@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -120,3 +121,58 @@ def launch_cmd(
 def deploy_config(out: Path, extra: str) -> list[str]:
     """``fedpeft-deploy`` run-config strings of a tiny run writing under ``out/deploy``."""
     return [TINY, f"output.dir='{out}' output.run-name='deploy' {extra}"]
+
+
+# Wrapper of a run on a full disk: $1 the output folder (a tmpfs from here on), $2 where it
+# is copied when the run ends, then the run's command.
+FULL_DISK = (
+    'out="$1"; kept="$2"; shift 2; mount -t tmpfs -o size=8m fedpeft-test "$out" || exit 97; '
+    '"$@"; rc=$?; rm -f "$out/filler"; cp -a "$out/." "$kept"; exit $rc'
+)
+
+
+def checkpoint_round(path: Path) -> int | None:
+    """The round of the checkpoint at ``path`` (``None``: absent or not yet whole)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return int(json.loads(f.metadata()["fedpeft"])["round"])
+    except (OSError, SafetensorError, KeyError, ValueError):
+        return None
+
+
+def run_on_full_disk(
+    tmp_path: Path, overrides: str, supernodes: int, fill_after: int, timeout: int = 600
+) -> tuple[int, str, Path, bytes]:
+    """One simulation whose output folder is an 8 MB tmpfs that fills up after the
+    checkpoint of round ``fill_after``; return (exit code, output, the run folder as it was
+    left, that checkpoint's bytes).
+
+    The tmpfs is real, in a private mount namespace (as root, ``unshare --mount``, as the
+    launcher's network namespace). Once the checkpoint of ``fill_after`` is on it, the
+    tmpfs is filled through the run's ``/proc/<pid>/root`` to three quarters of a
+    checkpoint free: more than the round's other files take (metrics, the best round's
+    tensors, the log), less than the next checkpoint needs.
+    """
+    out, kept = tmp_path / "outputs", tmp_path / "kept"
+    out.mkdir()
+    kept.mkdir()
+    cmd = launch_cmd(tmp_path, overrides, supernodes, timeout, run_name="e2e")
+    log_file = tmp_path / "output.txt"
+    with log_file.open("w") as log:
+        proc = subprocess.Popen(["unshare", "--mount", "sh", "-c", FULL_DISK, "sh", str(out),
+                                 str(kept), *cmd], cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+    inside = Path(f"/proc/{proc.pid}/root") / out.relative_to("/")  # the run's view
+    ckpt = inside / "e2e" / "checkpoint.safetensors"
+    deadline = time.monotonic() + timeout
+    while checkpoint_round(ckpt) != fill_after:
+        assert proc.poll() is None and time.monotonic() < deadline, log_file.read_text()[-4000:]
+        time.sleep(0.1)
+    before = ckpt.read_bytes()
+    stat = os.statvfs(inside)
+    with (inside / "filler").open("wb") as f:
+        f.write(b"\0" * (stat.f_bavail * stat.f_frsize - 3 * len(before) // 4))
+    code = proc.wait(timeout=timeout)
+    return code, log_file.read_text(), kept / "e2e", before

@@ -1,7 +1,11 @@
-"""Every reply-rejection class through one real ``flwr run`` with misbehaving clients.
+"""Every reply-rejection class, and a full disk, through one real ``flwr run``.
 
 One simulation, 23 clients, one round: partitions 0–16 each misbehave in one way
-(``fault.modes``), 17–22 are honest. Each test below checks one rejection
+(``fault.modes``), 17–22 are honest. Its output folder is a real tmpfs that fills up
+once round 0's checkpoint is on it (:func:`tests.e2e.helpers.run_on_full_disk`), so round
+1's checkpoint does not fit: the run fails saying so and round 0's stays whole (the
+checkpoint is written to a temporary file and renamed). One run for both drills: a
+simulation's start-up costs ~100 busy CPU-seconds here. Each test below checks one rejection
 class in that run's recorded round; the duplicate-node and other-round classes,
 which Flower's Grid cannot deliver, are tested with a fake Grid in
 ``tests/test_strategy.py``. The run sets no ``server.max-update-norm``: the scaled and
@@ -12,9 +16,11 @@ pass every other check (6 honest against 5 such attackers here).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.e2e.helpers import run_app
+from tests.e2e.helpers import checkpoint_round, run_on_full_disk
 
 MODES = {
     0: ("nan", "contains NaN or Inf"),
@@ -48,14 +54,17 @@ OVERRIDES = (
 
 
 @pytest.fixture(scope="module")
-def faulty_round(tmp_path_factory):
+def faulty_run(tmp_path_factory):
+    """(exit code, output, run folder, round 0's checkpoint bytes) of the run."""
     tmp = tmp_path_factory.mktemp("faults")
-    code, out, metrics = run_app(tmp, OVERRIDES, supernodes=len(MODES) + len(HONEST))
-    assert code == 0, out[-4000:]
-    assert metrics["status"] == "completed"
-    rows = metrics["rounds"]
-    assert [r["round"] for r in rows] == [0, 1]
-    return rows[1]
+    return run_on_full_disk(tmp, OVERRIDES, len(MODES) + len(HONEST), fill_after=0)
+
+
+@pytest.fixture(scope="module")
+def faulty_round(faulty_run):
+    rows = json.loads((faulty_run[2] / "metrics.json").read_text())["rounds"]
+    assert [r["round"] for r in rows] == [0, 1], faulty_run[1][-4000:]  # recorded, then
+    return rows[1]  # its checkpoint failed
 
 
 def test_only_the_honest_replies_are_aggregated(faulty_round):
@@ -74,3 +83,18 @@ def test_each_fault_is_rejected_with_its_reason(faulty_round, partition):
     recorded = {**faulty_round["rejections"], **faulty_round["errors"]}
     # Assert
     assert reason in recorded[str(partition)], (mode, recorded)
+
+
+def test_a_full_disk_fails_the_run_saying_so_and_keeps_the_last_checkpoint(faulty_run):
+    # Prepare
+    code, output, run_dir, round_0 = faulty_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    ckpt = run_dir / "checkpoint.safetensors"
+    # Assert: a failed run, the reason where the user sees it and in metrics.json ...
+    assert code != 0
+    assert "No space left on device" in output and "after round 1" in output, output[-4000:]
+    assert "previous checkpoint is unchanged" in output
+    assert metrics["status"] == "failed" and "No space left on device" in metrics["error"]
+    # ... and round 0's checkpoint byte for byte, no partial file beside it
+    assert ckpt.read_bytes() == round_0 and checkpoint_round(ckpt) == 0
+    assert not (run_dir / "checkpoint.safetensors.tmp").exists()

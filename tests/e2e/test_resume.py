@@ -15,7 +15,6 @@ a run of its own cost ~60 busy CPU-seconds.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,15 @@ from safetensors import safe_open
 
 from fedpeft.config import app_config
 from tests.app_grid import run_in_process
-from tests.e2e.helpers import ROOT, TINY, read_metrics, reply_bytes, run_app, run_log
+from tests.e2e.helpers import (
+    ROOT,
+    TINY,
+    checkpoint_round,
+    read_metrics,
+    reply_bytes,
+    run_app,
+    run_log,
+)
 
 pytestmark = pytest.mark.e2e
 NODES, SAMPLED = 4, 2
@@ -45,11 +52,6 @@ SAME = ("round", "accuracy", "loss", "clients", "accepted", "bytes_down", "bytes
         "cum_bytes", "weights", "dp_epsilon", "dp_sample_rate", "dp_releases")  # fmt: skip
 
 
-def _checkpoint_round(run_dir: Path) -> int:
-    with safe_open(str(run_dir / "checkpoint.safetensors"), framework="numpy") as f:
-        return int(json.loads(f.metadata()["fedpeft"])["round"])
-
-
 def _tensors(run_dir: Path) -> dict[str, bytes]:
     with safe_open(str(run_dir / "final_trainable.safetensors"), framework="numpy") as f:
         return {k: f.get_tensor(k).tobytes() for k in f.keys()}
@@ -65,7 +67,8 @@ def runs(tmp_path_factory):
                            run_name="killed", timeout=300)  # fmt: skip
     assert code != 0, "the killed run must not report success"
     assert "fault.server-crash-round=2: SIGKILL after aggregation" in run_log(tmp, "killed")
-    assert _checkpoint_round(killed) == 1, "round 2 reached the checkpoint: test did not bite"
+    bit = checkpoint_round(killed / "checkpoint.safetensors") == 1
+    assert bit, "round 2 reached the checkpoint: test did not bite"
     crashed = read_metrics(tmp, "killed")
     assert crashed["status"] == "running"  # died without finishing
     assert [r["round"] for r in crashed["rounds"]] == [0, 1]  # nothing of round 2 recorded
