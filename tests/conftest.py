@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the busy runs instead of ending the suite. Only the order changes; a file not listed
 # keeps its place after these.
 LONGEST_FIRST = (
-    "e2e/test_deploy.py",  # 460 as 2 runs; now one 3-round run
+    "e2e/test_deploy.py",  # 460 as 2 runs; now one 2-round run (344 with 3 rounds)
     "e2e/test_simulation.py",  # 280 (the learning run, the SIGTERM drill, a bad config)
     "e2e/test_resume.py",  # 270 (the killed run, the in-process reference, the resumed run)
     "e2e/test_straggler.py",  # 201, a third of it waiting for the round timeout

@@ -2,11 +2,11 @@
 
 One TLS + authentication federation of 2 SuperNodes (one on a partition, one on
 its own image folder with a local weights file) refuses an unregistered node, then runs
-3 rounds: a registered impostor claiming another node's partition is refused
+2 rounds: a registered impostor claiming another node's partition is refused
 (``server.partition-registry``); in round 2 the image-folder SuperNode is SIGKILLed
-while it trains and the round completes with the survivor, which then stops (SIGTERM)
-and starts again before round 3: it keeps its node id and partition, is not asked again,
-and is sampled in round 3. The federation survives a
+while it trains and the round completes with the survivor, which meanwhile stops
+(SIGTERM) and starts again: it keeps its node id and partition, is not asked again, and
+is sampled for round 2's evaluation. The federation survives a
 SuperLink restart on the same database and stops with no process left. The run is
 FedSA-LoRA (``peft.lora.federation='fedsa'``): each SuperNode keeps its B in the run's
 ``Context.state`` between rounds, and its personalised model (evaluated on the images it
@@ -83,21 +83,22 @@ def fed(tmp_path_factory):
 
 # Round 1: both SuperNodes train; round 2: the partition node trains from its own B
 # (FedSA) while the image-folder SuperNode is SIGKILLed as it trains; then the partition
-# node restarts, and trains round 3 from B's init: Flower keeps Context.state in the
-# SuperNode's memory. Each round one node (seeded by round, among the live ones)
+# node restarts, and evaluates round 2 with B at its init: Flower keeps Context.state in
+# the SuperNode's memory. Each round one node (seeded by round, among the live ones)
 # evaluates on the fifth of its images it holds out. The server waits for 2 connected
-# nodes (server.min-train-nodes; the impostor is one), so round 2's evaluation and round
-# 3 wait for the restarted node. A round needs one reply; the round timeout is generous:
+# nodes (server.min-train-nodes; the impostor is one), so round 2's evaluation waits for
+# the restarted node. (A third round, to train it again, cost ~50 busy CPU-seconds: CI's
+# 15 minutes did not hold.) A round needs one reply; the round timeout is generous:
 # the SuperLink answers for a dead node once its heartbeat lapses (<= 60 s). One run, not two: in
 # deployment each message is a fresh ClientApp process (~15 busy CPU-seconds each here),
 # and a second run costs its ServerApp and its queries again (the two runs this replaces:
 # 457 busy CPU-seconds for this file, 2026-12-03).
-RUN = ("server.num-rounds=3 server.min-train-nodes=2 server.round-timeout=300.0 "
+RUN = ("server.num-rounds=2 server.min-train-nodes=2 server.round-timeout=300.0 "
        "peft.lora.federation='fedsa' server.fraction-evaluate=0.5 "
        "data.local-test-fraction=0.2")  # fmt: skip
 CHANCE = 0.1  # digits: 10 classes
 KILLED_IN = 2  # the round whose training the image-folder SuperNode dies in
-RESTARTED_AFTER = 2  # the round after whose reply the partition SuperNode restarts
+RESTARTED_AFTER = 2  # the round after whose train reply the partition SuperNode restarts
 PULL_INTERVAL = 3.0  # seconds between the ServerApp's pulls of replies (Flower's HttpGrid)
 
 
@@ -163,7 +164,7 @@ def test_tls_auth_run_completes_on_both_supernodes(deploy_run):
     assert status == "finished:completed", output[-4000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["run_id"] == run_id
-    assert [r["round"] for r in metrics["rounds"]] == [0, 1, 2, 3]
+    assert [r["round"] for r in metrics["rounds"]] == [0, 1, 2]
     for row in metrics["rounds"][1:KILLED_IN]:
         assert row["accepted"] == 2, row  # the partition node and the image-folder node
     assert (out / "final_trainable.safetensors").is_file()
@@ -176,20 +177,20 @@ def test_fedsa_keeps_b_on_each_supernode_and_learns(deploy_run):
     rounds = json.loads((out / "metrics.json").read_text())["rounds"]
     full, low = reply_bytes(RUN, 1), reply_bytes(RUN, 1, rank=LOW_RANK)
     # Assert: both SuperNodes start B from its init in round 1, the partition node from
-    # its own Context.state in round 2 and, restarted, from B's init again in round 3;
+    # its own Context.state in round 2;
     # every reply is exactly A (at the node's rank: 8, and 4 on the image-folder node) and
     # the head: no B travels
     restored = [sorted(m["local-restored"] for m in r["client_metrics"]) for r in rounds[1:]]
-    assert restored == [[0, 0], [1], [0]]
+    assert restored == [[0, 0], [1]]
     sent = [sorted(m["bytes-up"] for m in r["client_metrics"]) for r in rounds[1:]]
-    assert sent == [sorted([full, low]), [full], [full]]
+    assert sent == [sorted([full, low]), [full]]
     # Baseline in the same run: round 0 (the untrained head, ~chance). The server's
     # global model has B at its init (0): A and the head shared; the personalised
     # models (each node's own B) are what FedSA trains for. Measured here 2026-12-03
     # (both nodes evaluating, 2 rounds): global 0.147 → 0.317 → 0.297, personalised
     # 0.512 → 0.690
     assert rounds[-1]["accuracy"] > rounds[0]["accuracy"]
-    assert [r["clients_evaluated"] for r in rounds[1:]] == [1, 1, 1]
+    assert [r["clients_evaluated"] for r in rounds[1:]] == [1, 1]
     assert rounds[-1]["client_accuracy"] >= 2 * CHANCE
 
 
@@ -208,14 +209,15 @@ def test_a_restarted_supernode_keeps_its_partition_and_is_sampled_again(fed, dep
     # Prepare
     _, status, output, out, _, after_restart = deploy_run
     rounds = json.loads((out / "metrics.json").read_text())["rounds"]
-    # Assert: the SuperNode that restarted after round 2 trained round 3 on partition 0
-    # without being asked again: it came back with its node id (Flower binds the id to
-    # the authenticated key), so the ServerApp still knew its partition
+    # Assert: the SuperNode that restarted after its round-2 reply was sampled for round
+    # 2's evaluation, as partition 0, without being asked again: it came back with its
+    # node id (Flower binds the id to the authenticated key), so the ServerApp still knew
+    # its partition; that reply was not lost to its restart
     assert status == "finished:completed", output[-4000:]
-    assert [m["partition-id"] for m in rounds[RESTARTED_AFTER + 1]["client_metrics"]] == [0]
-    assert "Receiving: train message" in after_restart
+    assert [m["partition-id"] for m in rounds[RESTARTED_AFTER]["client_metrics"]] == [0]
+    assert "Receiving: evaluate message" in after_restart
     assert "Receiving: query message" not in after_restart
-    assert f"round {RESTARTED_AFTER + 1}: sampled partitions [0]" in output
+    assert f"round {RESTARTED_AFTER}: evaluating on partitions [0]" in output
 
 
 def test_a_supernode_claiming_anothers_partition_is_refused(fed, deploy_run):
