@@ -63,8 +63,10 @@ class ServerConfig:
     infer_partitions: bool = key(True, "simulation: each simulated SuperNode's partition id "
                                  "from its registration order (Flower's simulation gives the "
                                  "i-th node partition i), checked against its replies, "
-                                 "instead of a query message to every node at start-up; "
-                                 "deployed nodes are always asked")  # fmt: skip
+                                 "instead of a query message to every node at start-up "
+                                 "(round 1's server.round-timeout then also covers the Ray "
+                                 "actors' first ClientApp load); deployed nodes are always "
+                                 "asked")  # fmt: skip
     eval_batch_size: int = key(64, "batch size of evaluation (server and clients)")
     device: str = key("auto", "where the server evaluates the global model (choices as "
                       "train.device; checked at start-up)")  # fmt: skip

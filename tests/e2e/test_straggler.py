@@ -35,8 +35,12 @@ NODES = 3 + len(MALFORMED)
 # other ten, on two Ray workers (1 CPU per client) then one while the other stalls, all
 # replied within a 40 s timeout with two other busy processes on the 2 cores
 # (2026-12-02, beside a sweep: as loaded as the suite's three files at once); 60 s is
-# 1.5× that.
+# 1.5× that. Those replies came from warm Ray actors: the partition-id queries had
+# loaded the ClientApp in both before the round. Without them (simulated nodes' ids are
+# inferred, server.infer-partitions) the round's 60 s also held both actors' cold start,
+# and in CI none of the 11 replied in time (2026-12-03); so this run asks its nodes.
 SETUP = (f"server.num-rounds=1 server.round-timeout=60.0 fault.sleep=65.0 "
+         "server.infer-partitions=false "
          f"comm.uplink='topk' comm.topk-fraction=0.1 data.train-size={30 * NODES} "
          f"server.min-train-nodes={NODES} fault.modes='{STRAGGLER}:sleep,"
          + ",".join(f"{p}:{m}" for p, (m, _) in MALFORMED.items()) + "'")  # fmt: skip
