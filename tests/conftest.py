@@ -15,20 +15,20 @@ ROOT = Path(__file__).resolve().parents[1]
 # The longest files first, each given to the next free worker (`make test` passes
 # --no-loadscope-reorder: by default pytest-xdist orders files by their number of tests,
 # which had put these behind parametrized unit files, test_resume ~440 s into the run).
-# Seconds each file's fixtures took in the fresh-clone CI run of 2026-12-03 (-n 3, three
+# Seconds each file took in the fresh-clone CI run of 2026-12-03 (-n 3, three
 # files at once on 2 cores). The files that mostly wait (a dead node's heartbeat in
 # test_deploy, a round timeout in test_straggler) come early, so that their waits overlap
 # the busy runs instead of ending the suite. Only the order changes; a file not listed
 # keeps its place after these.
-LONGEST_FIRST = (
-    "e2e/test_deploy.py",  # 460 as 2 runs; now one 2-round run (344 with 3 rounds)
-    "e2e/test_simulation.py",  # 280 (the learning run, the SIGTERM drill, a bad config)
-    "e2e/test_resume.py",  # 270 (the killed run, the in-process reference, the resumed run)
+LONGEST_FIRST = (  # session 14
+    "e2e/test_deploy.py",  # 290 (one 2-round run; 370 with 3 rounds)
+    "e2e/test_simulation.py",  # 260 (the learning run, the SIGTERM drill, a bad config)
+    "e2e/test_resume.py",  # 360 (the killed run, the in-process reference, the resumed run)
     "e2e/test_straggler.py",  # 201, a third of it waiting for the round timeout
-    "e2e/test_compression.py",  # 208
-    "e2e/test_dp.py",  # 178 (local DP on an existing Ray cluster)
-    "e2e/test_robustness.py",  # 125
-    "e2e/test_faults.py",  # 120 (and the full disk in the same run)
+    "e2e/test_compression.py",  # 160
+    "e2e/test_dp.py",  # 140 (local DP on an existing Ray cluster)
+    "e2e/test_robustness.py",  # 135
+    "e2e/test_faults.py",  # 72 (and the full disk in the same run)
 )
 
 
