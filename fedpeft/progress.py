@@ -29,6 +29,7 @@ _ROUND = re.compile(
     r"round (?P<round>\d+)/(?P<rounds>\d+): accuracy (?P<accuracy>\S+), loss (?P<loss>\S+) \| "
     r"(?P<cum_bytes>[\d,]+) bytes"
 )
+NOT_EVALUATED = "-"  # a round line's accuracy and loss when the server did not evaluate
 RESULTS = "Results go to {}"  # the ServerApp's line naming the run folder
 _RESULTS = re.compile(re.escape(RESULTS).replace(r"\{\}", r"(?P<dir>\S+)"))
 _FINAL = "Final server accuracy "
@@ -89,8 +90,12 @@ def round_line(server_round: int, num_rounds: int, accuracy: float, loss: float,
     encodes the arrays.
     """
     wire = f" ({ratios})" if ratios else ""
+    if math.isnan(accuracy):  # not evaluated (server.evaluate-every)
+        acc = lss = NOT_EVALUATED
+    else:
+        acc, lss = f"{accuracy:.4f}", f"{loss:.4f}"
     return (
-        f"round {server_round}/{num_rounds}: accuracy {accuracy:.4f}, loss {loss:.4f} | "
+        f"round {server_round}/{num_rounds}: accuracy {acc}, loss {lss} | "
         f"{cum_bytes:,} bytes{wire} | {duration(elapsed)} elapsed, ETA {duration(left)}"
     )
 
@@ -117,8 +122,9 @@ def parse_round(line: str) -> RoundProgress | None:
     if match is None:
         return None
     g = match.groupdict()
-    return RoundProgress(int(g["round"]), int(g["rounds"]), float(g["accuracy"]),
-                         float(g["loss"]), int(g["cum_bytes"].replace(",", "")))  # fmt: skip
+    acc, loss = (math.nan if g[k] == NOT_EVALUATED else float(g[k]) for k in ("accuracy", "loss"))
+    return RoundProgress(int(g["round"]), int(g["rounds"]), acc, loss,
+                         int(g["cum_bytes"].replace(",", "")))  # fmt: skip
 
 
 def results_dir(output: str) -> Path | None:
@@ -182,8 +188,9 @@ class RunConsole:
             # a resumed run's first line is its first round after the checkpoint's
             self._bar = tqdm(total=progress.rounds, initial=progress.round, file=self.out,
                              unit="round", dynamic_ncols=True)  # fmt: skip
-        self._bar.set_postfix_str(f"accuracy {progress.accuracy:.4f}, "
-                                  f"{progress.cum_bytes:,} bytes", refresh=False)  # fmt: skip
+        if not math.isnan(progress.accuracy):  # else the last evaluated round's stays
+            self._bar.set_postfix_str(f"accuracy {progress.accuracy:.4f}, "
+                                      f"{progress.cum_bytes:,} bytes", refresh=False)  # fmt: skip
         self._bar.update(progress.round - self._bar.n)
 
     def _write(self, text: str) -> None:

@@ -28,6 +28,7 @@ class RoundRecord:
 
     round: int
     accuracy: float  # server-side accuracy of the global model on the central test split
+    # (NaN, with the loss, in a round server.evaluate-every did not evaluate)
     loss: float = math.nan  # its mean cross-entropy (NaN when the model diverged)
     clients: int = 0  # clients sampled (messages sent)
     accepted: int = 0  # replies that passed validation and were aggregated

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +50,7 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
         rows.append({
             "run": run.name, "setting": run.setting, "method": run.method, "seed": run.seed,
             "final_accuracy": rounds[-1].accuracy,
-            "best_accuracy": max(r.accuracy for r in rounds),
+            "best_accuracy": max(r.accuracy for r in rounds if math.isfinite(r.accuracy)),
             "rounds": rounds[-1].round, "trainable_params": metrics.trainable_params,
             # measured: the last round's uplink per reply (the initial record under-counts:
             # identical zero-initialised tensors travel once in round 1)
@@ -66,7 +67,9 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
 
 def curve(metrics: RunRecord) -> list[tuple[int, int, float]]:
     """A run's ``(round, cumulative bytes, server accuracy)`` points."""
-    return [(r.round, r.cum_bytes, r.accuracy) for r in metrics.rounds]
+    return [
+        (r.round, r.cum_bytes, r.accuracy) for r in metrics.rounds if math.isfinite(r.accuracy)
+    ]  # server.evaluate-every: evaluated rounds only
 
 
 def _by(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str, Any]]]:

@@ -4,6 +4,7 @@
     .venv/bin/fedpeft-sweep conf/sweep-cpu.toml --report   # only rebuild RESULTS.md and plots
     .venv/bin/fedpeft-sweep SWEEP.toml --gpus-per-client 0.25  # each run: 4 clients per GPU
     .venv/bin/fedpeft-sweep SWEEP.toml --cpus-per-client 2     # each run: one actor per 2 CPUs
+    .venv/bin/fedpeft-sweep SWEEP.toml --in-process --jobs 2   # 2 runs at once, one core each
 
 A sweep file names a base preset, the methods, the seeds and the settings (each a
 run-config string). Several sweep files can report into one ``RESULTS.md``: a sweep
@@ -16,6 +17,12 @@ run whose copy says ``completed`` and was made with the run config the sweep fil
 asks for is skipped, so an interrupted sweep resumes where it stopped, on any machine
 with the same files. A copy made with another config (the preset or a default changed since)
 is logged with the keys that differ and run again.
+
+``--in-process`` makes each run a ``python -m fedpeft.inprocess`` process (the ServerApp
+and ClientApps on an in-process Grid: the same code and messages, without the ~55 s of
+SuperLink, Ray and actor start-up a short run pays); ``--jobs N`` runs N of them at once,
+each pinned to its own share of the CPUs (``OMP_NUM_THREADS`` and affinity, as Ray gives
+an actor its CPUs), so on 2 cores two single-threaded runs share no core.
 """
 
 from __future__ import annotations
@@ -25,16 +32,20 @@ import dataclasses
 import functools
 import json
 import logging
+import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from fedpeft.config import app_config, parse_run_config
+from fedpeft.deploy.cpus import host_cpus
 from fedpeft.launch import LOG_FILE, non_negative, positive
 from fedpeft.progress import duration, eta
 from fedpeft.record import read_run
@@ -113,39 +124,86 @@ def simulate(run: Run, num_supernodes: int, out_dir: Path, gpus_per_client: floa
     return out_dir / run.name
 
 
+class InProcess:
+    """Runner: each run a ``python -m fedpeft.inprocess`` process on its own CPUs.
+
+    ``jobs`` slots split the CPUs this process may use into disjoint sets (the first
+    ``len % jobs`` one larger); a run takes a free slot, so at most ``jobs`` run at once.
+    """
+
+    def __init__(self, jobs: int = 1) -> None:
+        cpus = sorted(host_cpus())
+        if not 1 <= jobs <= len(cpus):
+            raise ValueError(f"--jobs {jobs}: must be between 1 and the {len(cpus)} CPUs here")
+        self.slots: queue.Queue[list[int]] = queue.Queue()
+        for k in range(jobs):
+            self.slots.put(cpus[k::jobs])
+
+    def __call__(self, run: Run, num_supernodes: int, out_dir: Path) -> Path:
+        cpus = self.slots.get()
+        try:
+            cmd = [sys.executable, "-m", "fedpeft.inprocess", "--num-supernodes",
+                   str(num_supernodes)]  # fmt: skip
+            for item in (*run.overrides, f"output.dir='{out_dir}' output.run-name='{run.name}'"):
+                cmd += ["-c", item]
+            env = dict(os.environ, OMP_NUM_THREADS=str(len(cpus)))
+            pin = functools.partial(os.sched_setaffinity, 0, cpus)
+            with (out_dir / f"{run.name}.log").open("w") as logfile:
+                subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, check=False,
+                               env=env, preexec_fn=pin)  # fmt: skip
+        finally:
+            self.slots.put(cpus)
+        run_dir = out_dir / run.name
+        if run_dir.is_dir():  # the run's whole output beside its metrics, as fedpeft-sim's
+            shutil.copy2(out_dir / f"{run.name}.log", run_dir / LOG_FILE)
+        return run_dir
+
+
+def _collect(run: Run, run_dir: Path, results: Path) -> str:
+    """Copy a finished run's metrics (and log) to ``results``; return its status."""
+    metrics = run_dir / "metrics.json"
+    status = read_run(metrics).status if metrics.exists() else "no metrics"
+    dest = results / run.name
+    if status == "completed":
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.json", "metrics.csv"):
+            shutil.copy2(run_dir / name, dest / name)
+        if (run_dir / TB_DIR).is_dir():  # tensorboard --logdir <results> compares runs
+            shutil.rmtree(dest / TB_DIR, ignore_errors=True)
+            shutil.copytree(run_dir / TB_DIR, dest / TB_DIR)
+    if (run_dir / LOG_FILE).is_file():  # a failed run's too: why it failed
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(run_dir / LOG_FILE, dest / LOG_FILE)
+    return status
+
+
 def run_sweep(
     sweep: Sweep,
     runner: Callable[[Run, int, Path], Path] = simulate,
     resolve: Callable[[Run], Config] = resolved_config,
+    jobs: int = 1,
 ) -> list[tuple[Run, str]]:
-    """Run every unfinished or stale run in order; copy its metrics.
+    """Run every unfinished or stale run in order, ``jobs`` at once; copy its metrics.
 
     ``resolve`` gives the config a run should have been made with. Returns the
-    (run, status) pairs of the runs made.
+    (run, status) pairs of the runs made, in the order they finished.
     """
     todo = [r for r in sweep.runs if not is_done(sweep.results, r, resolve(r))]
     log.info("%d of %d runs to do (%d already done)", len(todo), len(sweep.runs),
              len(sweep.runs) - len(todo))  # fmt: skip
     done = []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="fedpeft-sweep-") as tmp:
-        for i, run in enumerate(todo, 1):
-            start = time.monotonic()
-            log.info("[%d/%d] %s ...", i, len(todo), run.name)
-            run_dir = runner(run, sweep.num_supernodes, Path(tmp))
-            metrics = run_dir / "metrics.json"
-            status = read_run(metrics).status if metrics.exists() else "no metrics"
-            dest = sweep.results / run.name
-            if status == "completed":
-                dest.mkdir(parents=True, exist_ok=True)
-                for name in ("metrics.json", "metrics.csv"):
-                    shutil.copy2(run_dir / name, dest / name)
-                if (run_dir / TB_DIR).is_dir():  # tensorboard --logdir <results> compares runs
-                    shutil.rmtree(dest / TB_DIR, ignore_errors=True)
-                    shutil.copytree(run_dir / TB_DIR, dest / TB_DIR)
-            if (run_dir / LOG_FILE).is_file():  # a failed run's too: why it failed
-                dest.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(run_dir / LOG_FILE, dest / LOG_FILE)
+
+    def one(run: Run, out: Path) -> tuple[Run, str, float]:
+        start = time.monotonic()
+        log.info("%s ...", run.name)
+        return run, _collect(run, runner(run, sweep.num_supernodes, out), sweep.results), start
+
+    with (tempfile.TemporaryDirectory(prefix="fedpeft-sweep-") as tmp,
+          ThreadPoolExecutor(max_workers=jobs) as pool):  # fmt: skip
+        futures = [pool.submit(one, run, Path(tmp)) for run in todo]
+        for i, future in enumerate(as_completed(futures), 1):
+            run, status, start = future.result()
             now = time.monotonic()
             log.info("[%d/%d] %s: %s in %s; %s elapsed, ETA %s", i, len(todo), run.name, status,
                      duration(now - start), duration(now - started),
@@ -163,14 +221,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="passed to each run's fedpeft-sim (default 0: no GPU)")  # fmt: skip
     parser.add_argument("--cpus-per-client", type=positive, default=1.0,
                         help="passed to each run's fedpeft-sim (default 1)")  # fmt: skip
+    parser.add_argument("--in-process", action="store_true",
+                        help="each run in one process (fedpeft.inprocess), not on Ray")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="with --in-process: runs at once, each on its own CPUs")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.jobs != 1 and not args.in_process:
+        parser.error(f"--jobs {args.jobs} needs --in-process (a simulation uses every CPU)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     sweep = load_sweep(args.sweep)
     failed = []
     if not args.report:
-        runner = functools.partial(simulate, gpus_per_client=args.gpus_per_client,
-                                   cpus_per_client=args.cpus_per_client)  # fmt: skip
-        failed = [r.name for r, status in run_sweep(sweep, runner) if status != "completed"]
+        if args.in_process:
+            try:
+                runner: Callable[[Run, int, Path], Path] = InProcess(args.jobs)
+            except ValueError as exc:
+                parser.error(str(exc))
+        else:
+            runner = functools.partial(simulate, gpus_per_client=args.gpus_per_client,
+                                       cpus_per_client=args.cpus_per_client)  # fmt: skip
+        made = run_sweep(sweep, runner, jobs=args.jobs)
+        failed = [r.name for r, status in made if status != "completed"]
     write_report(sweep, command=f"fedpeft-sweep {args.sweep}")
     if failed:
         log.error("runs that did not complete: %s", failed)

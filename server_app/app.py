@@ -187,9 +187,9 @@ def main(grid: Grid, context: Context) -> None:
         "Sending %d trainable tensors (%d parameters): %s bytes per client per direction",
         len(initial), n_params, f"{per_transfer:,}",
     )  # fmt: skip
-    evaluate_fn = make_evaluate_fn(
-        model, test, cfg.server.eval_batch_size, engine, cfg.train.feature_cache, sharing
-    )
+    evaluate_fn = make_evaluate_fn(model, test, cfg.server.eval_batch_size, engine,
+                                   cfg.train.feature_cache, sharing, cfg.server.evaluate_every,
+                                   cfg.server.num_rounds)  # fmt: skip
     evaluate_fn = crash_after_aggregation(cfg.fault, evaluate_fn)  # a drill only when set
     try:
         if cfg.peft.head.init == "ncm" and first_round == 1:  # a round 0 of its own

@@ -21,8 +21,13 @@ def make_evaluate_fn(
     engine: Engine,
     cache: bool = True,
     sharing: Sharing | None = None,
-) -> Callable[[int, ArrayRecord], MetricRecord]:
+    every: int = 1,
+    num_rounds: int = 0,
+) -> Callable[[int, ArrayRecord], MetricRecord | None]:
     """Flower's ``evaluate_fn``: the global model's accuracy and loss on the test split.
+
+    Evaluates round 0, every ``every``-th round and round ``num_rounds`` (the last);
+    ``None`` for the rounds between (``server.evaluate-every``).
 
     On ``engine``'s device (``server.device``); a head-only model is evaluated on the
     test split's features, computed once (``cache``: ``train.feature-cache``). With a
@@ -31,7 +36,9 @@ def make_evaluate_fn(
     """
     sharing = sharing or Sharing()
 
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round % every and server_round != num_rounds:
+            return None
         load_shared(model, arrays, sharing)
         outcome = evaluate(model, test, batch_size, engine, cache)
         return MetricRecord({"accuracy": outcome.accuracy, "loss": outcome.loss})

@@ -15,11 +15,11 @@ from fedpeft.arrays import trainable_state
 from fedpeft.codecs import CODECS, CodecParams
 from fedpeft.config import ConfigError, NodeConfig, app_config, parse_node_config
 from fedpeft.hetlora import node_rank, pad, truncate
+from fedpeft.inprocess import InProcessGrid
 from fedpeft.model import build_model
 from server_app.sampling import NodeDirectory
 from server_app.strategy import PeftFedAvg
 from server_app.validation import reference_specs
-from tests.app_grid import AppGrid
 from tests.e2e.helpers import ROOT, TINY
 from tests.fakes import FakeGrid, reply
 from tests.runs import tiny_config
@@ -223,7 +223,7 @@ def test_node_config_lora_rank_must_be_a_positive_integer():
 
 def test_the_query_reply_announces_a_smaller_rank_only():
     # Prepare: the ClientApp on two nodes of a simulation with peft.lora.ranks
-    grid = AppGrid(app_config(ROOT, [TINY, "peft.lora.ranks='4,8'"]), 2)
+    grid = InProcessGrid(app_config(ROOT, [TINY, "peft.lora.ranks='4,8'"]), 2)
     queries = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in (1, 2)]
     # Execute
     replies = grid.send_and_receive(queries)

@@ -68,6 +68,10 @@ class ServerConfig:
                                  "actors' first ClientApp load); deployed nodes are always "
                                  "asked")  # fmt: skip
     eval_batch_size: int = key(64, "batch size of evaluation (server and clients)")
+    evaluate_every: int = key(1, "the server evaluates the global model on the test split "
+                              "after every this many rounds, and always before round 1 and "
+                              "after the last; the rounds between record no accuracy (NaN) "
+                              "and cannot be the best round")  # fmt: skip
     device: str = key("auto", "where the server evaluates the global model (choices as "
                       "train.device; checked at start-up)")  # fmt: skip
     min_replies: int = key(1, "fewer valid replies: the round fails and the global state "
@@ -102,8 +106,8 @@ class ServerConfig:
                                      "norm (at least 1); 0 = off")  # fmt: skip
 
     def __post_init__(self) -> None:
-        positive = ("num_rounds", "min_train_nodes", "eval_batch_size", "min_replies",
-                    "max_failed_rounds")  # fmt: skip
+        positive = ("num_rounds", "min_train_nodes", "eval_batch_size", "evaluate_every",
+                    "min_replies", "max_failed_rounds")  # fmt: skip
         check_device("server.device", self.device)
         for name in positive:
             value = getattr(self, name)
