@@ -45,6 +45,7 @@ def test_flat_keys_parse_like_flower_passes_them(pyproject_config):
             r"server.min-train-nodes=2: krum with .*byzantine=2 needs at least 2f \+ 3 = 7",
         ),
         ({"server.min-replies": 0}, r"server.min-replies=0"),
+        ({"server.evaluate-every": 0}, r"server.evaluate-every=0"),
         ({"server.max-update-norm": -1.0}, r"server.max-update-norm=-1.0"),
         ({"output.resume": True}, r"output.resume=True.*output.run-name"),
         ({"fault.modes": "0:explode"}, r"fault.modes='0:explode'.*sign-flip"),

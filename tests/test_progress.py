@@ -72,6 +72,16 @@ def test_round_line_reads_back():
     assert parse_round(FLWR_INFO + "round 1: sampled partitions [0, 1]") is None
 
 
+def test_a_round_the_server_did_not_evaluate_reads_back_as_nan():
+    # Prepare: server.evaluate-every skipped round 4 (the recorder's NaN accuracy and loss)
+    line = round_line(4, 20, math.nan, math.nan, 2_000, 10.0, 40.0)
+    # Execute
+    got = parse_round(FLWR_INFO + line)
+    # Assert: a dash, not "nan" (which reads as a diverged loss); NaN again when read
+    assert "round 4/20: accuracy -, loss - | 2,000 bytes" in line
+    assert math.isnan(got.accuracy) and math.isnan(got.loss) and got.cum_bytes == 2_000
+
+
 def test_eta_and_duration():
     assert eta(2, 10, 30.0) == 120.0
     assert math.isnan(eta(0, 10, 5.0))

@@ -125,6 +125,24 @@ def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+def test_a_round_the_server_did_not_evaluate_has_no_accuracy_event(tmp_path):
+    # Prepare: server.evaluate-every = 2 over 3 rounds (round 1's evaluation is None)
+    recorder = RunRecorder(tmp_path, RunRecord(), 10, output=OutputConfig(tensorboard=True))
+    # Execute
+    for server_round, accuracy in enumerate([0.1, None, 0.5, 0.6]):
+        end = _end(server_round, accuracy or 0.0, **(COUNTS if server_round else {}))
+        if accuracy is None:
+            end.evaluation.clear()
+        recorder.round_end(end)
+    recorder.finish("completed")
+    # Assert: no accuracy or loss at step 1, the bytes at every step; not diverged
+    scalars = _scalars(tmp_path)
+    assert [step for step, _ in scalars["server/accuracy"]] == [0, 2, 3]
+    assert [step for step, _ in scalars["server/loss"]] == [0, 2, 3]
+    assert [step for step, _ in scalars["bytes/cumulative_up"]] == [0, 1, 2, 3]
+    assert not recorder.run.diverged and recorder.run.best_round == 3
+
+
 def test_tensorboard_events_hold_one_scalar_per_round_per_tag(tmp_path):
     # Prepare: central DP spends ε from round 1
     recorder = RunRecorder(tmp_path, RunRecord(), 10, output=OutputConfig(tensorboard=True))

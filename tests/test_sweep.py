@@ -265,7 +265,8 @@ def test_the_sweep_passes_its_resource_shares_to_every_run(sweep, monkeypatch, t
                                                            gpus, cpus):  # fmt: skip
     # Prepare: the runs and the report are replaced; the runner fedpeft-sweep builds is kept
     runners = []
-    monkeypatch.setattr(sweep_module, "run_sweep", lambda s, runner: runners.append(runner) or [])
+    monkeypatch.setattr(sweep_module, "run_sweep",
+                        lambda s, runner, **k: runners.append(runner) or [])  # fmt: skip
     monkeypatch.setattr(sweep_module, "write_report", lambda *a, **k: [])
     recorded = _Recorded()
     monkeypatch.setattr(sweep_module.subprocess, "run", recorded)

@@ -1,0 +1,120 @@
+"""fedpeft-sweep --in-process --jobs N: each run a ``python -m fedpeft.inprocess`` process on
+its own CPUs, N at once; and one real such run (with server.evaluate-every)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from fedpeft import sweep as sweep_module
+from fedpeft.sweep import InProcess, Run, load_sweep, run_sweep
+from tests.test_sweep import SWEEP, FakeRunner
+
+# A few seconds' run: timm's test_vit (random weights, 32 px) on 60 sklearn digits, 2 nodes
+QUICK = ("model.name='test_vit' model.weights='random' model.img-size=32 "
+         "data.source='builtin' data.dataset='digits' data.train-size=60 data.test-size=50 "
+         "server.fraction-train=1.0 server.min-train-nodes=2 peft.method='lora' "
+         "train.num-threads=1 server.num-rounds=3 server.evaluate-every=2")  # fmt: skip
+
+
+class _Recorded:
+    """Stands in for ``subprocess.run``: keeps the command and its keyword arguments."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], dict]] = []
+
+    def __call__(self, cmd, **kwargs):
+        self.calls.append((list(cmd), kwargs))
+
+
+def test_jobs_split_the_cpus_and_each_run_is_pinned_to_its_share(monkeypatch, tmp_path):
+    # Prepare: 3 CPUs, 2 jobs
+    monkeypatch.setattr(sweep_module, "host_cpus", lambda: [4, 5, 6])
+    recorded = _Recorded()
+    monkeypatch.setattr(sweep_module.subprocess, "run", recorded)
+    runner = InProcess(jobs=2)
+    runs = [Run(f"r{i}", "iid", "lora", 1, ("conf/x.toml", "seed=1")) for i in range(3)]
+    # Execute: three runs, one after the other (each takes the first free slot)
+    for run in runs:
+        runner(run, 4, tmp_path)
+    # Assert: slots {4, 6} and {5}, in turn; the run's threads = its CPUs; the command
+    cmd, _ = recorded.calls[0]
+    assert cmd[1:5] == ["-m", "fedpeft.inprocess", "--num-supernodes", "4"]
+    assert cmd[5:] == ["-c", "conf/x.toml", "-c", "seed=1",
+                       "-c", f"output.dir='{tmp_path}' output.run-name='r0'"]  # fmt: skip
+    pins = [kwargs["preexec_fn"].args for _, kwargs in recorded.calls]
+    assert pins == [(0, [4, 6]), (0, [5]), (0, [4, 6])]
+    threads = [kwargs["env"]["OMP_NUM_THREADS"] for _, kwargs in recorded.calls]
+    assert threads == ["2", "1", "2"]
+
+
+@pytest.mark.parametrize("jobs", [0, 3])
+def test_more_jobs_than_cpus_or_none_is_refused(monkeypatch, jobs):
+    # Prepare
+    monkeypatch.setattr(sweep_module, "host_cpus", lambda: [0, 1])
+    # Execute / Assert
+    with pytest.raises(ValueError, match=rf"--jobs {jobs}: must be between 1 and the 2 CPUs"):
+        InProcess(jobs)
+
+
+def test_jobs_need_in_process(tmp_path, capsys):
+    # Execute
+    with pytest.raises(SystemExit) as exit_info:
+        sweep_module.main([str(tmp_path / "sweep.toml"), "--jobs", "2"])
+    # Assert
+    assert exit_info.value.code == 2
+    assert "--jobs 2 needs --in-process" in capsys.readouterr().err
+
+
+class _Together(FakeRunner):
+    """A runner whose runs each wait until another is running too (or time out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(2, timeout=20)
+        self.lock = threading.Lock()
+
+    def __call__(self, run: Run, num_supernodes: int, out_dir: Path) -> Path:
+        self.barrier.wait()  # BrokenBarrierError unless 2 runs are in flight at once
+        with self.lock:
+            return super().__call__(run, num_supernodes, out_dir)
+
+
+def test_jobs_2_runs_two_at_once_and_collects_every_run(tmp_path):
+    # Prepare: 2 seeds × 2 settings × 2 methods
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP.format(root=tmp_path))
+    sweep = load_sweep(path)
+    runner = _Together()
+    # Execute
+    made = run_sweep(sweep, runner, resolve=lambda r: {}, jobs=2)
+    # Assert: every run made and copied (the barrier would have broken if run in turn)
+    assert sorted(r.name for r, status in made if status == "completed") == sorted(
+        r.name for r in sweep.runs
+    )
+    assert all((sweep.results / r.name / "metrics.json").exists() for r in sweep.runs)
+
+
+def test_a_real_in_process_run_evaluates_every_2nd_round_and_the_last(tmp_path):
+    # Prepare: the sweep's runner, one slot, on the app in this checkout
+    run = Run("quick", "iid", "lora", 3, (QUICK, "seed=3"))
+    # Execute
+    run_dir = InProcess(jobs=1)(run, 2, tmp_path)
+    # Assert: completed; rounds 0, 2 and 3 evaluated, round 1 not (NaN, not diverged, not
+    # at chance); the best round is an evaluated one; the whole output beside the metrics
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed", (tmp_path / "quick.log").read_text()[-3000:]
+    evaluated = [r["round"] for r in metrics["rounds"] if math.isfinite(r["accuracy"])]
+    assert evaluated == [0, 2, 3]
+    skipped = metrics["rounds"][1]
+    assert math.isnan(skipped["loss"]) and not skipped["diverged"] and not skipped["at_chance"]
+    assert metrics["best_round"] in evaluated
+    assert metrics["final_accuracy"] == metrics["rounds"][3]["accuracy"]
+    log = (run_dir / "run.log").read_text()
+    assert "round 1/3: accuracy -, loss - |" in log
+    assert os.path.getsize(run_dir / "final_trainable.safetensors") > 0
