@@ -5,6 +5,7 @@
     .venv/bin/fedpeft-sweep SWEEP.toml --gpus-per-client 0.25  # each run: 4 clients per GPU
     .venv/bin/fedpeft-sweep SWEEP.toml --cpus-per-client 2     # each run: one actor per 2 CPUs
     .venv/bin/fedpeft-sweep SWEEP.toml --in-process --jobs 2   # 2 runs at once, one core each
+    .venv/bin/fedpeft-sweep SWEEP.toml --seeds 1               # one seed of every cell first
 
 A sweep file names a base preset, the methods, the seeds and the settings (each a
 run-config string). Several sweep files can report into one ``RESULTS.md``: a sweep
@@ -225,12 +226,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="each run in one process (fedpeft.inprocess), not on Ray")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1,
                         help="with --in-process: runs at once, each on its own CPUs")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="run only these of the file's seeds (reported: all)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.jobs != 1 and not args.in_process:
         parser.error(f"--jobs {args.jobs} needs --in-process (a simulation uses every CPU)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     sweep = load_sweep(args.sweep)
     failed = []
+    seeds = sorted({r.seed for r in sweep.runs})
+    if args.seeds and not set(args.seeds) <= set(seeds):
+        parser.error(f"--seeds {' '.join(map(str, args.seeds))}: {args.sweep} has seeds {seeds}")
     if not args.report:
         if args.in_process:
             try:
@@ -240,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             runner = functools.partial(simulate, gpus_per_client=args.gpus_per_client,
                                        cpus_per_client=args.cpus_per_client)  # fmt: skip
-        made = run_sweep(sweep, runner, jobs=args.jobs)
+        todo = sweep if not args.seeds else dataclasses.replace(
+            sweep, runs=tuple(r for r in sweep.runs if r.seed in args.seeds))  # fmt: skip
+        made = run_sweep(todo, runner, jobs=args.jobs)
         failed = [r.name for r, status in made if status != "completed"]
     write_report(sweep, command=f"fedpeft-sweep {args.sweep}")
     if failed:

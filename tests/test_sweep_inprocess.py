@@ -118,3 +118,31 @@ def test_a_real_in_process_run_evaluates_every_2nd_round_and_the_last(tmp_path):
     log = (run_dir / "run.log").read_text()
     assert "round 1/3: accuracy -, loss - |" in log
     assert os.path.getsize(run_dir / "final_trainable.safetensors") > 0
+
+
+def test_seeds_runs_only_those_seeds_and_the_report_covers_the_whole_file(tmp_path, monkeypatch):
+    # Prepare: the sweep file of tests/test_sweep.py (seeds 1 and 2), a recording runner
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP.format(root=tmp_path))
+    given = []
+    monkeypatch.setattr(sweep_module, "run_sweep",
+                        lambda s, runner, **k: given.append(s) or [])  # fmt: skip
+    reported = []
+    monkeypatch.setattr(sweep_module, "write_report", lambda s, **k: reported.append(s))
+    # Execute
+    assert sweep_module.main([str(path), "--seeds", "2"]) == 0
+    # Assert
+    assert {r.seed for r in given[0].runs} == {2} and len(given[0].runs) == 4
+    assert len(reported[0].runs) == 8
+
+
+def test_a_seed_the_file_does_not_have_is_refused(tmp_path, capsys):
+    # Prepare
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP.format(root=tmp_path))
+    # Execute
+    with pytest.raises(SystemExit) as exit_info:
+        sweep_module.main([str(path), "--seeds", "3"])
+    # Assert
+    assert exit_info.value.code == 2
+    assert "--seeds 3: " in capsys.readouterr().err
