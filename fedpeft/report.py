@@ -56,6 +56,7 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
             # identical zero-initialised tensors travel once in round 1)
             "bytes_per_transfer": rounds[-1].bytes_up // max(rounds[-1].accepted, 1),
             "total_bytes": rounds[-1].cum_bytes, "epsilon": epsilon(metrics),
+            "dp_mode": metrics.config.get("dp", {}).get("mode", "none"),
             # server.fraction-evaluate: the clients' accuracy on their held-out images
             "client_accuracy": rounds[-1].client_accuracy,
             "mean_bytes_up": sum(r.bytes_up for r in rounds) // max(sum(r.accepted for r
@@ -119,15 +120,32 @@ def plot_curves(rows: list[dict[str, Any]], x: str, target: float) -> Figure:
 
 
 def plot_epsilon(rows: list[dict[str, Any]]) -> Figure | None:
-    """Final accuracy vs ε of the DP runs, a point per run, coloured by method."""
+    """Final accuracy vs ε of the DP runs: a panel per DP mode, a line per method.
+
+    Local DP's ε bounds what one image changes, central DP's what one client's whole
+    data changes, so they get separate panels. Each point is a setting's mean over its
+    seeds (ε: the reported ε, accuracy ± its sd), joined in order of ε.
+    """
     dp = [r for r in rows if r["epsilon"] is not None]
     if not dp:
         return None
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for (method,), runs in sorted(_by(dp, "method").items()):
-        ax.scatter([r["epsilon"] for r in runs], [r["final_accuracy"] for r in runs], label=method)
-    ax.set(xlabel="ε (δ fixed)", ylabel="final server accuracy", title="privacy vs accuracy")
-    ax.legend(fontsize=7)
+    modes = sorted({r.get("dp_mode", "local") for r in dp})
+    fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4), squeeze=False)
+    for ax, mode in zip(axes[0], modes, strict=True):
+        runs = [r for r in dp if r.get("dp_mode", "local") == mode]
+        for (method,), by_method in sorted(_by(runs, "method").items()):
+            points = sorted(
+                (statistics.mean(r["epsilon"] for r in cell),
+                 statistics.mean(r["final_accuracy"] for r in cell),
+                 statistics.stdev(r["final_accuracy"] for r in cell) if len(cell) > 1 else 0.0)
+                for cell in _by(by_method, "setting").values()
+            )  # fmt: skip
+            eps, acc, sd = zip(*points, strict=True)
+            ax.errorbar(eps, acc, yerr=sd, marker="o", capsize=3, label=method)
+        unit = {"local": "per image", "central": "per client"}.get(mode, "")
+        ax.set(xscale="log", xlabel=f"ε, {mode} DP ({unit}; δ fixed)",
+               ylabel="final server accuracy", title=f"{mode} DP: privacy vs accuracy")  # fmt: skip
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
