@@ -6,7 +6,9 @@
 For each α and seed, the app's own partitions (``load_partition``, ``data.partitioner =
 'dirichlet'``, ``data.dirichlet.min-partition-size`` from the config) of ``--partitions``
 clients: the mean over clients of the share of a client's images in its largest class
-(1.0: every client holds one class), the smallest and largest client, and the classes a
+(1.0: every client holds one class), that share above the pool's as a fraction of
+what is left above it (``skew_of_headroom``: 0 = IID, 1 = one class per client, comparable
+between a 2-class and a 10-class task), the smallest and largest client, and the classes a
 client holds on average; the pool's own majority share beside them. An α the partitioner
 cannot draw (flwr-datasets gives up after 10 attempts at the minimum size) is recorded
 with its error. docs/results/label-skew.json picks ELPV's α (conf/sweep-r2-elpv.toml).
@@ -35,11 +37,14 @@ def skew(overrides: list[str], alpha: float, seed: int, partitions: int) -> dict
         return {"alpha": alpha, "seed": seed, "error": str(exc)}
     counts = [np.bincount(y.numpy()) for y in labels]
     pool = np.bincount(np.concatenate([y.numpy() for y in labels]))
+    share, pool_share = np.mean([c.max() / c.sum() for c in counts]), pool.max() / pool.sum()
     return {
         "alpha": alpha,
         "seed": seed,
-        "majority_share": float(np.mean([c.max() / c.sum() for c in counts])),
-        "pool_majority_share": float(pool.max() / pool.sum()),
+        "majority_share": float(share),
+        "pool_majority_share": float(pool_share),
+        # comparable across class counts: 0 = the pool's mix, 1 = one class per client
+        "skew_of_headroom": float((share - pool_share) / (1 - pool_share)),
         "min_size": int(min(c.sum() for c in counts)),
         "max_size": int(max(c.sum() for c in counts)),
         "classes_per_client": float(np.mean([(c > 0).sum() for c in counts])),
