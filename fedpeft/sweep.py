@@ -58,6 +58,9 @@ __all__ = ["Run", "Sweep", "is_done", "load_sweep", "resolved_config", "run_swee
 log = logging.getLogger("fedpeft.sweep")
 
 TB_DIR = "tb"  # a run's TensorBoard events (server_app.tensorboard_events.TB_DIR)
+# A run another sweep finished (same name and config, same results folder) after this one
+# listed what it had to do: it is checked again just before it starts.
+DONE_ELSEWHERE = "completed elsewhere"
 
 
 Config = dict[str, Any]
@@ -197,6 +200,8 @@ def run_sweep(
 
     def one(run: Run, out: Path) -> tuple[Run, str, float]:
         start = time.monotonic()
+        if is_done(sweep.results, run, resolve(run)):  # another sweep sharing the folder
+            return run, DONE_ELSEWHERE, start
         log.info("%s ...", run.name)
         return run, _collect(run, runner(run, sweep.num_supernodes, out), sweep.results), start
 
@@ -249,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         todo = sweep if not args.seeds else dataclasses.replace(
             sweep, runs=tuple(r for r in sweep.runs if r.seed in args.seeds))  # fmt: skip
         made = run_sweep(todo, runner, jobs=args.jobs)
-        failed = [r.name for r, status in made if status != "completed"]
+        failed = [r.name for r, status in made if status not in ("completed", DONE_ELSEWHERE)]
     write_report(sweep, command=f"fedpeft-sweep {args.sweep}")
     if failed:
         log.error("runs that did not complete: %s", failed)

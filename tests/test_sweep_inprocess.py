@@ -146,3 +146,28 @@ def test_a_seed_the_file_does_not_have_is_refused(tmp_path, capsys):
     # Assert
     assert exit_info.value.code == 2
     assert "--seeds 3: " in capsys.readouterr().err
+
+
+def test_a_run_another_sweep_finished_meanwhile_is_not_run_again(tmp_path):
+    # Prepare: two sweep files sharing a results folder; the first lists its runs, then
+    # (as if another process ran it meanwhile) its first run is finished by the second
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP.format(root=tmp_path))
+    sweep = load_sweep(path)
+    first = sweep.runs[0]
+    other = FakeRunner()
+    listed = []
+
+    def resolve(run):
+        if run is first:
+            listed.append(run)  # 1st call: the listing (not done); 2nd: just before it starts
+            if len(listed) == 2:  # meanwhile the other sweep has finished it
+                sweep_module._collect(run, other(run, 4, tmp_path / "other"), sweep.results)
+        return {"seed": run.seed, "peft": {"method": run.method, "params": {"lr": 0.01}}}
+
+    runner = FakeRunner()
+    # Execute
+    made = dict((r.name, status) for r, status in run_sweep(sweep, runner, resolve=resolve))
+    # Assert: not run by this sweep, reported as done elsewhere; the others run
+    assert made[first.name] == sweep_module.DONE_ELSEWHERE
+    assert first.name not in runner.calls and len(runner.calls) == len(sweep.runs) - 1
