@@ -86,6 +86,11 @@ class RoundRecord:
         return dataclasses.asdict(self)
 
     @property
+    def evaluated(self) -> bool:
+        """Whether the server evaluated this round (not: server.evaluate-every skipped it)."""
+        return not math.isnan(self.accuracy)
+
+    @property
     def epsilon(self) -> float | None:
         """ε spent so far: the server's (central DP) or the largest client's (local DP).
 
@@ -154,7 +159,7 @@ def best_row(rows: list[RoundRecord]) -> RoundRecord | None:
     """The round with the highest finite server accuracy, the earliest of ties."""
     best = None
     for row in rows:
-        if math.isfinite(row.accuracy) and (best is None or row.accuracy > best.accuracy):
+        if row.evaluated and (best is None or row.accuracy > best.accuracy):
             best = row
     return best
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import math
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +49,7 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
         rows.append({
             "run": run.name, "setting": run.setting, "method": run.method, "seed": run.seed,
             "final_accuracy": rounds[-1].accuracy,
-            "best_accuracy": max(r.accuracy for r in rounds if math.isfinite(r.accuracy)),
+            "best_accuracy": max(r.accuracy for r in rounds if r.evaluated),
             "rounds": rounds[-1].round, "trainable_params": metrics.trainable_params,
             # measured: the last round's uplink per reply (the initial record under-counts:
             # identical zero-initialised tensors travel once in round 1)
@@ -69,7 +68,7 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
 def curve(metrics: RunRecord) -> list[tuple[int, int, float]]:
     """A run's ``(round, cumulative bytes, server accuracy)`` points."""
     return [
-        (r.round, r.cum_bytes, r.accuracy) for r in metrics.rounds if math.isfinite(r.accuracy)
+        (r.round, r.cum_bytes, r.accuracy) for r in metrics.rounds if r.evaluated
     ]  # server.evaluate-every: evaluated rounds only
 
 
@@ -129,10 +128,10 @@ def plot_epsilon(rows: list[dict[str, Any]]) -> Figure | None:
     dp = [r for r in rows if r["epsilon"] is not None]
     if not dp:
         return None
-    modes = sorted({r.get("dp_mode", "local") for r in dp})
+    modes = sorted({r["dp_mode"] for r in dp})
     fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4), squeeze=False)
     for ax, mode in zip(axes[0], modes, strict=True):
-        runs = [r for r in dp if r.get("dp_mode", "local") == mode]
+        runs = [r for r in dp if r["dp_mode"] == mode]
         for (method,), by_method in sorted(_by(runs, "method").items()):
             points = sorted(
                 (statistics.mean(r["epsilon"] for r in cell),

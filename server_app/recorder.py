@@ -105,9 +105,8 @@ class RunRecorder:
         row.wall_seconds, self._last = now - self._last, now
         before = self.rows[-1].cum_bytes if self.rows else 0
         row.cum_bytes = before + row.bytes_down + row.bytes_up
-        evaluated = "accuracy" in end.evaluation  # not: server.evaluate-every skipped it
-        row.diverged = evaluated and not math.isfinite(loss)
-        row.at_chance = (evaluated and end.server_round > 0
+        row.diverged = row.evaluated and not math.isfinite(loss)
+        row.at_chance = (row.evaluated and end.server_round > 0
                          and accuracy <= self.chance + CHANCE_MARGIN)  # fmt: skip
         self.rows.append(row)
         self._track_best(row, end.arrays)

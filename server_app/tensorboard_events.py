@@ -11,7 +11,6 @@ files). ``tensorboard --logdir <results>`` then shows every run folder under
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 from fedpeft.record import RoundRecord
@@ -42,7 +41,7 @@ def scalars(rows: list[RoundRecord]) -> dict[str, float]:
     if row.client_accuracy is not None:  # server.fraction-evaluate: personalised where local
         out["clients/accuracy"] = row.client_accuracy
         out["clients/loss"] = row.client_loss
-    if math.isnan(row.accuracy):  # not evaluated this round (server.evaluate-every)
+    if not row.evaluated:  # server.evaluate-every skipped this round
         del out["server/accuracy"], out["server/loss"]
     return {tag: float(value) for tag, value in out.items()}
 
