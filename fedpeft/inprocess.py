@@ -39,8 +39,6 @@ from server_app.app import main as server_main
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _cross(msg: Message) -> Message:
     """``msg`` after a trip through Flower's wire format, as bytes."""
@@ -101,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: one run of the app in this process (``python -m fedpeft.inprocess``)."""
     parser = argparse.ArgumentParser(prog="python -m fedpeft.inprocess",
                                      description=__doc__.split("\n")[0])  # fmt: skip
+    parser.add_argument("--app", type=Path, default=Path.cwd(),
+                        help="Flower app directory, as fedpeft-sim's (default: here)")  # fmt: skip
     parser.add_argument("--num-supernodes", type=int, default=10,
                         help="nodes (partitions) of the federation (default 10)")  # fmt: skip
     parser.add_argument("-c", "--run-config", action="append", default=[],
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.num_supernodes < 1:
         parser.error(f"--num-supernodes {args.num_supernodes}: must be >= 1")
-    run_config = app_config(ROOT, args.run_config)  # a bad key fails here, before any work
+    # the app the sweep resolves each run's config from (fedpeft.sweep.resolved_config)
+    run_config = app_config(args.app.resolve(), args.run_config)  # a bad key fails here
     run_in_process(run_config, args.num_supernodes, random.getrandbits(63))  # as Flower's ids
     return 0
 
