@@ -243,14 +243,16 @@ def test_a_sweep_name_that_is_no_file_name_part_is_refused(tmp_path):
         load_sweep(path)
 
 
-class _Recorded:
-    """Stands in for ``subprocess.run``: keeps the command, runs nothing."""
+class Recorded:
+    """Stands in for ``subprocess.run``: keeps the command and its keywords, runs nothing."""
 
     def __init__(self) -> None:
         self.cmds: list[list[str]] = []
+        self.kwargs: list[dict] = []
 
-    def __call__(self, cmd, **_kwargs):
+    def __call__(self, cmd, **kwargs):
         self.cmds.append(list(cmd))
+        self.kwargs.append(kwargs)
 
 
 @pytest.mark.parametrize(
@@ -268,7 +270,7 @@ def test_the_sweep_passes_its_resource_shares_to_every_run(sweep, monkeypatch, t
     monkeypatch.setattr(sweep_module, "run_sweep",
                         lambda s, runner, **k: runners.append(runner) or [])  # fmt: skip
     monkeypatch.setattr(sweep_module, "write_report", lambda *a, **k: [])
-    recorded = _Recorded()
+    recorded = Recorded()
     monkeypatch.setattr(sweep_module.subprocess, "run", recorded)
     sweep_file = tmp_path / "sweep.toml"
     # Execute: fedpeft-sweep's runner makes one run

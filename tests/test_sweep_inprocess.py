@@ -13,7 +13,7 @@ import pytest
 
 from fedpeft import sweep as sweep_module
 from fedpeft.sweep import InProcess, Run, load_sweep, run_sweep
-from tests.test_sweep import SWEEP, FakeRunner
+from tests.test_sweep import SWEEP, FakeRunner, Recorded
 
 # A few seconds' run: timm's test_vit (random weights, 32 px) on 60 sklearn digits, 2 nodes
 QUICK = ("model.name='test_vit' model.weights='random' model.img-size=32 "
@@ -22,20 +22,10 @@ QUICK = ("model.name='test_vit' model.weights='random' model.img-size=32 "
          "train.num-threads=1 server.num-rounds=3 server.evaluate-every=2")  # fmt: skip
 
 
-class _Recorded:
-    """Stands in for ``subprocess.run``: keeps the command and its keyword arguments."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[str], dict]] = []
-
-    def __call__(self, cmd, **kwargs):
-        self.calls.append((list(cmd), kwargs))
-
-
 def test_jobs_split_the_cpus_and_each_run_is_pinned_to_its_share(monkeypatch, tmp_path):
     # Prepare: 3 CPUs, 2 jobs
     monkeypatch.setattr(sweep_module, "host_cpus", lambda: [4, 5, 6])
-    recorded = _Recorded()
+    recorded = Recorded()
     monkeypatch.setattr(sweep_module.subprocess, "run", recorded)
     runner = InProcess(jobs=2)
     runs = [Run(f"r{i}", "iid", "lora", 1, ("conf/x.toml", "seed=1")) for i in range(3)]
@@ -43,13 +33,13 @@ def test_jobs_split_the_cpus_and_each_run_is_pinned_to_its_share(monkeypatch, tm
     for run in runs:
         runner(run, 4, tmp_path)
     # Assert: slots {4, 6} and {5}, in turn; the run's threads = its CPUs; the command
-    cmd, _ = recorded.calls[0]
+    cmd = recorded.cmds[0]
     assert cmd[1:5] == ["-m", "fedpeft.inprocess", "--num-supernodes", "4"]
     assert cmd[5:] == ["-c", "conf/x.toml", "-c", "seed=1",
                        "-c", f"output.dir='{tmp_path}' output.run-name='r0'"]  # fmt: skip
-    pins = [kwargs["preexec_fn"].args for _, kwargs in recorded.calls]
+    pins = [kwargs["preexec_fn"].args for kwargs in recorded.kwargs]
     assert pins == [(0, [4, 6]), (0, [5]), (0, [4, 6])]
-    threads = [kwargs["env"]["OMP_NUM_THREADS"] for _, kwargs in recorded.calls]
+    threads = [kwargs["env"]["OMP_NUM_THREADS"] for kwargs in recorded.kwargs]
     assert threads == ["2", "1", "2"]
 
 
