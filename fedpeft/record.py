@@ -2,16 +2,18 @@
 
 ``metrics.json`` is a :class:`RunRecord` (the run's summary plus ``rounds``) and
 ``metrics.csv`` its rounds' scalar fields (:data:`CSV_FIELDS`). The server's
-recorder (:mod:`server_app.recorder`) writes them; the report and the sweep read
-them back through :func:`read_run`. Files written before a field existed read with
-that field's default; a key the schema does not know is refused, naming it.
+recorder (:mod:`server_app.recorder`) writes them with :func:`write_run`; the report
+and the sweep read them back through :func:`read_run`. Files written before a field
+existed read with that field's default; a key the schema does not know is refused, naming it.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -30,6 +32,11 @@ class RoundRecord:
     accuracy: float  # server-side accuracy of the global model on the central test split
     # (NaN, with the loss, in a round server.evaluate-every did not evaluate)
     loss: float = math.nan  # its mean cross-entropy (NaN when the model diverged)
+    # fedpeft.metrics, on the same split: mean per-class recall, and the ROC AUC (class 1's
+    # probability; more classes: mean one-vs-rest). None: not evaluated, or written before
+    # they were recorded
+    balanced_accuracy: float | None = None
+    auc: float | None = None
     clients: int = 0  # clients sampled (messages sent)
     accepted: int = 0  # replies that passed validation and were aggregated
     rejected: int = 0  # replies refused by validation (reasons in ``rejections``)
@@ -170,3 +177,16 @@ def read_run(path: Path) -> RunRecord:
         return RunRecord.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path}: {exc}") from exc
+
+
+def write_run(run: RunRecord, out_dir: Path) -> None:
+    """Write ``out_dir/metrics.json`` and ``out_dir/metrics.csv``, each atomically."""
+    tmp = out_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(run.to_dict(), indent=2, default=str))
+    os.replace(tmp, out_dir / "metrics.json")
+    tmp = out_dir / "metrics.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(r.to_dict() for r in run.rounds)
+    os.replace(tmp, out_dir / "metrics.csv")

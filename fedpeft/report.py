@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 BEGIN, END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
 
 FIELDS = ("run", "setting", "method", "seed", "final_accuracy", "best_accuracy", "rounds",
-          "trainable_params", "bytes_per_transfer", "total_bytes", "epsilon")  # fmt: skip
+          "trainable_params", "bytes_per_transfer", "total_bytes", "epsilon",
+          "final_balanced_accuracy", "final_auc")  # fmt: skip
 
 
 def markers(name: str = "") -> tuple[str, str]:
@@ -49,6 +50,9 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
         rows.append({
             "run": run.name, "setting": run.setting, "method": run.method, "seed": run.seed,
             "final_accuracy": rounds[-1].accuracy,
+            # None in runs recorded before the server computed them
+            "final_balanced_accuracy": rounds[-1].balanced_accuracy,
+            "final_auc": rounds[-1].auc,
             "best_accuracy": max(r.accuracy for r in rounds if r.evaluated),
             "rounds": rounds[-1].round, "trainable_params": metrics.trainable_params,
             # measured: the last round's uplink per reply (the initial record under-counts:
@@ -154,17 +158,29 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
+def _recorded(runs: list[dict[str, Any]], key: str) -> str:
+    """Mean ± sd of ``key`` over the runs that recorded it, "(k of n)" when not all did."""
+    values = [r[key] for r in runs if r.get(key) is not None]
+    if not values:
+        return "—"
+    return _mean_sd(values) + (f" ({len(values)} of {len(runs)})" if len(values) < len(runs)
+                               else "")  # fmt: skip
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
+    # Runs that recorded them (fedpeft.metrics) add the final balanced accuracy and AUC.
     # With federated evaluation (server.fraction-evaluate), two more columns: the clients'
     # accuracy on their held-out images and the uplink per reply over all rounds (which
     # differs from the last round's where a method alternates what it sends: RoLoRA).
+    ranked = any(r.get("final_auc") is not None for r in rows)
     clients = any(r.get("client_accuracy") is not None for r in rows)
+    scores = (" final balanced acc | final AUC |", "---:|---:|")
     extra = (" clients' acc, held out (mean ± sd) | bytes up / reply, all rounds |", "---:|---:|")
     lines = ["| setting | method | seeds | final acc (mean ± sd) | best acc | trainable params "
              "| bytes up / client / round (last round) | total bytes | ε |"
-             + (extra[0] if clients else ""),
+             + (scores[0] if ranked else "") + (extra[0] if clients else ""),
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"
-             + (extra[1] if clients else "")]  # fmt: skip
+             + (scores[1] if ranked else "") + (extra[1] if clients else "")]  # fmt: skip
     for (setting, method), runs in sorted(_by(rows, "setting", "method").items()):
         acc = [r["final_accuracy"] for r in runs]
         eps = [r["epsilon"] for r in runs if r["epsilon"] is not None]
@@ -175,9 +191,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
             f"| {statistics.mean(r['total_bytes'] for r in runs):,.0f} "
             f"| {f'{max(eps):.2f}' if eps else '—'} |"
         )
+        if ranked:
+            line += (f" {_recorded(runs, 'final_balanced_accuracy')} "
+                     f"| {_recorded(runs, 'final_auc')} |")  # fmt: skip
         if clients:
-            local = [r["client_accuracy"] for r in runs if r.get("client_accuracy") is not None]
-            line += (f" {_mean_sd(local) if local else '—'} "
+            line += (f" {_recorded(runs, 'client_accuracy')} "
                      f"| {statistics.mean(r['mean_bytes_up'] for r in runs):,.0f} |")  # fmt: skip
         lines.append(line)
     return "\n".join(lines)

@@ -13,10 +13,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import metrics
 from .config import TrainConfig
 from .data.tensors import ImageTensors
 from .device import release
@@ -27,11 +29,17 @@ from .precision import Precision
 
 @dataclass(frozen=True)
 class Outcome:
-    """Mean loss and accuracy over ``num_examples`` images."""
+    """Mean loss and accuracy over ``num_examples`` images.
+
+    From :func:`evaluate`, also the balanced accuracy and the ROC AUC
+    (:mod:`fedpeft.metrics`); NaN from training.
+    """
 
     loss: float
     accuracy: float
     num_examples: int
+    balanced_accuracy: float = math.nan
+    auc: float = math.nan
 
 
 def client_seed(seed: int, server_round: int, partition_id: int) -> int:
@@ -186,7 +194,9 @@ def evaluate(
     model: nn.Module, data: ImageTensors, batch_size: int, engine: Engine | None = None,
     cache: bool = True,
 ) -> Outcome:  # fmt: skip
-    """Loss and accuracy of ``model`` on ``data`` (the head on cached features where valid).
+    """Loss, accuracy, balanced accuracy and AUC of ``model`` on ``data``.
+
+    The head runs on cached features where valid.
 
     Without an ``engine``: on the CPU in fp32 (the model is moved there).
     """
@@ -197,13 +207,23 @@ def evaluate(
     wide = torch.float32 if engine.device.type == "mps" else torch.float64  # MPS has no fp64
     loss_sum = torch.zeros((), dtype=wide, device=engine.device)
     correct = torch.zeros((), dtype=torch.long, device=engine.device)
+    probs = []
     for idx in torch.arange(len(data)).split(batch_size):
         with engine.precision.autocast():
             logits = forward(inputs(idx)).float()
         y = labels[idx.to(engine.device)]
         loss_sum += F.cross_entropy(logits, y, reduction="sum").to(wide)
         correct += (logits.argmax(1) == y).sum()
+        probs.append(logits.softmax(1).cpu())
     release(engine.device)
     n = max(len(data), 1)
     loss = float(loss_sum) / n
-    return Outcome(loss if math.isfinite(loss) else float("nan"), int(correct) / n, len(data))
+    truth = data.labels.numpy()
+    scores = torch.cat(probs).numpy() if probs else np.zeros((0, 0), np.float32)
+    return Outcome(
+        loss if math.isfinite(loss) else float("nan"),
+        int(correct) / n,
+        len(data),
+        metrics.balanced_accuracy(truth, scores),
+        metrics.auc(truth, scores),
+    )

@@ -24,8 +24,9 @@ def make_evaluate_fn(
     every: int = 1,
     num_rounds: int = 0,
 ) -> Callable[[int, ArrayRecord], MetricRecord | None]:
-    """Flower's ``evaluate_fn``: the global model's accuracy and loss on the test split.
+    """Flower's ``evaluate_fn``: the global model's scores on the test split.
 
+    Accuracy, loss, balanced accuracy and ROC AUC (``fedpeft.training.evaluate``).
     Evaluates round 0, every ``every``-th round and round ``num_rounds`` (the last);
     ``None`` for the rounds between (``server.evaluate-every``).
 
@@ -41,6 +42,8 @@ def make_evaluate_fn(
             return None
         load_shared(model, arrays, sharing)
         outcome = evaluate(model, test, batch_size, engine, cache)
-        return MetricRecord({"accuracy": outcome.accuracy, "loss": outcome.loss})
+        return MetricRecord({"accuracy": outcome.accuracy, "loss": outcome.loss,
+                             "balanced-accuracy": outcome.balanced_accuracy,
+                             "auc": outcome.auc})  # fmt: skip
 
     return evaluate_fn

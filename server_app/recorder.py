@@ -11,8 +11,6 @@ the end of a completed run ``curves.png``.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import os
@@ -20,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, MetricRecord
 from safetensors.numpy import save_file
 
 from fedpeft.config import OutputConfig
 from fedpeft.progress import eta, round_line
-from fedpeft.record import CSV_FIELDS, RoundRecord, RunRecord, best_row
+from fedpeft.record import RoundRecord, RunRecord, best_row, write_run
 
 from . import checkpoint
 from .rounds import RoundEnd
@@ -45,10 +43,9 @@ def round_file(server_round: int) -> str:
     return f"round_{server_round}_trainable.safetensors"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _optional(evaluation: MetricRecord, key: str) -> float | None:
+    """``evaluation[key]`` as a float; None where the round was not evaluated."""
+    return float(evaluation[key]) if key in evaluation else None
 
 
 class RunRecorder:
@@ -101,7 +98,9 @@ class RunRecorder:
         now = time.perf_counter()
         accuracy = float(end.evaluation.get("accuracy", math.nan))
         loss = float(end.evaluation.get("loss", math.nan))
-        row = RoundRecord(round=end.server_round, accuracy=accuracy, loss=loss, **end.counts)
+        row = RoundRecord(round=end.server_round, accuracy=accuracy, loss=loss,
+                          balanced_accuracy=_optional(end.evaluation, "balanced-accuracy"),
+                          auc=_optional(end.evaluation, "auc"), **end.counts)  # fmt: skip
         row.wall_seconds, self._last = now - self._last, now
         before = self.rows[-1].cum_bytes if self.rows else 0
         row.cum_bytes = before + row.bytes_down + row.bytes_up
@@ -205,14 +204,7 @@ class RunRecorder:
 
     def flush(self) -> None:
         """Write ``metrics.json`` and ``metrics.csv`` atomically."""
-        _atomic_write(self.out_dir / "metrics.json",
-                      json.dumps(self.run.to_dict(), indent=2, default=str))  # fmt: skip
-        tmp = self.out_dir / "metrics.csv.tmp"
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(r.to_dict() for r in self.rows)
-        os.replace(tmp, self.out_dir / "metrics.csv")
+        write_run(self.run, self.out_dir)
 
     def save_arrays(self, arrays: ArrayRecord, name: str = FINAL_FILE) -> Path:
         """Save the global trainable tensors as safetensors."""

@@ -1,10 +1,10 @@
 """TensorBoard event files of a run (``output.tensorboard``): one scalar per round per tag.
 
 The recorder hands each recorded round to :class:`EventWriter`, which writes the
-round's server accuracy and loss, the cumulative bytes down and up, the reply counts,
-the round's wall time, the learning rate sent and (with DP) ε spent so far under
-``<run dir>/tb/`` with torch's ``SummaryWriter`` (the tensorboard package's event
-files). ``tensorboard --logdir <results>`` then shows every run folder under
+round's server accuracy, loss, balanced accuracy and AUC, the cumulative bytes down
+and up, the reply counts, the round's wall time, the learning rate sent and (with DP)
+ε spent so far under ``<run dir>/tb/`` with torch's ``SummaryWriter`` (the tensorboard
+package's event files). ``tensorboard --logdir <results>`` then shows every run folder under
 ``<results>`` side by side. A resumed run purges the events of the rounds it repeats.
 """
 
@@ -38,6 +38,9 @@ def scalars(rows: list[RoundRecord]) -> dict[str, float]:
         out["train/lr"] = row.lr
     if row.epsilon is not None:
         out["dp/epsilon"] = row.epsilon
+    if row.balanced_accuracy is not None:  # None where not evaluated
+        out["server/balanced_accuracy"] = row.balanced_accuracy
+        out["server/auc"] = row.auc
     if row.client_accuracy is not None:  # server.fraction-evaluate: personalised where local
         out["clients/accuracy"] = row.client_accuracy
         out["clients/loss"] = row.client_loss

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import threading
 from pathlib import Path
 
 import pytest
 
 from fedpeft import sweep as sweep_module
+from fedpeft.record import read_run, write_run
+from fedpeft.rescore import rescore
 from fedpeft.sweep import InProcess, Run, load_sweep, run_sweep
 from tests.test_sweep import SWEEP, FakeRunner, Recorded
 
@@ -90,19 +93,31 @@ def test_jobs_2_runs_two_at_once_and_collects_every_run(tmp_path):
     assert all((sweep.results / r.name / "metrics.json").exists() for r in sweep.runs)
 
 
-def test_a_real_in_process_run_evaluates_every_2nd_round_and_the_last(tmp_path):
-    # Prepare: the sweep's runner, one slot, on the app in this checkout
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory) -> Path:
+    """One real in-process run of QUICK through the sweep's runner (one slot)."""
+    tmp = tmp_path_factory.mktemp("real")
     run = Run("quick", "iid", "lora", 3, (QUICK, "seed=3"))
-    # Execute
-    run_dir = InProcess(jobs=1)(run, 2, tmp_path)
+    run_dir = InProcess(jobs=1)(run, 2, tmp)
+    assert (run_dir / "metrics.json").exists(), (tmp / "quick.log").read_text()[-3000:]
+    return run_dir
+
+
+def test_a_real_in_process_run_evaluates_every_2nd_round_and_the_last(real_run):
+    # Prepare / Execute: the sweep's runner, one slot, on the app in this checkout
+    run_dir = real_run
     # Assert: completed; rounds 0, 2 and 3 evaluated, round 1 not (NaN, not diverged, not
-    # at chance); the best round is an evaluated one; the whole output beside the metrics
+    # at chance, no balanced accuracy or AUC); the best round is an evaluated one; the
+    # whole output beside the metrics
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["status"] == "completed", (tmp_path / "quick.log").read_text()[-3000:]
+    assert metrics["status"] == "completed", (run_dir / "run.log").read_text()[-3000:]
     evaluated = [r["round"] for r in metrics["rounds"] if math.isfinite(r["accuracy"])]
     assert evaluated == [0, 2, 3]
     skipped = metrics["rounds"][1]
     assert math.isnan(skipped["loss"]) and not skipped["diverged"] and not skipped["at_chance"]
+    assert skipped["balanced_accuracy"] is None and skipped["auc"] is None
+    for r in (metrics["rounds"][i] for i in evaluated):
+        assert 0.0 <= r["balanced_accuracy"] <= 1.0 and 0.0 <= r["auc"] <= 1.0
     assert metrics["best_round"] in evaluated
     assert metrics["final_accuracy"] == metrics["rounds"][3]["accuracy"]
     log = (run_dir / "run.log").read_text()
@@ -161,3 +176,35 @@ def test_a_run_another_sweep_finished_meanwhile_is_not_run_again(tmp_path):
     # Assert: not run by this sweep, reported as done elsewhere; the others run
     assert made[first.name] == sweep_module.DONE_ELSEWHERE
     assert first.name not in runner.calls and len(runner.calls) == len(sweep.runs) - 1
+
+
+def test_a_rescore_reproduces_the_servers_last_round_and_refuses_the_rest(real_run, tmp_path):
+    # Prepare: the run's metrics as a run recorded before the scores existed, in a results
+    # folder that kept only the metrics; a copy of the whole run folder whose last
+    # accuracy was changed (so its tensors are not the model it records)
+    recorded = read_run(real_run / "metrics.json").rounds[-1]
+    old = read_run(real_run / "metrics.json")
+    old.rounds[-1].balanced_accuracy = old.rounds[-1].auc = None
+    (tmp_path / "old").mkdir()
+    write_run(old, tmp_path / "old")
+    tampered = shutil.copytree(real_run, tmp_path / "tampered")
+    record = read_run(tampered / "metrics.json")
+    record.rounds[-1].accuracy /= 2
+    write_run(record, tampered)
+    before = (tampered / "metrics.json").read_text()
+    # Execute
+    balanced, auc = rescore(real_run, into=tmp_path / "old")
+    again = rescore(real_run, into=tmp_path / "old")  # a rescore can be repeated
+    # Assert: the server's figures, in the last round only; another run's record, and a
+    # record its tensors do not reproduce, are refused (with both values) and left as
+    # they were
+    assert (balanced, auc) == pytest.approx((recorded.balanced_accuracy, recorded.auc))
+    assert again == (balanced, auc)
+    rows = read_run(tmp_path / "old" / "metrics.json").rounds
+    assert (rows[-1].balanced_accuracy, rows[-1].auc) == (balanced, auc)
+    assert rows[2].balanced_accuracy is not None  # the server's, from the run
+    with pytest.raises(ValueError, match="records another run"):
+        rescore(real_run, into=tampered)
+    with pytest.raises(ValueError, match=f"but round 3 recorded {record.rounds[-1].accuracy}"):
+        rescore(tampered)
+    assert (tampered / "metrics.json").read_text() == before
