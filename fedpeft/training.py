@@ -207,23 +207,23 @@ def evaluate(
     wide = torch.float32 if engine.device.type == "mps" else torch.float64  # MPS has no fp64
     loss_sum = torch.zeros((), dtype=wide, device=engine.device)
     correct = torch.zeros((), dtype=torch.long, device=engine.device)
-    probs = []
+    scores = []
     for idx in torch.arange(len(data)).split(batch_size):
         with engine.precision.autocast():
             logits = forward(inputs(idx)).float()
         y = labels[idx.to(engine.device)]
         loss_sum += F.cross_entropy(logits, y, reduction="sum").to(wide)
         correct += (logits.argmax(1) == y).sum()
-        probs.append(logits.softmax(1).cpu())
+        scores.append(metrics.ovr_log_odds(logits).cpu())
     release(engine.device)
     n = max(len(data), 1)
     loss = float(loss_sum) / n
     truth = data.labels.numpy()
-    scores = torch.cat(probs).numpy() if probs else np.zeros((0, 0), np.float32)
+    odds = torch.cat(scores).numpy() if scores else np.zeros((0, 0), np.float32)
     return Outcome(
         loss if math.isfinite(loss) else float("nan"),
         int(correct) / n,
         len(data),
-        metrics.balanced_accuracy(truth, scores),
-        metrics.auc(truth, scores),
+        metrics.balanced_accuracy(truth, odds),
+        metrics.auc(truth, odds),
     )

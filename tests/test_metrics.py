@@ -52,6 +52,22 @@ def test_more_classes_average_one_vs_rest_over_the_classes_present():
     assert metrics.balanced_accuracy(labels, probs) == pytest.approx(0.5)
 
 
+def test_log_odds_are_the_probabilities_log_odds_and_keep_ranking_where_they_saturate():
+    # Prepare: moderate logits (reference: float64 softmax), and two images whose class-1
+    # probability is 1.0 in float32 (logit gaps 40 and 50)
+    logits = torch.tensor([[0.5, -1.0, 2.0], [3.0, 3.0, -2.0], [-4.0, 1.0, 0.0]])
+    p = logits.double().softmax(1)
+    saturated = torch.tensor([[0.0, 40.0], [0.0, 50.0]])
+    # Execute
+    odds = metrics.ovr_log_odds(logits)
+    top = metrics.ovr_log_odds(saturated)
+    # Assert
+    assert torch.allclose(odds.double(), torch.log(p / (1 - p)), atol=1e-5)
+    assert saturated.softmax(1)[:, 1].tolist() == [1.0, 1.0]  # ties, as probabilities
+    assert top[:, 1].tolist() == [40.0, 50.0] and top[:, 0].tolist() == [-40.0, -50.0]
+    assert metrics.auc(np.array([0, 1]), top.numpy()) == 1.0
+
+
 @pytest.mark.parametrize("labels, probs", [
     (np.array([1, 1]), _binary([0.2, 0.9])),  # one class: no AUC
     (np.array([0, 1]), _binary([math.nan, 0.9])),  # a diverged model
