@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,17 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
             "_rounds": curve(metrics),
         })  # fmt: skip
     return rows
+
+
+def failures(sweep: Sweep) -> list[dict[str, Any]]:
+    """The runs whose latest attempt failed (the sweep keeps their ``metrics.json``)."""
+    out = []
+    for run in sweep.runs:
+        path = sweep.results / run.name / "metrics.json"
+        if path.exists() and (record := read_run(path)).status == "failed":
+            out.append({"setting": run.setting, "method": run.method, "seed": run.seed,
+                        "error": record.error or "failed"})  # fmt: skip
+    return out
 
 
 def curve(metrics: RunRecord) -> list[tuple[int, int, float]]:
@@ -167,7 +179,18 @@ def _recorded(runs: list[dict[str, Any]], key: str) -> str:
                                else "")  # fmt: skip
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def _failed_cell(failed: list[dict[str, Any]], columns: int) -> str:
+    """A row for a setting × method with no completed run: why its runs failed."""
+    first = failed[0]
+    why = first["error"].replace("|", "\\|")
+    why = why if len(why) <= 120 else why[:117] + "..."
+    return (f"| {first['setting']} | {first['method']} | 0 ({len(failed)} failed) "
+            f"| failed: {why} |" + " — |" * (columns - 4))  # fmt: skip
+
+
+def _table(rows: list[dict[str, Any]], failed: Sequence[dict[str, Any]] = ()) -> str:
+    # A cell whose runs failed (failures()) says how many: beside the seeds that completed,
+    # or, with none, a row of its own with the first failure's error.
     # Runs that recorded them (fedpeft.metrics) add the final balanced accuracy and AUC.
     # With federated evaluation (server.fraction-evaluate), two more columns: the clients'
     # accuracy on their held-out images and the uplink per reply over all rounds (which
@@ -181,11 +204,18 @@ def _table(rows: list[dict[str, Any]]) -> str:
              + (scores[0] if ranked else "") + (extra[0] if clients else ""),
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"
              + (scores[1] if ranked else "") + (extra[1] if clients else "")]  # fmt: skip
-    for (setting, method), runs in sorted(_by(rows, "setting", "method").items()):
+    columns = lines[1].count("|") - 1
+    done, lost = _by(rows, "setting", "method"), _by(list(failed), "setting", "method")
+    for cell in sorted(done.keys() | lost.keys()):
+        if cell not in done:
+            lines.append(_failed_cell(lost[cell], columns))
+            continue
+        (setting, method), runs = cell, done[cell]
         acc = [r["final_accuracy"] for r in runs]
         eps = [r["epsilon"] for r in runs if r["epsilon"] is not None]
+        seeds = f"{len(runs)}" + (f" (+{len(lost[cell])} failed)" if cell in lost else "")
         line = (
-            f"| {setting} | {method} | {len(runs)} | {_mean_sd(acc)} "
+            f"| {setting} | {method} | {seeds} | {_mean_sd(acc)} "
             f"| {max(r['best_accuracy'] for r in runs):.3f} | {runs[0]['trainable_params']:,} "
             f"| {runs[0]['bytes_per_transfer']:,} "
             f"| {statistics.mean(r['total_bytes'] for r in runs):,.0f} "
@@ -203,7 +233,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def write_report(sweep: Sweep, command: str) -> list[Path]:
     """Write the CSV, the plots and the generated part of ``RESULTS.md``; return paths."""
-    rows = collect(sweep)
+    rows, failed = collect(sweep), failures(sweep)
     sweep.results.mkdir(parents=True, exist_ok=True)
     written = [sweep.results / (f"summary-{sweep.name}.csv" if sweep.name else "summary.csv")]
     with written[0].open("w", newline="") as f:
@@ -221,8 +251,9 @@ def write_report(sweep: Sweep, command: str) -> list[Path]:
             plt.close(fig)
             written.append(plots / name)
     begin, end = markers(sweep.name)
-    generated = (f"{begin}\n{len(rows)} of {len(sweep.runs)} runs finished. "
-                 f"Regenerate with `{command} --report`.\n\n{_table(rows)}\n{end}")  # fmt: skip
+    lost = f", {len(failed)} failed (the sweep retries them)" if failed else ""
+    generated = (f"{begin}\n{len(rows)} of {len(sweep.runs)} runs finished{lost}. Regenerate "
+                 f"with `{command} --report`.\n\n{_table(rows, failed)}\n{end}")  # fmt: skip
     results_md = sweep.report / "RESULTS.md"
     text = results_md.read_text() if results_md.exists() else f"# Results\n\n{begin}\n{end}\n"
     if begin not in text:  # a new sweep's section goes at the end

@@ -164,15 +164,20 @@ class InProcess:
 
 
 def _collect(run: Run, run_dir: Path, results: Path) -> str:
-    """Copy a finished run's metrics (and log) to ``results``; return its status."""
+    """Copy a finished run's metrics (and log) to ``results``; return its status.
+
+    A failed run's metrics are kept too (the report names its error); :func:`is_done`
+    does not count them, so the next sweep runs it again.
+    """
     metrics = run_dir / "metrics.json"
     status = read_run(metrics).status if metrics.exists() else "no metrics"
     dest = results / run.name
-    if status == "completed":
+    if metrics.exists():
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("metrics.json", "metrics.csv"):
             shutil.copy2(run_dir / name, dest / name)
-        if (run_dir / TB_DIR).is_dir():  # tensorboard --logdir <results> compares runs
+        # tensorboard --logdir <results> compares the completed runs
+        if status == "completed" and (run_dir / TB_DIR).is_dir():
             shutil.rmtree(dest / TB_DIR, ignore_errors=True)
             shutil.copytree(run_dir / TB_DIR, dest / TB_DIR)
     if (run_dir / LOG_FILE).is_file():  # a failed run's too: why it failed

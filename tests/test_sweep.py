@@ -10,6 +10,7 @@ import pytest
 
 from fedpeft import report
 from fedpeft import sweep as sweep_module
+from fedpeft.record import read_run
 from fedpeft.sweep import Run, load_sweep, run_sweep
 
 SWEEP = """
@@ -42,9 +43,11 @@ def _fake_metrics(run: Run, status: str = "completed") -> dict:
          "client_metrics": [{"dp-epsilon": 1.5 * r}] if run.setting == "dp" else []}
         for r in range(4)
     ]  # fmt: skip
+    error = {"error": "RoundsFailedError('3 failed rounds | 0 valid replies')"}
     return {"status": status, "config": _fake_config(run),
             "trainable_params": 10 if run.method == "head" else 99,
-            "bytes_per_transfer": 999, "rounds": rounds}  # fmt: skip
+            "bytes_per_transfer": 999, "rounds": rounds,
+            **(error if status == "failed" else {})}  # fmt: skip
 
 
 class FakeRunner:
@@ -90,12 +93,14 @@ def test_interrupted_sweep_resumes_where_it_stopped(sweep):
         assert copied == ["metrics.csv", "metrics.json"]
 
 
-def test_failed_runs_are_not_recorded_and_are_retried(sweep):
+def test_failed_runs_are_recorded_as_failed_and_retried(sweep):
     first = run_sweep(sweep, FakeRunner(fail={"iid-lora-s1"}), _fake_config)
     assert dict((r.name, s) for r, s in first)["iid-lora-s1"] == "failed"
+    assert read_run(sweep.results / "iid-lora-s1" / "metrics.json").status == "failed"
     retry = FakeRunner()
     run_sweep(sweep, retry, _fake_config)
     assert retry.calls == ["iid-lora-s1"]
+    assert read_run(sweep.results / "iid-lora-s1" / "metrics.json").status == "completed"
 
 
 def test_tensorboard_events_are_copied_beside_the_metrics(sweep):
@@ -128,7 +133,6 @@ def test_every_run_keeps_its_log_and_the_sweep_logs_done_of_total_with_an_eta(sw
     # Assert: the failed run's log is kept too (why it failed); progress after each run
     for run in sweep.runs:
         assert (sweep.results / run.name / "run.log").read_text() == f"log of {run.name}\n"
-    assert not (sweep.results / "iid-lora-s1" / "metrics.json").exists()
     done = [m for m in caplog.messages if " elapsed, ETA " in m]
     assert [m.split("]")[0] for m in done] == [f"[{i}/8" for i in range(1, 9)]
     assert done[-1].endswith("ETA 0s")
@@ -194,6 +198,21 @@ def test_report_table_csv_and_plots(sweep):
         assert len(list(csv.DictReader(f))) == 8
     names = {p.name for p in written}
     assert {"accuracy_vs_bytes.png", "accuracy_vs_round.png", "epsilon_vs_accuracy.png"} <= names
+
+
+def test_the_report_says_which_runs_failed_and_why(sweep):
+    # Prepare: both seeds of iid × lora fail, one of dp × head's two
+    run_sweep(sweep, FakeRunner(fail={"iid-lora-s1", "iid-lora-s2", "dp-head-s2"}),
+              _fake_config)  # fmt: skip
+    # Execute
+    report.write_report(sweep, command="fedpeft-sweep sweep.toml")
+    # Assert: a row of its own for the cell with no completed run (its error, "|"
+    # escaped, the other columns empty); the count beside the completed seeds
+    text = (sweep.report / "RESULTS.md").read_text()
+    assert "5 of 8 runs finished, 3 failed (the sweep retries them)." in text
+    assert ("| iid | lora | 0 (2 failed) | failed: RoundsFailedError('3 failed rounds \\| 0 "
+            "valid replies') | — | — | — | — | — |") in text  # fmt: skip
+    assert "| dp | head | 1 (+1 failed) | 0.710 ± 0.000 |" in text
 
 
 def test_accuracy_vs_bytes_has_a_series_per_method_and_the_target(sweep):
