@@ -16,7 +16,10 @@ import math
 
 import numpy as np
 import torch
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+# scikit-learn is imported in the two functions below, not here: importing
+# sklearn.metrics takes seconds, and only the server's evaluation asks for these
+# scores, so a ClientApp process never pays for it.
 
 
 def ovr_log_odds(logits: torch.Tensor) -> torch.Tensor:
@@ -43,6 +46,8 @@ def balanced_accuracy(labels: np.ndarray, scores: np.ndarray) -> float:
     ``scores``: N × classes (probabilities, logits or :func:`ovr_log_odds`). NaN when
     empty or not finite.
     """
+    from sklearn.metrics import balanced_accuracy_score
+
     if not len(labels) or not np.isfinite(scores).all():
         return math.nan
     return float(balanced_accuracy_score(labels, scores.argmax(1)))
@@ -58,6 +63,8 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     small test split need not have). NaN when it is undefined: fewer than two classes
     present, or non-finite scores (a diverged model).
     """
+    from sklearn.metrics import roc_auc_score
+
     present = np.unique(labels)
     if len(present) < 2 or not np.isfinite(scores).all():
         return math.nan

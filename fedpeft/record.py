@@ -33,7 +33,7 @@ class RoundRecord:
     # (NaN, with the loss, in a round server.evaluate-every did not evaluate)
     loss: float = math.nan  # its mean cross-entropy (NaN when the model diverged)
     # fedpeft.metrics, on the same split: mean per-class recall, and the ROC AUC (class 1's
-    # probability; more classes: mean one-vs-rest). None: not evaluated, or written before
+    # log-odds; more classes: mean one-vs-rest). None: not evaluated, or written before
     # they were recorded
     balanced_accuracy: float | None = None
     auc: float | None = None

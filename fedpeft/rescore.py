@@ -60,9 +60,11 @@ def rescore(run_dir: Path, into: Path | None = None) -> tuple[float, float]:
     cfg = glob.config
     set_threads(cfg.train.num_threads)
     test = load_test(cfg.data, cfg.seed, cfg.model.img_size)
-    engine = make_engine(glob.model, cfg.server.device, cfg.train.precision)
+    engine = make_engine(
+        glob.model, cfg.server.device, cfg.train.precision, device_key="server.device"
+    )  # as the ServerApp's
     outcome = evaluate(glob.model, test, cfg.server.eval_batch_size, engine,
-                       cfg.train.feature_cache)  # fmt: skip
+                       cfg.train.feature_cache, scores=True)  # fmt: skip
     last = record.rounds[-1]
     if outcome.accuracy != last.accuracy or not math.isclose(
         outcome.loss, last.loss, rel_tol=LOSS_TOLERANCE

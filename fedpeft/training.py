@@ -8,12 +8,12 @@ DP optimizer in :mod:`fedpeft.dp.local`, which also supplies Poisson batches.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,8 +31,8 @@ from .precision import Precision
 class Outcome:
     """Mean loss and accuracy over ``num_examples`` images.
 
-    From :func:`evaluate`, also the balanced accuracy and the ROC AUC
-    (:mod:`fedpeft.metrics`); NaN from training.
+    From :func:`evaluate` with ``scores``, also the balanced accuracy and the ROC AUC
+    (:mod:`fedpeft.metrics`); otherwise NaN.
     """
 
     loss: float
@@ -192,13 +192,13 @@ def train_local(
 @torch.inference_mode()
 def evaluate(
     model: nn.Module, data: ImageTensors, batch_size: int, engine: Engine | None = None,
-    cache: bool = True,
+    cache: bool = True, scores: bool = False,
 ) -> Outcome:  # fmt: skip
-    """Loss, accuracy, balanced accuracy and AUC of ``model`` on ``data``.
+    """Loss and accuracy of ``model`` on ``data`` (with ``scores``, more; see below).
 
-    The head runs on cached features where valid.
-
-    Without an ``engine``: on the CPU in fp32 (the model is moved there).
+    ``scores`` (the server's evaluation): also the balanced accuracy and the ROC AUC
+    (:mod:`fedpeft.metrics`); without, they are NaN. The head runs on cached features
+    where valid. Without an ``engine``: on the CPU in fp32 (the model is moved there).
     """
     engine = engine or make_engine(model)
     forward, inputs = model_inputs(model, data, engine, batch_size, None, cache)
@@ -207,23 +207,24 @@ def evaluate(
     wide = torch.float32 if engine.device.type == "mps" else torch.float64  # MPS has no fp64
     loss_sum = torch.zeros((), dtype=wide, device=engine.device)
     correct = torch.zeros((), dtype=torch.long, device=engine.device)
-    scores = []
+    odds = []
     for idx in torch.arange(len(data)).split(batch_size):
         with engine.precision.autocast():
             logits = forward(inputs(idx)).float()
         y = labels[idx.to(engine.device)]
         loss_sum += F.cross_entropy(logits, y, reduction="sum").to(wide)
         correct += (logits.argmax(1) == y).sum()
-        scores.append(metrics.ovr_log_odds(logits).cpu())
+        if scores:
+            odds.append(metrics.ovr_log_odds(logits).cpu())
     release(engine.device)
     n = max(len(data), 1)
     loss = float(loss_sum) / n
-    truth = data.labels.numpy()
-    odds = torch.cat(scores).numpy() if scores else np.zeros((0, 0), np.float32)
-    return Outcome(
-        loss if math.isfinite(loss) else float("nan"),
-        int(correct) / n,
-        len(data),
-        metrics.balanced_accuracy(truth, odds),
-        metrics.auc(truth, odds),
+    outcome = Outcome(loss if math.isfinite(loss) else float("nan"), int(correct) / n, len(data))
+    if not scores or not odds:
+        return outcome
+    truth, odds_np = data.labels.numpy(), torch.cat(odds).numpy()
+    return dataclasses.replace(
+        outcome,
+        balanced_accuracy=metrics.balanced_accuracy(truth, odds_np),
+        auc=metrics.auc(truth, odds_np),
     )

@@ -41,7 +41,7 @@ def make_evaluate_fn(
         if server_round % every and server_round != num_rounds:
             return None
         load_shared(model, arrays, sharing)
-        outcome = evaluate(model, test, batch_size, engine, cache)
+        outcome = evaluate(model, test, batch_size, engine, cache, scores=True)
         return MetricRecord({"accuracy": outcome.accuracy, "loss": outcome.loss,
                              "balanced-accuracy": outcome.balanced_accuracy,
                              "auc": outcome.auc})  # fmt: skip

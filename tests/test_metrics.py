@@ -4,6 +4,8 @@ and the report's columns for them."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from fedpeft.data import load_test
 from fedpeft.model import build_model
 from fedpeft.report import _table
 from fedpeft.training import evaluate
+from tests.conftest import ROOT
 from tests.runs import tiny_config
 
 
@@ -89,12 +92,15 @@ def test_evaluate_reports_them_for_a_model_that_predicts_one_class():
         model.head.bias.zero_()
         model.head.bias[3] = 5.0
     # Execute
-    outcome = evaluate(model, test, batch_size=32)
+    outcome = evaluate(model, test, batch_size=32, scores=True)
+    plain = evaluate(model, test, batch_size=32)  # a client's evaluation: no scores
     # Assert: accuracy is class 3's share; balanced accuracy 1 / classes present; AUC 0.5
     present = torch.unique(test.labels)
     assert outcome.accuracy == pytest.approx(float((test.labels == 3).float().mean()))
     assert outcome.balanced_accuracy == pytest.approx(1 / len(present))
     assert outcome.auc == pytest.approx(0.5)
+    assert (plain.accuracy, plain.loss) == (outcome.accuracy, outcome.loss)
+    assert math.isnan(plain.balanced_accuracy) and math.isnan(plain.auc)
 
 
 def _row(method: str, seed: int, acc: float, auc: float | None) -> dict:
@@ -116,3 +122,14 @@ def test_the_report_shows_them_where_recorded_and_says_how_many_runs_did():
     assert "| 0.600 ± 0.141 (2 of 3) | 0.600 ± 0.141 (2 of 3) |" in head
     assert "| 0.720 ± 0.010 | 0.720 ± 0.010 |" in lora
     assert "final AUC" not in _table([_row("lora", 1, 0.8, None)])
+
+
+def test_a_clientapp_process_does_not_import_scikit_learn():
+    # Prepare: importing sklearn.metrics takes seconds (4.7 s measured beside a sweep), and
+    # before fedpeft.metrics neither app imported scikit-learn; only the server scores
+    code = "import sys, client_app.app; print('sklearn' in sys.modules)"
+    # Execute
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    # Assert
+    assert out.stdout.strip() == "False"
