@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
+from benchmarks.guard import default_guard, replay_committed
 from fedpeft.config import ConfigError, ServerConfig, parse_run_config
 from server_app.guard import Guard
 from server_app.strategy import PeftFedAvg
@@ -105,3 +107,30 @@ def test_zero_turns_each_bound_off():
     cfg = parse_run_config({"server.guard.round-factor": 0.0, "server.guard.model-factor": 0.0})
     guard = Guard(cfg.server.guard__round_factor, cfg.server.guard__model_factor)
     assert guard.screen({1: 1.0, 2: 1.0, 3: 1e30}, sent_norm=1.0) == {}
+
+
+def test_the_replay_reads_nested_runs_and_lists_what_the_guard_refused_while_they_ran(tmp_path):
+    # Prepare: a first-edition run (2 replies, no global norm: not judgeable) and a nested
+    # second-edition run whose round 2 had a reply refused by the guard and one by validation
+    def write(folder, rounds):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "metrics.json").write_text(json.dumps({"rounds": rounds}))
+
+    write("old-s1", [{"round": 1, "update_norms": {"0": 1.0, "1": 2.0}}])
+    guard_reason = (
+        "update norm 1e+06 is over 100x the global model's norm 5 (server.guard.model-factor)"
+    )
+    write("r2/new-s1", [
+        {"round": 1, "update_norms": {"0": 1.0, "1": 1.5}, "global_norm": 5.0},
+        {"round": 2, "update_norms": {"1": 1.2}, "global_norm": 5.0,
+         "rejections": {"0": guard_reason, "2": "array 'x' contains NaN or Inf"}},
+    ])  # fmt: skip
+    # Execute
+    replay = replay_committed(default_guard(), tmp_path)
+    # Assert: 3 rounds with norms, the 2 with a global norm judged, none refused on replay;
+    # the guard's refusal in the run listed, the validation's not
+    assert {k: replay[k] for k in ("rounds_with_norms", "rounds_judged", "refused")} == {
+        "rounds_with_norms": 3, "rounds_judged": 2, "refused": 0}  # fmt: skip
+    assert replay["refused_in_runs"] == [
+        {"run": "r2/new-s1", "round": 2, "node": "0", "reason": guard_reason}
+    ]

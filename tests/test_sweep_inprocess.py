@@ -4,6 +4,7 @@ its own CPUs, N at once; and one real such run (with server.evaluate-every)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 
 from fedpeft import sweep as sweep_module
 from fedpeft.record import read_run, write_run
+from fedpeft.rescore import main as rescore_main
 from fedpeft.rescore import rescore
 from fedpeft.sweep import InProcess, Run, load_sweep, run_sweep
 from tests.test_sweep import SWEEP, FakeRunner, Recorded
@@ -208,3 +210,27 @@ def test_a_rescore_reproduces_the_servers_last_round_and_refuses_the_rest(real_r
     with pytest.raises(ValueError, match=f"but round 3 recorded {record.rounds[-1].accuracy}"):
         rescore(tampered)
     assert (tampered / "metrics.json").read_text() == before
+
+
+def test_the_rescore_command_counts_the_runs_it_refuses_and_scores_the_rest(
+    real_run, tmp_path, caplog
+):
+    # Prepare: a copy of the run as recorded before the scores existed, and a folder that
+    # is not a run
+    copy = shutil.copytree(real_run, tmp_path / "copy")
+    old = read_run(copy / "metrics.json")
+    old.rounds[-1].balanced_accuracy = old.rounds[-1].auc = None
+    write_run(old, copy)
+    (tmp_path / "empty").mkdir()
+    # caplog's handler on the project logger: setup_logging keeps a logger's own handlers
+    # (and its propagation), and the autouse fixture clears them after the test
+    logging.getLogger("fedpeft").addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="fedpeft")
+    # Execute
+    refused = rescore_main([str(tmp_path / "empty"), str(copy)])
+    # Assert: one refused, logged by name; the run after it scored as the server did
+    assert refused == 1
+    assert str(tmp_path / "empty") in caplog.text
+    scored = read_run(copy / "metrics.json").rounds[-1]
+    assert scored.auc == pytest.approx(read_run(real_run / "metrics.json").rounds[-1].auc)
+    assert f"{copy}: balanced accuracy" in caplog.text
