@@ -9,7 +9,8 @@ recorded ``global_norm`` can be judged (the first edition's runs had neither). R
 that ran with the guard on recorded only the norms it accepted, so their replay is a
 check that today's defaults still accept them; what the guard refused in those runs
 is listed from each round's ``rejections`` (``refused_in_runs``), to be read as the
-real test of false rejections. ``--replay-only`` redoes part (1) alone and keeps the
+real test of false rejections; what the replay refuses is counted per run
+(``refused_by_run``). ``--replay-only`` redoes part (1) alone and keeps the
 measured runs already in ``--out``.
 (2) Trains every client of a round from the same global model (the ClientApp's
 seeds and training, :func:`benchmarks.plain_loop.fedavg_round`), for every PEFT method,
@@ -56,14 +57,18 @@ def default_guard() -> Guard:
 
 
 def replay_committed(guard: Guard, results: Path) -> dict:
-    """Every recorded round through ``guard``: rounds judged and replies refused."""
+    """Every recorded round through ``guard``: rounds judged, replies refused (per run).
+
+    A run made with the guard off recorded every norm, the diverged ones too: what the
+    replay refuses there is named by run, to be read beside that run's training loss.
+    """
     rounds = judged = refused = 0
-    in_runs = []
+    in_runs, by_run = [], {}
     for path in sorted(results.glob("**/metrics.json")):
+        run = path.parent.relative_to(results).as_posix()
         for row in json.loads(path.read_text())["rounds"]:
             for node, reason in (row.get("rejections") or {}).items():
                 if "server.guard" in reason:
-                    run = path.parent.relative_to(results).as_posix()
                     in_runs.append({"run": run, "round": row["round"], "node": node,
                                     "reason": reason})  # fmt: skip
             norms = row.get("update_norms") or {}
@@ -74,9 +79,12 @@ def replay_committed(guard: Guard, results: Path) -> dict:
             if len(norms) < MIN_REPLIES and sent is None:
                 continue  # neither bound can be judged from what was recorded
             judged += 1
-            refused += len(guard.screen(dict(enumerate(norms.values())), sent or 0.0))
+            out = len(guard.screen(dict(enumerate(norms.values())), sent or 0.0))
+            refused += out
+            if out:
+                by_run[run] = by_run.get(run, 0) + out
     return {"rounds_with_norms": rounds, "rounds_judged": judged, "refused": refused,
-            "refused_in_runs": in_runs}  # fmt: skip
+            "refused_by_run": by_run, "refused_in_runs": in_runs}  # fmt: skip
 
 
 def measure(method: str, setting: str, num_clients: int, guard: Guard) -> dict:

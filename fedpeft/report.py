@@ -166,8 +166,10 @@ def plot_epsilon(rows: list[dict[str, Any]]) -> Figure | None:
 
 
 def _mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+    # One run has no sd: its value alone (the seeds column says 1), not "± 0.000".
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def _recorded(runs: list[dict[str, Any]], key: str) -> str:

@@ -125,12 +125,16 @@ def test_the_replay_reads_nested_runs_and_lists_what_the_guard_refused_while_the
         {"round": 2, "update_norms": {"1": 1.2}, "global_norm": 5.0,
          "rejections": {"0": guard_reason, "2": "array 'x' contains NaN or Inf"}},
     ])  # fmt: skip
+    # and a run made with the guard off, which recorded a diverged update (2e5 × 5)
+    write("r2/off-s1", [{"round": 1, "update_norms": {"0": 1.0, "1": 1e6}, "global_norm": 5.0}])
     # Execute
     replay = replay_committed(default_guard(), tmp_path)
-    # Assert: 3 rounds with norms, the 2 with a global norm judged, none refused on replay;
-    # the guard's refusal in the run listed, the validation's not
+    # Assert: 4 rounds with norms, the 3 with a global norm judged, the diverged update
+    # refused on replay and named by run; the guard's refusal in a run listed, the
+    # validation's not
     assert {k: replay[k] for k in ("rounds_with_norms", "rounds_judged", "refused")} == {
-        "rounds_with_norms": 3, "rounds_judged": 2, "refused": 0}  # fmt: skip
+        "rounds_with_norms": 4, "rounds_judged": 3, "refused": 1}  # fmt: skip
+    assert replay["refused_by_run"] == {"r2/off-s1": 1}
     assert replay["refused_in_runs"] == [
         {"run": "r2/new-s1", "round": 2, "node": "0", "reason": guard_reason}
     ]
