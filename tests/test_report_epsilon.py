@@ -29,6 +29,9 @@ def test_local_and_central_get_their_own_panel_and_a_mean_point_per_setting():
     assert list(line.get_xdata()) == [2.0, 10.0]
     assert list(line.get_ydata()) == pytest.approx([0.4, 0.7])
     assert list(central.containers[0].lines[0].get_xdata()) == [5.0, 50.0]
+    # the measured ε label the axis, and only they (no overlapping minor-tick labels)
+    assert [t.get_text() for t in local.get_xticklabels()] == ["2", "10"]
+    assert not any(t.get_text() for t in local.get_xticklabels(minor=True))
     plt.close(fig)
 
 
