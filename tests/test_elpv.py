@@ -97,5 +97,5 @@ def test_without_the_package_start_up_says_how_to_install_it(monkeypatch):
     # Prepare: a machine without elpv-dataset
     monkeypatch.setattr(elpv_lib, "available", lambda: False)
     # Execute / Assert
-    with pytest.raises(ConfigError, match=r"pip install 'elpv-dataset==1.0.0.post1'"):
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[elpv\]' -c constraints.txt"):
         _config("data.dataset='elpv'")

@@ -28,11 +28,13 @@ if TYPE_CHECKING:
     from datasets import DatasetDict
 
 PACKAGE = "elpv-dataset"
-PIN = "elpv-dataset==1.0.0.post1"
 TEST_FRACTION = 0.25
+# The project's `elpv` extra (pyproject.toml), its version pinned in constraints.txt: the
+# hint names them rather than repeating the pin.
 INSTALL_HINT = (
     f"data.dataset='elpv' needs the PyPI package {PACKAGE} (its images are CC BY-NC-SA "
-    f"4.0): pip install '{PIN}' (`make install` installs it)"
+    "4.0): in the checkout, pip install -e '.[elpv]' -c constraints.txt (`make install` "
+    "does it)"
 )
 
 
