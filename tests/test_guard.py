@@ -125,7 +125,8 @@ def test_the_replay_reads_nested_runs_and_lists_what_the_guard_refused_while_the
         {"round": 2, "update_norms": {"1": 1.2}, "global_norm": 5.0,
          "rejections": {"0": guard_reason, "2": "array 'x' contains NaN or Inf"}},
     ])  # fmt: skip
-    # and a run made with the guard off, which recorded a diverged update (2e5 × 5)
+    # and a run made with the guard off, which recorded a diverged update (2e5 × the global
+    # norm)
     write("r2/off-s1", [{"round": 1, "update_norms": {"0": 1.0, "1": 1e6}, "global_norm": 5.0}])
     # Execute
     replay = replay_committed(default_guard(), tmp_path)
