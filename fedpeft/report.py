@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ import matplotlib
 from matplotlib.ticker import NullFormatter
 
 from fedpeft.record import RunRecord, read_run
-from fedpeft.sweepfile import Sweep
+from fedpeft.sweepfile import Run, Sweep
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -38,14 +39,19 @@ def epsilon(metrics: RunRecord) -> float | None:
     return metrics.epsilon
 
 
-def collect(sweep: Sweep) -> list[dict[str, Any]]:
+Records = list[tuple[Run, RunRecord]]
+
+
+def _records(sweep: Sweep) -> Records:
+    """Each run of ``sweep`` that has a ``metrics.json``, read once."""
+    paths = [(run, sweep.results / run.name / "metrics.json") for run in sweep.runs]
+    return [(run, read_run(path)) for run, path in paths if path.exists()]
+
+
+def collect(sweep: Sweep, records: Records | None = None) -> list[dict[str, Any]]:
     """One summary row per finished run, plus its per-round curve under ``_rounds``."""
     rows = []
-    for run in sweep.runs:
-        path = sweep.results / run.name / "metrics.json"
-        if not path.exists():
-            continue
-        metrics = read_run(path)
+    for run, metrics in _records(sweep) if records is None else records:
         if metrics.status != "completed":
             continue
         rounds = metrics.rounds
@@ -71,15 +77,13 @@ def collect(sweep: Sweep) -> list[dict[str, Any]]:
     return rows
 
 
-def failures(sweep: Sweep) -> list[dict[str, Any]]:
+def failures(sweep: Sweep, records: Records | None = None) -> list[dict[str, Any]]:
     """The runs whose latest attempt failed (the sweep keeps their ``metrics.json``)."""
-    out = []
-    for run in sweep.runs:
-        path = sweep.results / run.name / "metrics.json"
-        if path.exists() and (record := read_run(path)).status == "failed":
-            out.append({"setting": run.setting, "method": run.method, "seed": run.seed,
-                        "error": record.error or "failed"})  # fmt: skip
-    return out
+    return [{"setting": run.setting, "method": run.method, "seed": run.seed,
+             "dp_mode": record.config.get("dp", {}).get("mode", "none"),
+             "error": record.error or "failed"}
+            for run, record in (_records(sweep) if records is None else records)
+            if record.status == "failed"]  # fmt: skip
 
 
 def curve(metrics: RunRecord) -> list[tuple[int, int, float]]:
@@ -135,12 +139,15 @@ def plot_curves(rows: list[dict[str, Any]], x: str, target: float) -> Figure:
     return fig
 
 
-def plot_epsilon(rows: list[dict[str, Any]]) -> Figure | None:
+def plot_epsilon(rows: list[dict[str, Any]], failed: Sequence[dict[str, Any]] = ()
+                 ) -> Figure | None:  # fmt: skip
     """Final accuracy vs ε of the DP runs: a panel per DP mode, a line per method.
 
     Local DP's ε bounds what one image changes, central DP's what one client's whole
     data changes, so they get separate panels. Each point is a setting's mean over its
-    seeds (ε: the reported ε, accuracy ± its sd), joined in order of ε.
+    seeds (ε: the largest any of them spent, as in the table; accuracy ± its sd),
+    joined in order of ε. Failed runs (``failures``) have no accuracy: their panel
+    names them, so no method vanishes unsaid.
     """
     dp = [r for r in rows if r["epsilon"] is not None]
     if not dp:
@@ -152,7 +159,7 @@ def plot_epsilon(rows: list[dict[str, Any]]) -> Figure | None:
         ticks: set[float] = set()
         for (method,), by_method in sorted(_by(runs, "method").items()):
             points = sorted(
-                (statistics.mean(r["epsilon"] for r in cell),
+                (max(r["epsilon"] for r in cell),
                  statistics.mean(r["final_accuracy"] for r in cell),
                  statistics.stdev(r["final_accuracy"] for r in cell) if len(cell) > 1 else 0.0)
                 for cell in _by(by_method, "setting").values()
@@ -167,6 +174,11 @@ def plot_epsilon(rows: list[dict[str, Any]]) -> Figure | None:
         # labels its minor ticks, which overlap ("3×10⁰4×10⁰").
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(sorted(ticks), [f"{e:.3g}" for e in sorted(ticks)])
+        lost = Counter(f["method"] for f in failed if f["dp_mode"] == mode)
+        if lost:
+            ax.annotate("failed, not plotted: " + ", ".join(
+                f"{m} ({n} run{'s' * (n > 1)})" for m, n in sorted(lost.items())),
+                xy=(0.02, 0.02), xycoords="axes fraction", fontsize=7)  # fmt: skip
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -242,7 +254,8 @@ def _table(rows: list[dict[str, Any]], failed: Sequence[dict[str, Any]] = ()) ->
 
 def write_report(sweep: Sweep, command: str) -> list[Path]:
     """Write the CSV, the plots and the generated part of ``RESULTS.md``; return paths."""
-    rows, failed = collect(sweep), failures(sweep)
+    records = _records(sweep)
+    rows, failed = collect(sweep, records), failures(sweep, records)
     sweep.results.mkdir(parents=True, exist_ok=True)
     written = [sweep.results / (f"summary-{sweep.name}.csv" if sweep.name else "summary.csv")]
     with written[0].open("w", newline="") as f:
@@ -253,7 +266,7 @@ def write_report(sweep: Sweep, command: str) -> list[Path]:
     plots.mkdir(parents=True, exist_ok=True)
     figures = {"accuracy_vs_bytes.png": plot_curves(rows, "bytes", sweep.target_accuracy),
                "accuracy_vs_round.png": plot_curves(rows, "round", sweep.target_accuracy),
-               "epsilon_vs_accuracy.png": plot_epsilon(rows)} if rows else {}  # fmt: skip
+               "epsilon_vs_accuracy.png": plot_epsilon(rows, failed)} if rows else {}  # fmt: skip
     for name, fig in figures.items():
         if fig is not None:
             fig.savefig(plots / name, dpi=110)
