@@ -120,6 +120,10 @@ def measure(method: str, setting: str, num_clients: int, guard: Guard) -> dict:
             "sizes": [len(parts[p].labels) for p in parts], "rounds": rounds}  # fmt: skip
 
 
+def _write(out: Path, result: dict) -> None:
+    out.write_text(json.dumps(result, indent=2, default=lambda x: math.nan))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-clients", type=int, default=10)
@@ -134,7 +138,7 @@ def main() -> None:
     if args.replay_only:
         result = json.loads(args.out.read_text())
         result["committed"] = committed
-        args.out.write_text(json.dumps(result, indent=2, default=lambda x: math.nan))
+        _write(args.out, result)
         return
     start = time.perf_counter()
     result = {"guard": {"round_factor": guard.round_factor,
@@ -150,7 +154,7 @@ def main() -> None:
                   f"max/model {max(r['max_over_model'] for r in run['rounds']):8.4f}  "
                   f"refused {[r['refused'] for r in run['rounds']]}", flush=True)  # fmt: skip
     result["seconds"] = time.perf_counter() - start
-    args.out.write_text(json.dumps(result, indent=2, default=lambda x: math.nan))
+    _write(args.out, result)
 
 
 if __name__ == "__main__":

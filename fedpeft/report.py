@@ -39,6 +39,11 @@ def epsilon(metrics: RunRecord) -> float | None:
     return metrics.epsilon
 
 
+def dp_mode(metrics: RunRecord) -> str:
+    """The run's ``dp.mode`` as configured ("none" without DP)."""
+    return metrics.config.get("dp", {}).get("mode", "none")
+
+
 Records = list[tuple[Run, RunRecord]]
 
 
@@ -67,7 +72,7 @@ def collect(sweep: Sweep, records: Records | None = None) -> list[dict[str, Any]
             # identical zero-initialised tensors travel once in round 1)
             "bytes_per_transfer": rounds[-1].bytes_up // max(rounds[-1].accepted, 1),
             "total_bytes": rounds[-1].cum_bytes, "epsilon": epsilon(metrics),
-            "dp_mode": metrics.config.get("dp", {}).get("mode", "none"),
+            "dp_mode": dp_mode(metrics),
             # server.fraction-evaluate: the clients' accuracy on their held-out images
             "client_accuracy": rounds[-1].client_accuracy,
             "mean_bytes_up": sum(r.bytes_up for r in rounds) // max(sum(r.accepted for r
@@ -80,7 +85,7 @@ def collect(sweep: Sweep, records: Records | None = None) -> list[dict[str, Any]
 def failures(sweep: Sweep, records: Records | None = None) -> list[dict[str, Any]]:
     """The runs whose latest attempt failed (the sweep keeps their ``metrics.json``)."""
     return [{"setting": run.setting, "method": run.method, "seed": run.seed,
-             "dp_mode": record.config.get("dp", {}).get("mode", "none"),
+             "dp_mode": dp_mode(record),
              "error": record.error or "failed"}
             for run, record in (_records(sweep) if records is None else records)
             if record.status == "failed"]  # fmt: skip
