@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from benchmarks.plain_loop import ROOT, app_config, fedavg_round
-from fedpeft.arrays import trainable_state
+from fedpeft.arrays import to_numpy, trainable_state
 from fedpeft.config import ServerConfig
 from fedpeft.data import load_partition, load_test
 from fedpeft.device import set_threads
@@ -99,11 +99,12 @@ def measure(method: str, setting: str, num_clients: int, guard: Guard) -> dict:
     glob = {k: v.clone() for k, v in trainable_state(model).items()}
     rounds = []
     for server_round in (1, 2):
-        sent = {k: v.float().numpy().copy() for k, v in glob.items()}
+        # to_numpy: the tensors are on train.device (a GPU under `auto`)
+        sent = {k: v.copy() for k, v in to_numpy({k: v.float() for k, v in glob.items()}).items()}
         norms: dict[int, float] = {}
 
         def seen(pid: int, state: dict, sent: dict = sent, norms: dict = norms) -> None:
-            norms[pid] = update_norm({k: v.float().numpy() for k, v in state.items()}, sent)
+            norms[pid] = update_norm(to_numpy({k: v.float() for k, v in state.items()}), sent)
 
         glob, _ = fedavg_round(model, glob, parts, cfg, engine, server_round, seen)
         sent_norm = model_norm(sent)

@@ -26,6 +26,7 @@ from fedpeft.data import ImageTensors
 from fedpeft.device import set_threads
 from fedpeft.engine import Engine, make_engine
 from fedpeft.logs import setup_logging
+from fedpeft.precision import keep_scale, kept_scaler
 from fedpeft.sharing import (
     keep_local,
     load_shared,
@@ -124,7 +125,9 @@ def train(msg: Message, context: Context) -> Message:
                 model, data, cfg, seed, context.state, partition_id, lr=lr, engine=engine
             )
         else:
-            outcome = train_local(model, data, cfg.train, lr, seed, engine)
+            scaler = kept_scaler(engine.precision, context.state)  # fp16: last round's scale
+            outcome = train_local(model, data, cfg.train, lr, seed, engine, scaler)
+            keep_scale(scaler, context.state)
         trained = {k: v for k, v in to_numpy(trainable_state(model)).items()
                    if not sharing.is_local(k)}  # fmt: skip
     keep_local(model, sharing, context.state)  # FedSA: B stays here, for the next round

@@ -1,9 +1,13 @@
 """Where a process computes: its torch device (``train.device``, ``server.device``) and threads.
 
 ``auto`` takes CUDA when torch sees a GPU, else Apple's ``mps`` where present, else the
-CPU, and logs what it picked. Asking for a device the process does not have raises a
-:class:`~fedpeft.config.ConfigError` naming the key: in deployment the check runs on
-the device itself (a SuperNode's ClientApp), since the server may have no GPU.
+CPU, and logs what it picked; when a GPU was assigned to the process
+(``CUDA_VISIBLE_DEVICES``, as Ray sets it for ``--gpus-per-client``) but torch cannot use
+it, ``auto`` warns with torch's reason before it falls back to the CPU. Asking for a
+device the process does not have raises a :class:`~fedpeft.config.ConfigError` naming
+the key: in deployment the check runs on the device itself (a SuperNode's ClientApp),
+since the server may have no GPU. A CUDA device becomes the process's current device,
+and its fp32 matrix products and convolutions use TF32 (:func:`use_cuda`).
 """
 
 from __future__ import annotations
@@ -39,29 +43,71 @@ def resolve_device(spec: str, key: str) -> torch.device:
     check_device(key, spec)
     if spec == "auto":
         if torch.cuda.is_available():
-            device = torch.device("cuda", torch.cuda.current_device())
-        elif _mps_available():
-            device = torch.device("mps")
+            device = use_cuda(torch.device("cuda", torch.cuda.current_device()))
         else:
-            device = torch.device("cpu")
+            assigned = assigned_gpus()
+            if assigned:
+                log.warning(
+                    "%s=auto: GPU(s) %s were assigned to this process (CUDA_VISIBLE_DEVICES) "
+                    "but torch cannot use them (%s); computing on the CPU",
+                    key, assigned, cuda_unavailable_reason(),
+                )  # fmt: skip
+            device = torch.device("mps") if _mps_available() else torch.device("cpu")
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
         log.info("%s=auto: computing on %s (%s)", key, device, name)
         return device
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(
-                f"{key}={spec!r}: torch sees no CUDA device here (torch {torch.__version__}, "
-                f"CUDA build {torch.version.cuda}); use {key}='auto' or 'cpu'"
+                f"{key}={spec!r}: torch cannot use a CUDA device here "
+                f"({cuda_unavailable_reason()}); use {key}='auto' or 'cpu'"
             )
         device = torch.device(spec)
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(
                 f"{key}={spec!r}: only {torch.cuda.device_count()} CUDA device(s) visible"
             )
-        return device
+        return use_cuda(device)
     if spec == "mps" and not _mps_available():
         raise ConfigError(f"{key}={spec!r}: torch has no MPS device here; use 'auto' or 'cpu'")
     return torch.device(spec)
+
+
+def use_cuda(device: torch.device) -> torch.device:
+    """Make ``device`` this process's current CUDA device and let fp32 use TF32 there.
+
+    Current: kernels and allocations that name no index (autocast's, the caching
+    allocator's, ``torch.cuda.*`` calls) then land on ``cuda:N`` too. TF32: fp32 matrix
+    products (fp32 runs, DP-SGD) use the tensor cores of Ampere and newer GPUs, with
+    fp32's range and a 10-bit mantissa, as autocast's bf16 does with 7; the trainable
+    state, the optimizer and the updates stay fp32.
+    """
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    torch.cuda.set_device(index)
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9's API
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:  # older torch; the two APIs must not be mixed
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return torch.device("cuda", index)
+
+
+def assigned_gpus() -> str:
+    """The GPUs ``CUDA_VISIBLE_DEVICES`` gives this process ('' when none or hidden)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    return "" if visible in ("", "-1", "NoDevFiles") else visible
+
+
+def cuda_unavailable_reason() -> str:
+    """Why torch cannot use CUDA, in torch's words where it has any."""
+    if torch.version.cuda is None and not torch.version.hip:
+        return f"torch {torch.__version__} is a CPU-only build"
+    try:
+        torch.cuda.init()
+    except Exception as err:  # torch's own reason: driver too old, no device, ...
+        return f"torch {torch.__version__}, CUDA build {torch.version.cuda}: {err}"
+    return f"torch {torch.__version__}, CUDA build {torch.version.cuda}: no device found"
 
 
 def available_cpus() -> int:
@@ -84,6 +130,18 @@ def set_threads(num_threads: int) -> int:
         torch.set_num_threads(wanted)
         log.info("torch uses %d CPU threads", wanted)
     return wanted
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; to a GPU from pinned memory without blocking the host.
+
+    A copy from pageable memory makes the host wait for the GPU's queue to drain (a
+    synchronisation every step); pinned memory comes from torch's caching host
+    allocator, which reuses a block only once the copy that read it has finished.
+    """
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def release(device: torch.device) -> None:

@@ -44,12 +44,14 @@ def make_engine(
     """Resolve ``device`` (``device_key`` in errors), move ``model`` there, pick the precision.
 
     ``private``: DP-SGD, whose per-sample gradients stay fp32 (:mod:`fedpeft.precision`).
+    The precision's key is named as the device's namespace's (``server.precision``).
     """
     where = resolve_device(device, device_key)
     model.to(where)
     mean, std = normalization(model)
+    precision_key = f"{device_key.rpartition('.')[0]}.precision"
     return Engine(
         where,
-        resolve_precision(precision, where, private),
+        resolve_precision(precision, where, private, key=precision_key),
         BatchPipeline(input_size(model), mean, std, where, augment),
     )

@@ -12,7 +12,9 @@ listeners cannot reach any other address (``--netns never`` to disable).
 ``RAY_ADDRESS`` in the environment attaches the simulation to an existing
 Ray cluster instead of starting one. ``--gpus-per-client 0.25`` gives each
 ClientApp a quarter of a GPU in Ray's bookkeeping: four run at once per GPU
-(Ray does not cap their memory; README, "GPUs").
+(Ray does not cap their memory; README, "GPUs"). ``--cpus-per-client`` is a whole
+number of CPUs, as Flower counts them; more clients than cores share a GPU through
+``--gpus-per-client`` alone.
 """
 
 from __future__ import annotations
@@ -30,9 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from fedpeft.config import ConfigError, app_config, merge_overrides, parse_run_config, to_arg
 from fedpeft.fab import stage_app
 
+from .precision import warn_if_emulated
 from .procs import become_subreaper, kill_descendants, run_status, stop_group, stream, wait_healthy
 from .procs import bin_path as _bin
 from .procs import free_port as _free_port
@@ -76,20 +82,29 @@ def non_negative(text: str) -> float:
     return value
 
 
-def positive(text: str) -> float:
-    """``argparse`` type: a finite float > 0 (``--cpus-per-client``)."""
+def whole_cpus(text: str) -> int:
+    """``argparse`` type: a whole number of CPUs >= 1 (``--cpus-per-client``).
+
+    Flower's simulation config holds it as an unsigned integer: a fraction such as 0.5
+    would stop the run before it starts.
+    """
     value = non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
-    return value
+    if value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a whole number of CPUs >= 1 (Flower counts whole CPUs per ClientApp;"
+            " to run more clients than cores on a GPU, lower --gpus-per-client instead)"
+        )
+    return int(value)
 
 
-def federation_config(num_supernodes: int, cpus_per_client: float,
-                      gpus_per_client: float = 0.0) -> str:  # fmt: skip
-    """The ``flwr run --federation-config`` string of a simulation.
+def flower_gpu_fraction(gpus_per_client: float) -> float:
+    """``gpus_per_client`` as Flower should be told it, so that it reads back no larger.
 
-    ``client-resources-num-gpus`` is only passed when ``gpus_per_client`` > 0
-    (Flower's default is 0: no GPU asked for).
+    Flower's simulation config stores the fraction as a 32-bit float and sizes its actor
+    pool as ``int(GPUs / fraction)``: 0.2 is stored as 0.20000000298, and one GPU would
+    then hold 4 clients, not 5 (0.1: 9, 1/3: 2). The nearest 32-bit float at or below the
+    fraction reads back exactly and divides as intended; Ray counts resources in steps
+    of 1e-4, where the two are the same.
 
     Raises
     ------
@@ -99,9 +114,33 @@ def federation_config(num_supernodes: int, cpus_per_client: float,
     """
     if not math.isfinite(gpus_per_client) or gpus_per_client < 0:
         raise ValueError(f"gpus_per_client={gpus_per_client!r}: must be a finite number >= 0")
-    fed = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client:g}"
-    if gpus_per_client > 0:
-        fed += f" client-resources-num-gpus={gpus_per_client:g}"
+    stored = np.float32(gpus_per_client)
+    if float(stored) > gpus_per_client:
+        stored = np.nextafter(stored, np.float32(0))
+    return float(stored)
+
+
+def federation_config(num_supernodes: int, cpus_per_client: int,
+                      gpus_per_client: float = 0.0) -> str:  # fmt: skip
+    """The ``flwr run --federation-config`` string of a simulation.
+
+    ``client-resources-num-gpus`` is only passed when ``gpus_per_client`` > 0
+    (Flower's default is 0: no GPU asked for), as :func:`flower_gpu_fraction`.
+
+    Raises
+    ------
+    ValueError
+        If ``gpus_per_client`` is negative or not finite, or ``cpus_per_client`` is not
+        a whole number >= 1.
+
+    """
+    if isinstance(cpus_per_client, bool) or int(cpus_per_client) != cpus_per_client \
+            or cpus_per_client < 1:  # fmt: skip
+        raise ValueError(f"cpus_per_client={cpus_per_client!r}: must be a whole number >= 1")
+    gpus = flower_gpu_fraction(gpus_per_client)
+    fed = f"num-supernodes={num_supernodes} client-resources-num-cpus={int(cpus_per_client)}"
+    if gpus > 0:
+        fed += f" client-resources-num-gpus={gpus!r}"
     return fed
 
 
@@ -109,7 +148,7 @@ def run_simulation(
     app: Path,
     run_config: list[str],
     num_supernodes: int,
-    cpus_per_client: float,
+    cpus_per_client: int,
     timeout: float,
     gpus_per_client: float = 0.0,
     verbose: bool = False,
@@ -200,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run-config overrides or a .toml preset (repeatable; merged key by key, later wins)",
     )
     p.add_argument("--num-supernodes", type=int, default=10)
-    p.add_argument("--cpus-per-client", type=positive, default=1.0,
-                   help="CPU share of each ClientApp for Ray's scheduling (default 1: one "
+    p.add_argument("--cpus-per-client", type=whole_cpus, default=1,
+                   help="whole CPUs of each ClientApp for Ray's scheduling (default 1: one "
                         "Ray actor per CPU)")  # fmt: skip
     p.add_argument(
         "--gpus-per-client",
@@ -228,10 +267,13 @@ def main(argv: list[str] | None = None) -> int:
         return _reexec_in_netns(argv)
     try:  # a bad key fails here, before a SuperLink and Ray start (the ServerApp checks too);
         # after the re-exec, so it runs once
-        parse_run_config(app_config(args.app.resolve(), args.run_config))
+        cfg = parse_run_config(app_config(args.app.resolve(), args.run_config))
     except ConfigError as err:
         log.error("invalid run config: %s", err)
         return 2
+    if cfg.train.device == "cpu" or (cfg.train.device == "auto" and not args.gpus_per_client):
+        # the clients compute on this machine's CPU (Ray hides GPUs from actors given none)
+        warn_if_emulated(cfg.train.precision, torch.device("cpu"), "train.precision")
     _, status = run_simulation(
         args.app.resolve(), args.run_config, args.num_supernodes, args.cpus_per_client,
         args.timeout, args.gpus_per_client, verbose=args.verbose,

@@ -129,6 +129,8 @@ class RunRecord:
     bytes_per_transfer: int = 0  # serialised bytes of the trainable set, one client, one way
     theoretical_bytes_per_transfer: int = 0
     wire: dict[str, Any] = field(default_factory=dict)  # each direction's codec, as carried
+    # where the server evaluated: {"device": "cpu" | "cuda" | "mps", "precision": "fp32" | ...}
+    server_engine: dict[str, str] = field(default_factory=dict)  # empty: not recorded
     resumed_after_round: int = 0
     status: str = "running"  # running | completed | failed
     rounds: list[RoundRecord] = field(default_factory=list)

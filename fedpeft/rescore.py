@@ -5,7 +5,9 @@
 Each run's final global model is rebuilt from its ``metrics.json`` config and
 ``final_trainable.safetensors`` (:func:`fedpeft.export.writer.global_model`, as
 ``fedpeft-export`` does), the run's test split is loaded as its ServerApp loaded it,
-and :func:`fedpeft.training.evaluate` scores it on the server's engine. The rescore is
+and :func:`fedpeft.training.evaluate` scores it on the engine the run's server evaluated
+on (its recorded device type and precision; runs that did not record them: the config's
+``server.device`` and ``train.precision``, what their ServerApp used). The rescore is
 written only when it reproduces the accuracy the run recorded for its last round
 exactly (and its loss to 1e-6): otherwise this is not the model or the split the run
 evaluated, and the run is refused, naming both values. The last round then gets
@@ -60,9 +62,10 @@ def rescore(run_dir: Path, into: Path | None = None) -> tuple[float, float]:
     cfg = glob.config
     set_threads(cfg.train.num_threads)
     test = load_test(cfg.data, cfg.seed, cfg.model.img_size)
-    engine = make_engine(
-        glob.model, cfg.server.device, cfg.train.precision, device_key="server.device"
-    )  # as the ServerApp's
+    recorded = record.server_engine  # a CUDA-evaluated run is rescored on CUDA, not `auto`
+    engine = make_engine(glob.model, recorded.get("device", cfg.server.device),
+                         recorded.get("precision", cfg.train.precision),
+                         device_key="server.device")  # fmt: skip
     outcome = evaluate(glob.model, test, cfg.server.eval_batch_size, engine,
                        cfg.train.feature_cache, scores=True)  # fmt: skip
     last = record.rounds[-1]

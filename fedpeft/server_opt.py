@@ -8,7 +8,8 @@ follows Flower's own strategy of the same name (``flwr.serverapp.strategy``) upd
 update, so a golden test can compare them; they are re-written here because Flower's
 are whole strategies (sampling, aggregation and the update in one ``aggregate_train``)
 and ours must apply after our validation and rules. ``server.optimizer`` names one of
-:data:`OPTIMIZERS`; adding one is a class registered here.
+:data:`OPTIMIZERS`; adding one is a class registered here, with its ``default_lr``: the
+``server.lr`` a run gets when it sets none (docs/RESULTS.md, "Server-lr search").
 """  # noqa: D205
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class ServerOptimizer:
     """
 
     slots: ClassVar[tuple[str, ...]] = ()
+    # server.lr when the run config leaves it at 0: each subclass declares its own, one
+    # that learns with every PEFT method on the default job (docs/RESULTS.md)
+    default_lr: ClassVar[float]
 
     def __init__(self, params: OptParams) -> None:
         self.params = params
@@ -77,12 +81,15 @@ OPTIMIZERS: Registry[type[ServerOptimizer]] = Registry("server optimizer")
 class FedAvg(ServerOptimizer):
     """The aggregate is the next global model (plain FedAvg)."""
 
+    default_lr = 1.0  # unused: no server step
+
 
 @OPTIMIZERS.register("fedavgm")
 class FedAvgM(ServerOptimizer):
     """Server SGD with momentum on the pseudo-gradient ``current - aggregate`` (Flower's)."""
 
     slots = ("momentum",)
+    default_lr = 0.3  # Flower's 1.0 ends LoRA and head below FedAvg (RESULTS.md)
 
     def _step(self, server_round: int, current: Arrays, aggregate: Arrays) -> Arrays:
         lr, beta = self.params.lr, self.params.momentum
@@ -129,6 +136,8 @@ class _Adaptive(ServerOptimizer):
 class FedAdam(_Adaptive):
     """Adam on the pseudo-gradient, bias-corrected step size as Flower's FedAdam."""
 
+    default_lr = 0.03  # Flower's 0.1 diverges LoRA (RESULTS.md)
+
     def _second(self, v: Arrays, delta: Arrays) -> Arrays:
         beta2 = self.params.beta2
         return {k: beta2 * x + (1 - beta2) * delta[k] ** 2 for k, x in v.items()}
@@ -145,6 +154,8 @@ class FedAdam(_Adaptive):
 class FedYogi(_Adaptive):
     """Yogi's additive second-moment update."""
 
+    default_lr = 0.01  # Flower's
+
     def _second(self, v: Arrays, delta: Arrays) -> Arrays:
         beta2 = self.params.beta2
         return {k: x - (1.0 - beta2) * delta[k] ** 2 * np.sign(x - delta[k] ** 2)
@@ -156,6 +167,7 @@ class FedAdagrad(_Adaptive):
     """Adagrad's accumulated squares; no first-moment momentum (as Flower's FedAdagrad)."""
 
     beta1_used = False
+    default_lr = 0.1  # Flower's
 
     def _second(self, v: Arrays, delta: Arrays) -> Arrays:
         return {k: x + delta[k] ** 2 for k, x in v.items()}

@@ -47,7 +47,7 @@ from typing import Any
 
 from fedpeft.config import app_config, parse_run_config
 from fedpeft.deploy.cpus import host_cpus
-from fedpeft.launch import LOG_FILE, non_negative, positive
+from fedpeft.launch import LOG_FILE, non_negative, whole_cpus
 from fedpeft.progress import duration, eta
 from fedpeft.record import read_run
 from fedpeft.report import write_report
@@ -110,7 +110,7 @@ def is_done(results: Path, run: Run, expected: Config | None = None) -> bool:
 
 
 def simulate(run: Run, num_supernodes: int, out_dir: Path, gpus_per_client: float = 0.0,
-             cpus_per_client: float = 1.0) -> Path:  # fmt: skip
+             cpus_per_client: int = 1) -> Path:  # fmt: skip
     """Run one simulation with ``fedpeft-sim``; return its run folder.
 
     ``gpus_per_client`` > 0 and ``cpus_per_client`` are passed on as
@@ -118,9 +118,9 @@ def simulate(run: Run, num_supernodes: int, out_dir: Path, gpus_per_client: floa
     they are not part of the run config the sweep compares).
     """
     cmd = [sys.executable, "-m", "fedpeft.launch", "--num-supernodes", str(num_supernodes),
-           "--cpus-per-client", f"{cpus_per_client:g}"]  # fmt: skip
+           "--cpus-per-client", str(cpus_per_client)]  # fmt: skip
     if gpus_per_client > 0:
-        cmd += ["--gpus-per-client", f"{gpus_per_client:g}"]
+        cmd += ["--gpus-per-client", repr(gpus_per_client)]
     for item in (*run.overrides, f"output.dir='{out_dir}' output.run-name='{run.name}'"):
         cmd += ["-c", item]
     with (out_dir / f"{run.name}.log").open("w") as logfile:
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="only rebuild the report")
     parser.add_argument("--gpus-per-client", type=non_negative, default=0.0,
                         help="passed to each run's fedpeft-sim (default 0: no GPU)")  # fmt: skip
-    parser.add_argument("--cpus-per-client", type=positive, default=1.0,
+    parser.add_argument("--cpus-per-client", type=whole_cpus, default=1,
                         help="passed to each run's fedpeft-sim (default 1)")  # fmt: skip
     parser.add_argument("--in-process", action="store_true",
                         help="each run in one process (fedpeft.inprocess), not on Ray")  # fmt: skip

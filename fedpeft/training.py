@@ -21,10 +21,9 @@ from torch import nn
 from . import metrics
 from .config import TrainConfig
 from .data.tensors import ImageTensors
-from .device import release
+from .device import release, to_device
 from .engine import Engine, make_engine
 from .features import cached_features
-from .precision import Precision
 
 
 @dataclass(frozen=True)
@@ -93,11 +92,17 @@ class SgdStep:
 
     def __init__(
         self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], mu: float,
-        precision: Precision,
+        scaler: torch.amp.GradScaler,
     ) -> None:  # fmt: skip
         self.optimizer, self.params, self.mu = optimizer, params, mu
         self.received = proximal_start(params, mu)
-        self.scaler = precision.scaler()
+        self.scaler = scaler
+
+    def close(self) -> None:
+        """Drop the gradients, the momentum and FedProx's copies (the scaler stays)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.state.clear()
+        self.received = None
 
     def __call__(self, loss: torch.Tensor | None) -> None:
         if loss is None:
@@ -132,10 +137,10 @@ def fit(
 
     Loss and accuracy are over the images seen; every batch, an empty one too, is a step.
 
-    ``inputs(idx)`` gives the batch on the engine's device. Loss and accuracy add up on
-    the device, so a GPU is not synchronised every step.
+    ``inputs(idx)`` gives the batch on the engine's device. Labels are picked on the host
+    and copied without blocking, and loss and accuracy add up on the device, so a GPU is
+    not synchronised every step.
     """
-    labels = labels.to(engine.device)
     loss_sum = torch.zeros((), device=engine.device)
     correct = torch.zeros((), dtype=torch.long, device=engine.device)
     seen = steps = 0
@@ -144,7 +149,7 @@ def fit(
         if len(idx) == 0:
             step(None)
             continue
-        x, y = inputs(idx), labels[idx.to(engine.device)]
+        x, y = inputs(idx), to_device(labels[idx], engine.device)
         with engine.precision.autocast():
             logits = forward(x)
         loss = F.cross_entropy(logits.float(), y)
@@ -163,20 +168,27 @@ def model_inputs(
     """What :func:`fit` runs: the head on cached features where valid, else the whole model."""
     feats = cached_features(model, data, engine, batch_size) if cache else None
     if feats is not None:
-        return model.head, lambda idx: feats[idx.to(engine.device)]
+        return model.head, lambda idx: feats[to_device(idx, engine.device)]
     return model, lambda idx: engine.pipeline(data.images[idx], generator)
 
 
 def train_local(
     model: nn.Module, data: ImageTensors, cfg: TrainConfig, lr: float, seed: int,
-    engine: Engine | None = None,
+    engine: Engine | None = None, scaler: torch.amp.GradScaler | None = None,
 ) -> Outcome:  # fmt: skip
-    """Train the model's trainable parameters with SGD; deterministic given ``seed``."""
+    """Train the model's trainable parameters with SGD; deterministic given ``seed``.
+
+    ``scaler``: fp16's loss scaler, to start from the scale a client's last round ended
+    at (:func:`fedpeft.precision.kept_scaler`); by default a fresh one. When it returns,
+    the gradients, the momentum and FedProx's copies are gone and the device's cached
+    blocks are given back: a worker idle between rounds holds the model alone.
+    """
     engine = engine or make_engine(model, cfg.device, cfg.precision, cfg.augment)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     params = trainable(model)
-    step = SgdStep(sgd(params, cfg, lr), params, cfg.proximal_mu, engine.precision)
+    step = SgdStep(sgd(params, cfg, lr), params, cfg.proximal_mu,
+                   scaler or engine.precision.scaler())  # fmt: skip
     forward, inputs = model_inputs(
         model, data, engine, cfg.batch_size, generator, cfg.caches_features
     )
@@ -185,6 +197,7 @@ def train_local(
     try:
         loss, acc, _ = fit(forward, batches, inputs, data.labels, engine, step)
     finally:
+        step.close()
         release(engine.device)
     return Outcome(loss, acc, len(data))
 
@@ -203,7 +216,6 @@ def evaluate(
     engine = engine or make_engine(model)
     forward, inputs = model_inputs(model, data, engine, batch_size, None, cache)
     model.eval()
-    labels = data.labels.to(engine.device)
     wide = torch.float32 if engine.device.type == "mps" else torch.float64  # MPS has no fp64
     loss_sum = torch.zeros((), dtype=wide, device=engine.device)
     correct = torch.zeros((), dtype=torch.long, device=engine.device)
@@ -211,7 +223,7 @@ def evaluate(
     for idx in torch.arange(len(data)).split(batch_size):
         with engine.precision.autocast():
             logits = forward(inputs(idx)).float()
-        y = labels[idx.to(engine.device)]
+        y = to_device(data.labels[idx], engine.device)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").to(wide)
         correct += (logits.argmax(1) == y).sum()
         if scores:

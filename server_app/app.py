@@ -146,7 +146,8 @@ def main(grid: Grid, context: Context) -> None:
     test = load_test(cfg.data, cfg.seed, cfg.model.img_size)
     model = build_model(cfg.model, cfg.peft, test.num_classes, cfg.seed)
     # server.device: a device the server lacks fails here, at start-up
-    engine = make_engine(model, cfg.server.device, cfg.train.precision, device_key="server.device")
+    engine = make_engine(model, cfg.server.device, cfg.server.precision,
+                         device_key="server.device")  # fmt: skip
     sharing = sharing_of(cfg.peft)  # FedSA-LoRA's B: trained on clients, never held here
     initial = to_arrayrecord(shared_state(model, sharing))  # shared trainable tensors only
     out_dir = Path(cfg.output.dir) / _run_name(
@@ -177,6 +178,7 @@ def main(grid: Grid, context: Context) -> None:
         bytes_per_transfer=per_transfer,
         theoretical_bytes_per_transfer=theoretical_bytes(initial),
         wire=wire_metadata(cfg),
+        server_engine={"device": engine.device.type, "precision": engine.precision.name},
         resumed_after_round=first_round - 1,
         rounds=rows,
     )

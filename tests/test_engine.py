@@ -75,6 +75,7 @@ def test_auto_picks_cuda_when_torch_sees_one(monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
     device_lib.resolve_device.cache_clear()
     # Execute
     with caplog.at_level("INFO", logger="fedpeft.device"):
@@ -92,7 +93,7 @@ def test_auto_without_a_gpu_is_the_cpu(no_cuda, monkeypatch):
 
 @pytest.mark.parametrize(("spec", "key"), [("cuda", "train.device"), ("cuda:1", "server.device")])
 def test_cuda_without_a_gpu_fails_naming_the_key(no_cuda, spec, key):
-    with pytest.raises(ConfigError, match=f"{key}='{spec}': torch sees no CUDA device"):
+    with pytest.raises(ConfigError, match=f"{key}='{spec}': torch cannot use a CUDA device"):
         make_engine(_model(), spec, device_key=key)
 
 

@@ -1,4 +1,4 @@
-"""Server optimizers: golden values against Flower's own strategies; state survives resume."""
+"""Server optimizers: golden values against Flower's, state through resume, lr defaults."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from flwr.app import Array, ArrayRecord
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi
 
-from fedpeft.config import ConfigError, TrainConfig, parse_run_config
+from fedpeft.config import ConfigError, TrainConfig, declared_keys, parse_run_config
 from fedpeft.schedules import lr_schedule
 from fedpeft.server_opt import OPTIMIZERS, OptParams, make_optimizer
 from server_app import checkpoint
@@ -99,6 +99,34 @@ def test_state_through_a_checkpoint_resumes_bit_identically(tmp_path, name):
         assert out[key].numpy().tobytes() == full[key].numpy().tobytes()
 
 
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_each_optimizer_declares_its_own_finite_default_lr(name):
+    cls = OPTIMIZERS[name]
+    assert "default_lr" in vars(cls)  # not inherited: a new optimizer must choose one
+    assert 0 < cls.default_lr < math.inf
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_server_lr_resolves_to_the_optimizers_default_and_an_explicit_value_wins(name):
+    # Execute: no server.lr, the sentinel 0 (pyproject's default) and an explicit value
+    unset = parse_run_config({"server.optimizer": name})
+    zero = parse_run_config({"server.optimizer": name, "server.lr": 0.0})
+    explicit = parse_run_config({"server.optimizer": name, "server.lr": 0.5})
+    # Assert: the parsed config holds the lr in use, which the strategy is built from
+    assert unset.server.lr == zero.server.lr == OPTIMIZERS[name].default_lr
+    assert explicit.server.lr == 0.5
+
+
+def test_server_lr_help_states_every_registered_default():
+    # Prepare
+    (doc,) = [d for d in declared_keys() if d.key == "server.lr"]
+    # Execute
+    stated = {name: f"{name} {OPTIMIZERS[name].default_lr:g}" for name in OPTIMIZERS}
+    # Assert: the README table (generated from the help) agrees with the classes
+    assert doc.default == 0.0
+    assert {name: text for name, text in stated.items() if text not in doc.help} == {}
+
+
 def test_unknown_optimizer_state_is_refused():
     opt = make_optimizer("fedadam", OptParams())
     with pytest.raises(ValueError, match="unknown slot 'momentum'"):
@@ -109,7 +137,9 @@ def test_unknown_optimizer_state_is_refused():
     ("flat", "pattern"),
     [
         ({"server.optimizer": "sgd"}, r"server.optimizer='sgd'.*fedadam"),
-        ({"server.lr": 0.0}, r"server.lr=0.0"),
+        ({"server.lr": -0.1}, r"server.lr=-0.1"),
+        ({"server.lr": math.nan}, r"server.lr=nan"),
+        ({"server.lr": math.inf}, r"server.lr=inf"),
         ({"server.beta2": 1.0}, r"server.beta2=1.0.*\[0, 1\)"),
         ({"server.tau": -1.0}, r"server.tau=-1.0"),
         ({"train.lr-schedule": "linear"}, r"train.lr-schedule='linear'.*cosine"),

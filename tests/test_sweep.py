@@ -304,7 +304,10 @@ def test_the_sweep_passes_its_resource_shares_to_every_run(sweep, monkeypatch, t
     assert [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--cpus-per-client"] == cpus
 
 
-@pytest.mark.parametrize(("flag", "bad"), [("--gpus-per-client", "-1"), ("--cpus-per-client", "0")])
+@pytest.mark.parametrize(
+    ("flag", "bad"),
+    [("--gpus-per-client", "-1"), ("--cpus-per-client", "0"), ("--cpus-per-client", "0.5")],
+)
 def test_the_sweep_refuses_a_bad_resource_share(tmp_path, capsys, flag, bad):
     # Execute
     with pytest.raises(SystemExit) as exit_info:

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 from fedpeft import sweep as sweep_module
 from fedpeft.record import read_run, write_run
@@ -210,6 +211,28 @@ def test_a_rescore_reproduces_the_servers_last_round_and_refuses_the_rest(real_r
     with pytest.raises(ValueError, match=f"but round 3 recorded {record.rounds[-1].accuracy}"):
         rescore(tampered)
     assert (tampered / "metrics.json").read_text() == before
+
+
+def test_a_rescore_evaluates_where_the_run_recorded_its_server_evaluating(real_run, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    # Prepare: the run as if its server had evaluated on a GPU in bf16; no GPU here
+    from fedpeft import device as device_lib
+    from fedpeft.config import ConfigError
+    from fedpeft.precision import native_bf16
+
+    auto = "bf16" if native_bf16(torch.device("cpu")) else "fp32"  # server.precision='auto'
+    assert read_run(real_run / "metrics.json").server_engine == {"device": "cpu", "precision": auto}
+    copy = shutil.copytree(real_run, tmp_path / "gpu-run")
+    record = read_run(copy / "metrics.json")
+    record.server_engine = {"device": "cuda", "precision": "bf16"}
+    write_run(record, copy)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    device_lib.resolve_device.cache_clear()
+    # Execute / Assert: refused, naming the device, instead of `auto` picking the CPU and
+    # the accuracy check failing for another reason
+    with pytest.raises(ConfigError, match=r"server\.device='cuda'"):
+        rescore(copy)
+    device_lib.resolve_device.cache_clear()
 
 
 def test_the_rescore_command_counts_the_runs_it_refuses_and_scores_the_rest(

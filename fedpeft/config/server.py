@@ -22,6 +22,12 @@ def _rules() -> Any:
     return RULES
 
 
+def _precisions() -> Any:
+    from fedpeft.precision import PRECISIONS
+
+    return PRECISIONS
+
+
 # The poisoning guard's defaults (server_app/guard.py), from measured honest updates
 # (benchmarks/guard.py; README "Reliability").
 GUARD_ROUND_FACTOR = 5.0
@@ -38,7 +44,12 @@ def check_device(key_: str, spec: str) -> None:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """``server.*``: rounds, client sampling, timeouts, reply limits and aggregation."""
+    """``server.*``: rounds, client sampling, timeouts, reply limits and aggregation.
+
+    ``lr`` holds the server learning rate in use: ``server.lr`` if set, else (0) the
+    ``default_lr`` of the optimizer :data:`fedpeft.server_opt.OPTIMIZERS` registers as
+    ``server.optimizer``.
+    """
 
     PREFIX: ClassVar[str] = "server."
     num_rounds: int = key(5, "federated rounds")
@@ -74,6 +85,9 @@ class ServerConfig:
                               "and cannot be the best round")  # fmt: skip
     device: str = key("auto", "where the server evaluates the global model (choices as "
                       "train.device; checked at start-up)")  # fmt: skip
+    precision: str = key("auto", "autocast dtype of the server's evaluation on server.device "
+                         "(choices and `auto` as train.precision's, resolved for the server's "
+                         "own device, not the clients')", choices=_precisions)  # fmt: skip
     min_replies: int = key(1, "fewer valid replies: the round fails and the global state "
                            "is unchanged")  # fmt: skip
     max_failed_rounds: int = key(3, "consecutive failed rounds before the run stops")
@@ -83,9 +97,11 @@ class ServerConfig:
     optimizer: str = key("fedavg", "applies the round's aggregate to the global model "
                          "(Reddi et al. 2021; each as Flower's strategy of that name)",
                          choices=_optimizers)  # fmt: skip
-    lr: float = key(1.0, "server learning rate of server.optimizer (fedavg ignores it; "
-                    "fedavgm at 1 with momentum 0 is plain averaging; fedadam / fedyogi want "
-                    "about 0.01-0.1)")  # fmt: skip
+    lr: float = key(0.0, "server learning rate of server.optimizer; 0 = that optimizer's "
+                    "default, one that learns with every method on the default job "
+                    "(docs/RESULTS.md): fedavg 1 (it ignores it), fedavgm 0.3, fedadam 0.03, "
+                    "fedyogi 0.01, fedadagrad 0.1 (fedavgm at 1 with momentum 0 is plain "
+                    "averaging)")  # fmt: skip
     momentum: float = key(0.9, "fedavgm: server momentum")
     beta1: float = key(0.9, "fedadam / fedyogi: first-moment decay")
     beta2: float = key(0.99, "fedadam / fedyogi: second-moment decay")
@@ -120,7 +136,10 @@ class ServerConfig:
         check(self.round_timeout > 0, "server.round-timeout", self.round_timeout, "must be > 0")
         check_choices(self, self.PREFIX)
         check(0 <= self.trim_beta < 0.5, "server.trim-beta", self.trim_beta, "must be in [0, 0.5)")
-        check(0 < self.lr < math.inf, "server.lr", self.lr, "must be a finite number > 0")
+        check(0 <= self.lr < math.inf, "server.lr", self.lr,
+              "must be a finite number > 0, or 0 for server.optimizer's default")  # fmt: skip
+        if self.lr == 0:  # resolved once, here: the strategy and metrics.json see the value
+            object.__setattr__(self, "lr", _optimizers()[self.optimizer].default_lr)
         for key_, value in (("server.momentum", self.momentum), ("server.beta1", self.beta1),
                             ("server.beta2", self.beta2)):  # fmt: skip
             check(0 <= value < 1, key_, value, "must be in [0, 1)")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..device import to_device
 from ..registry import Registry
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -23,7 +24,7 @@ AUGMENTATIONS.add("none", None)
 
 
 def _flip_mask(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    return (torch.rand(n, generator=generator) < 0.5).to(device).view(-1, 1, 1, 1)
+    return to_device(torch.rand(n, generator=generator) < 0.5, device).view(-1, 1, 1, 1)
 
 
 @AUGMENTATIONS.register("flip")
@@ -41,8 +42,8 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
     pad = max(1, h // 8)
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dy = to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator), x.device)
+    dx = to_device(torch.randint(0, 2 * pad + 1, (n,), generator=generator), x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
     batch = torch.arange(n, device=x.device)[:, None, None, None]
@@ -67,17 +68,11 @@ class BatchPipeline:
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
 
-    def to_device(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` on the device; from pinned memory, without blocking, to a GPU."""
-        if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t.to(self.device)
-
     def __call__(
         self, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Model input of a ``B×C×S×S`` uint8 batch (augmented when a generator is given)."""
-        x = self.to_device(images).float()
+        x = to_device(images, self.device).float()
         if self.augment is not None and generator is not None:
             x = self.augment(x, generator)
         if x.shape[-1] != self.size or x.shape[-2] != self.size:

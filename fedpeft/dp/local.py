@@ -135,17 +135,21 @@ def train_private(
     )
     optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
     gsm.train()
+    step = DpStep(optimizer, params, cfg.proximal_mu)
     try:
         # Frozen layers before the first trainable one: torch notes that the full
         # backward hooks Opacus uses fire on outputs only, which is what it needs.
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        step = DpStep(optimizer, params, cfg.proximal_mu)
         loss, acc, steps = fit(gsm, batches, inputs, data.labels, engine, step)
     finally:
         gsm._close()  # the cached model leaves without hooks or per-sample state
+        optimizer.zero_grad(set_to_none=True)  # .grad and Opacus's per-sample gradients
+        optimizer.original_optimizer.state.clear()  # momentum
         for p in params:
-            if hasattr(p, "summed_grad"):
-                del p.summed_grad
+            for attr in ("summed_grad", "grad_sample"):
+                if hasattr(p, attr):
+                    delattr(p, attr)
+        step.received = None  # FedProx's copies
         release(engine.device)
     outcome = Outcome(loss, acc, len(data))
     return PrivateOutcome(outcome, steps, sample_rate)

@@ -47,7 +47,10 @@ SIGMA, DELTA = 0.1, 1e-3
 SETUP = (f"server.num-rounds=2 server.fraction-train=0.5 server.min-train-nodes={SAMPLED} "
          "server.optimizer='fedadam' server.lr=0.01 dp.mode='central' "
          f"dp.noise-multiplier={SIGMA} dp.clip-norm=0.5 dp.delta={DELTA} "
-         "peft.lora.federation='rolora'")  # fmt: skip
+         "peft.lora.federation='rolora' "
+         # the CPU on both sides: on a GPU machine `auto` would put the in-process reference
+         # on the GPU and the Ray actors (given no GPU) on the CPU, which round differently
+         "train.device='cpu' server.device='cpu'")  # fmt: skip
 SAME = ("round", "accuracy", "loss", "clients", "accepted", "bytes_down", "bytes_up",
         "cum_bytes", "weights", "dp_epsilon", "dp_sample_rate", "dp_releases")  # fmt: skip
 
