@@ -16,6 +16,7 @@ Three measurements, each side by side in one run (the machines are noisy):
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import resource
@@ -38,10 +39,12 @@ from peft_strategies import method_names
 log = logging.getLogger("benchmarks.engine")
 
 
-def _partition(n: int, size: int, seed: int = 0) -> ImageTensors:
+def synthetic_images(n: int, size: int, seed: int = 0) -> ImageTensors:
+    """``n`` random ``size`` px greyscale uint8 images and labels of 10 classes (seeded)."""
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=g)
-    return ImageTensors(images, torch.randint(0, 10, (n,), generator=g), 10, f"synthetic-{n}")
+    labels = torch.randint(0, 10, (n,), generator=g)
+    return ImageTensors(images, labels, 10, f"synthetic-{n}-{seed}")
 
 
 def _train_seconds(model, data, cfg, seed, engine) -> float:
@@ -50,33 +53,54 @@ def _train_seconds(model, data, cfg, seed, engine) -> float:
     return time.perf_counter() - start
 
 
-def _eval_seconds(model, data, engine) -> float:
+def _eval_seconds(model, data, engine, batch_size: int = 64) -> float:
     start = time.perf_counter()
-    evaluate(model, data, 64, engine)
+    evaluate(model, data, batch_size, engine)
     return time.perf_counter() - start
 
 
+def measure(
+    overrides: list[str], method: str, precision: str, n_train: int, n_eval: int,
+    eval_batch: int = 64,
+) -> dict:  # fmt: skip
+    """Train and eval img/s of one method at one precision on synthetic 28 px images.
+
+    A fresh model; one warm-up round of one batch first. On a GPU also the peak
+    allocated and reserved memory (MiB) of the timed train and eval, measured from the
+    model alone (the last measurement's blocks are given back first); elsewhere ``None``.
+    The head method's training includes its feature pass (a first round's cost).
+    """
+    cfg = app_config([*overrides, f"peft.method='{method}' train.precision='{precision}'"])
+    gpu = resolve_device(cfg.train.device, "train.device").type == "cuda"
+    if gpu:  # what the last row left cached would count towards this row's peak
+        gc.collect()
+        torch.cuda.empty_cache()
+    model = build_model(cfg.model, cfg.peft, 10, cfg.seed)
+    engine = make_engine(model, cfg.train.device, precision)
+    train_local(model, synthetic_images(cfg.train.batch_size, 28), cfg.train, cfg.lr, 0, engine)
+    if gpu:
+        torch.cuda.reset_peak_memory_stats(engine.device)
+    t = _train_seconds(model, synthetic_images(n_train, 28), cfg, 1, engine)
+    e = _eval_seconds(model, synthetic_images(n_eval, 28, 1), engine, eval_batch)
+    out = {"train_img_s": n_train / t, "eval_img_s": n_eval / e,
+           "peak_allocated_mib": None, "peak_reserved_mib": None}  # fmt: skip
+    if gpu:
+        out["peak_allocated_mib"] = torch.cuda.max_memory_allocated(engine.device) / 2**20
+        out["peak_reserved_mib"] = torch.cuda.max_memory_reserved(engine.device) / 2**20
+    return out
+
+
 def speed(overrides: list[str], methods: list[str], n_train: int, n_eval: int) -> list[dict]:
-    """Train and eval img/s per method, fp32 and bf16 interleaved (a warm-up batch first)."""
+    """Train and eval img/s per method, fp32 and bf16 interleaved (:func:`measure`)."""
     rows = []
     for method in methods:
         row: dict = {"method": method}
         for precision in ("fp32", "bf16"):
-            cfg = app_config([*overrides, f"peft.method='{method}' train.precision='{precision}'"])
-            model = build_model(cfg.model, cfg.peft, 10, cfg.seed)
-            engine = make_engine(model, cfg.train.device, precision)
-            data = _partition(n_train, 28)
-            warm = _partition(cfg.train.batch_size, 28)
-            train_local(model, warm, cfg.train, cfg.lr, 0, engine)
-            gpu = engine.device.type == "cuda"
-            if gpu:
-                torch.cuda.reset_peak_memory_stats(engine.device)
-            t = _train_seconds(model, data, cfg, 1, engine)
-            e = _eval_seconds(model, _partition(n_eval, 28, 1), engine)
-            row[precision] = {"train_img_s": n_train / t, "eval_img_s": n_eval / e}
-            if gpu:
-                peak = torch.cuda.max_memory_allocated(engine.device)
-                row[precision]["peak_gpu_mib"] = peak / 2**20
+            m = measure(overrides, method, precision, n_train, n_eval)
+            row[precision] = {"train_img_s": m["train_img_s"], "eval_img_s": m["eval_img_s"]}
+            if m["peak_allocated_mib"] is not None:
+                row[precision]["peak_gpu_mib"] = m["peak_allocated_mib"]
+                row[precision]["peak_reserved_mib"] = m["peak_reserved_mib"]
         row["train_ratio"] = row["bf16"]["train_img_s"] / row["fp32"]["train_img_s"]
         row["eval_ratio"] = row["bf16"]["eval_img_s"] / row["fp32"]["eval_img_s"]
         log.info("%s: %s", method, row)
@@ -93,7 +117,7 @@ def head_round(overrides: list[str], n: int, rounds: int) -> dict:
         )
         model = build_model(cfg.model, cfg.peft, 10, cfg.seed)
         engine = make_engine(model, cfg.train.device, cfg.train.precision)
-        data = _partition(n, 28, 2)
+        data = synthetic_images(n, 28, 2)
         times = [_train_seconds(model, data, cfg, r, engine) for r in range(rounds)]
         out["cached" if cache else "uncached"] = times
     out["later_round_fraction"] = float(np.mean(out["cached"][1:]) / np.mean(out["uncached"]))

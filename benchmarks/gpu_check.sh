@@ -1,45 +1,31 @@
 #!/usr/bin/env bash
-# One short check for a machine with a CUDA GPU (<= 8 min; nothing else needs a GPU).
+# The app's GPU path checked in one run of at most 5 minutes, on a CUDA machine without
+# network whose Python has torch, timm and peft (with scikit-learn, numpy, grpcio, ...:
+# benchmarks/gpu_target_packages.txt). What else the run imports travels as wheels in
+# .whl/ (flwr, opacus, datasets, flwr-datasets and the few of their requirements that
+# Python lacks; benchmarks/gpu_wheels.sh fetches them on a machine with network). No Ray:
+# the federation runs in one process (fedpeft.inprocess) on scikit-learn's bundled digits.
 #
-#   bash benchmarks/gpu_check.sh            # writes under $OUT (default outputs/gpu-check)
+# On the CUDA machine, from the repository's root, in one command:
 #
-# 1. Per PEFT method: ViT-B/16 at 224 px, batch 64, local-training and evaluation img/s
-#    in fp32 and bf16 and peak GPU memory (benchmarks/engine.py "speed"; random weights:
-#    the device has no hub access and speed does not depend on the weights). The batches
-#    are 28 px uint8 resized to 224 px on the GPU, so the data path is in the figure.
-#    The figure to beat on an H200-class GPU: >= 3,000 img/s for LoRA training in bf16.
-# 2. A 2-round fedpeft-sim with 8 clients at 0.25 GPU each (4 share the GPU at a time),
-#    ViT-B/16 at 224 px on sklearn's digits (bundled: no download).
-# Results: $OUT/gpu.txt, $OUT/engine-vitb16-224.json, $OUT/sim/gpu-sim/metrics.json.
+#   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site \
+#       .whl/*.whl && PYTHONPATH=/tmp/site bash benchmarks/gpu_check.sh
+#
+# It prints one JSON summary on stdout (logs go to stderr) and writes it to
+# $OUT/gpu_check.json ($OUT: outputs/gpu-check unless set), rewritten after each section:
+# the GPU and its compute capability; what train.device='auto' and train.precision='auto'
+# resolve to and the TF32 flags; train and eval img/s of ViT-B/16 at 224 px (random
+# weights) for LoRA, head and full in bf16 and fp32 at batch 64 and 128, with peak reserved
+# GPU memory per row; a 2-round in-process federation of 8 LoRA clients (accuracy and
+# seconds per round); one local DP-SGD round; the largest difference between two identical
+# client rounds; tests/test_gpu_paths.py on the GPU. Sections plan for 270 s in all
+# (later ones are skipped when time runs short); the run is killed at 290 s.
+#
+#   bash benchmarks/gpu_check.sh --cpu   # the same on the CPU, tiny: ~20 s on 2 cores (CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 OUT=${OUT:-outputs/gpu-check}
 mkdir -p "$OUT"
-VITB="model.name='vit_base_patch16_224' model.weights='random' model.img-size=224"
-
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
-torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
-
-echo "== 1. engine speed per method (ViT-B/16, 224 px, batch 64)"
-timeout 330 "$PY" -m benchmarks.engine -c "$VITB train.batch-size=64 train.device='cuda'" \
-    --skip head memory --train-images 1920 --eval-images 3840 \
-    --out "$OUT/engine-vitb16-224.json"
-
-echo "== 2. fedpeft-sim: 8 clients at 0.25 GPU, 2 rounds"
-timeout 240 "$PY" -m fedpeft.launch --num-supernodes 8 --gpus-per-client 0.25 --timeout 200 \
-    -c "$VITB data.dataset='digits' data.train-size=0 data.test-size=0 server.num-rounds=2 \
-server.fraction-train=1.0 server.min-train-nodes=8 train.batch-size=64 \
-output.dir='$OUT/sim' output.run-name='gpu-sim'"
-"$PY" - "$OUT" <<'PY'
-import json, sys
-m = json.load(open(f"{sys.argv[1]}/sim/gpu-sim/metrics.json"))
-print("sim:", m["status"], [(r["round"], round(r["accuracy"], 3)) for r in m["rounds"]])
-e = json.load(open(f"{sys.argv[1]}/engine-vitb16-224.json"))
-for row in e["speed"]:
-    b = row["bf16"]
-    print(f"{row['method']:8s} bf16 train {b['train_img_s']:7.0f} img/s  eval {b['eval_img_s']:7.0f}"
-          f" img/s  peak {b.get('peak_gpu_mib', 0):6.0f} MiB  (x{row['train_ratio']:.2f} vs fp32)")
-PY
+exec timeout --kill-after=10 290 "$PY" -m benchmarks.gpu_check --out "$OUT/gpu_check.json" "$@"

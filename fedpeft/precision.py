@@ -89,7 +89,7 @@ def _fp16(device: torch.device) -> torch.dtype | None:
 
 
 # Measured on a 2-core AMD EPYC (AVX2, no AVX512-BF16/AMX), docs/BENCHMARKS.md "Engine".
-EMULATED_BF16_SLOWDOWN = "27-38x"
+EMULATED_BF16_SLOWDOWN = "27-38x"  # eval, train
 
 
 def native_bf16(device: torch.device) -> bool:
