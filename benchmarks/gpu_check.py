@@ -19,6 +19,8 @@ and the next one runs):
 * ``dp_round``: one round of the same federation with local DP-SGD (``dp.mode='local'``);
 * ``determinism``: one client's round trained twice from the same weights with the same
   seed; the largest absolute difference between the two results, per precision;
+* ``host_syncs``: how often one client's round made the host wait for the GPU (CUDA's
+  sync debug mode; GPU mode only): once, for the round's loss, when nothing else syncs;
 * ``gpu_path_tests``: ``tests/test_gpu_paths.py`` on this machine (GPU mode only);
 * ``imports``: the distributions the run imported, by where the target machine gets them
   (its own Python, the carried wheels, neither), and that it did not import Ray (blocked
@@ -101,7 +103,13 @@ GPU = Sizes(
     threads=0,
     budget_s=270.0,
     gpu_path_tests_s=90.0,
-    reserve_s={"federation": 60, "dp_round": 40, "determinism": 20, "gpu_path_tests": 45},
+    reserve_s={
+        "federation": 60,
+        "dp_round": 40,
+        "determinism": 20,
+        "host_syncs": 15,
+        "gpu_path_tests": 45,
+    },
 )
 CPU = Sizes(
     model="model.name='test_vit' model.weights='random' model.img-size=32",
@@ -274,6 +282,39 @@ def determinism(overrides: list[str], clients: int, precisions: list[str]) -> di
     return out
 
 
+def host_syncs(overrides: list[str], clients: int) -> dict:
+    """Host-device synchronisations during one client's round (CUDA's sync debug mode).
+
+    The loop should wait for the GPU once, when it reads the round's loss at the end.
+    """
+    import warnings
+
+    import torch
+
+    from benchmarks.plain_loop import app_config
+    from fedpeft.data import load_partition
+    from fedpeft.engine import make_engine
+    from fedpeft.model import build_model
+    from fedpeft.training import train_local
+
+    cfg = app_config(overrides)
+    data = load_partition(cfg.data, cfg.seed, cfg.model.img_size, 0, clients)
+    model = build_model(cfg.model, cfg.peft, data.num_classes, cfg.seed)
+    engine = make_engine(model, cfg.train.device, cfg.train.precision)
+    train_local(model, data, cfg.train, cfg.lr, 1, engine)  # warm-up: allocations, kernels
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            train_local(model, data, cfg.train, cfg.lr, 2, engine)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+    steps = -(-len(data) // cfg.train.batch_size) * cfg.train.epochs
+    return {"precision": engine.precision.name, "steps": steps, "syncs": len(syncs),
+            "first": syncs[:3]}  # fmt: skip
+
+
 def gpu_path_tests(limit_s: float) -> dict:
     """``tests/test_gpu_paths.py`` in a child pytest: its exit status and summary line."""
     if not GPU_PATH_TESTS.is_file():
@@ -364,6 +405,11 @@ def run(args: argparse.Namespace, blocked: list[str]) -> dict:
     precisions = ["bf16", "fp32"] if gpu or native else ["fp32"]
     report.section("determinism", lambda: determinism(fed, sizes.clients, precisions),
                    reserve("determinism", 0))  # fmt: skip
+    if gpu:
+        report.section("host_syncs", lambda: host_syncs(fed, sizes.clients),
+                       reserve("host_syncs", 0))  # fmt: skip
+    else:
+        report.data["skipped"]["host_syncs"] = "CUDA only (its sync debug mode)"
     if gpu and sizes.gpu_path_tests_s:
         limit = min(sizes.gpu_path_tests_s, report.left_s())
         report.section(
