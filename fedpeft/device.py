@@ -132,18 +132,6 @@ def set_threads(num_threads: int) -> int:
     return wanted
 
 
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t`` on ``device``; to a GPU from pinned memory without blocking the host.
-
-    A copy from pageable memory makes the host wait for the GPU's queue to drain (a
-    synchronisation every step); pinned memory comes from torch's caching host
-    allocator, which reuses a block only once the copy that read it has finished.
-    """
-    if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
 def release(device: torch.device) -> None:
     """Return cached allocator blocks after a client's work.
 

@@ -20,8 +20,9 @@ from torch import nn
 
 from . import metrics
 from .config import TrainConfig
+from .data.batches import to_device
 from .data.tensors import ImageTensors
-from .device import release, to_device
+from .device import release
 from .engine import Engine, make_engine
 from .features import cached_features
 

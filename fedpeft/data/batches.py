@@ -15,8 +15,20 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..device import to_device
 from ..registry import Registry
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; to a GPU from pinned memory without blocking the host.
+
+    A copy from pageable memory makes the host wait for the GPU's queue to drain (a
+    synchronisation every step); pinned memory comes from torch's caching host
+    allocator, which reuses a block only once the copy that read it has finished.
+    """
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 AUGMENTATIONS: Registry[Augment | None] = Registry("augmentation")
