@@ -41,7 +41,13 @@ from .helpers import ROOT, deploy_config, reply_bytes
 pytestmark = pytest.mark.e2e
 
 
-def _digits_folder(root: Path, count: int = 120) -> Path:
+# The image-folder SuperNode's images: twice the partition node's 575 training images
+# (1,437 digits in 2 partitions, a fifth held out), so on any CPU and under any load it is
+# still training in round 2 when the partition node replies, the moment it is killed.
+DEVICE_IMAGES = 1_440
+
+
+def _digits_folder(root: Path, count: int = DEVICE_IMAGES) -> Path:
     """A device's own images: sklearn digits as PNGs in <label>/ folders."""
     digits = load_digits()
     for i in range(count):
@@ -82,10 +88,11 @@ def fed(tmp_path_factory):
 
 
 # Round 1: both SuperNodes train; round 2: the partition node trains from its own B
-# (FedSA) while the image-folder SuperNode is SIGKILLed as it trains; then the partition
-# node restarts, and evaluates round 2 with B at its init: Flower keeps Context.state in
-# the SuperNode's memory. Each round one node (seeded by round, among the live ones)
-# evaluates on the fifth of its images it holds out. The server waits for 2 connected
+# (FedSA) and replies, the image-folder SuperNode (twice the images) is SIGKILLed as it
+# still trains; then the partition node restarts, and evaluates round 2 with B at its
+# init: Flower keeps Context.state in the SuperNode's memory. Each round one node
+# (seeded by round, among the live ones) evaluates on the fifth of its images it holds
+# out. The server waits for 2 connected
 # nodes (server.min-train-nodes; the impostor is one), so round 2's evaluation waits for
 # the restarted node. (A third round, to train it again, cost ~50 busy CPU-seconds: CI's
 # 15 minutes did not hold.) A round needs one reply; the round timeout is generous:
@@ -122,20 +129,22 @@ def deploy_run(fed):
     waiter = threading.Thread(target=lambda: result.extend(fed.cli.finish_run(run, 900)))
     waiter.start()
     deadline = time.monotonic() + 600
-    while node_log.read_text().count("Receiving: train message") < KILLED_IN:
-        assert time.monotonic() < deadline and waiter.is_alive(), "no train message"
-        time.sleep(0.2)
-    # The image-folder device dies (SIGKILL, whole process group) while training
-    fed.kill_supernode(1)
-    # The partition device, once the ServerApp has its reply, goes down (SIGTERM: it
-    # signs off) and comes back with its key while round 2 waits for the dead one (its
-    # heartbeat lapses, 30-60 s after the kill). Not sooner: Flower's link state answers
-    # a pull for a node that is offline with NODE_UNAVAILABLE even when its reply is
-    # already stored (seen here), and the ServerApp pulls every 3 s (HttpGrid)
     partition_log = fed.work / "supernode-1.log"
     while not _reply_sent(partition_log.read_text(), RESTARTED_AFTER):
         assert time.monotonic() < deadline and waiter.is_alive(), "no round-2 reply"
         time.sleep(0.05)
+    # The image-folder device dies (SIGKILL, whole process group) while it trains round 2:
+    # killed as the partition node replies, so round 2 waits for it until its heartbeat
+    # lapses (30-60 s), whatever the CPU's speed
+    trained = node_log.read_text()
+    assert trained.count("Receiving: train message") == KILLED_IN, trained[-2000:]
+    assert not _reply_sent(trained, KILLED_IN), "the image-folder node replied first"
+    fed.kill_supernode(1)
+    # The partition device, once the ServerApp has its reply, goes down (SIGTERM: it
+    # signs off) and comes back with its key while round 2 waits for the dead one. Not
+    # sooner: Flower's link state answers a pull for a node that is offline with
+    # NODE_UNAVAILABLE even when its reply is already stored (seen here), and the
+    # ServerApp pulls every 3 s (HttpGrid)
     time.sleep(2 * PULL_INTERVAL + 0.5)
     fed.kill_supernode(0, signal.SIGTERM)
     restarted_at = len(partition_log.read_text())
