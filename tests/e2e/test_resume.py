@@ -67,7 +67,7 @@ def runs(tmp_path_factory):
     # Prepare: the run whose ServerApp process dies in round 2, after aggregating ...
     killed = tmp / "outputs" / "killed"
     code, out, _ = run_app(tmp, SETUP + " fault.server-crash-round=2", supernodes=NODES,
-                           run_name="killed", timeout=300)  # fmt: skip
+                           run_name="killed")  # fmt: skip
     assert code != 0, "the killed run must not report success"
     assert "fault.server-crash-round=2: SIGKILL after aggregation" in run_log(tmp, "killed")
     bit = checkpoint_round(killed / "checkpoint.safetensors") == 1
