@@ -42,8 +42,8 @@ class ServerOptimizer:
     """
 
     slots: ClassVar[tuple[str, ...]] = ()
-    # server.lr when the run config leaves it at 0: each subclass declares its own, one
-    # that learns with every PEFT method on the default job (docs/RESULTS.md)
+    # server.lr when the run config leaves it at 0: each subclass declares its own, from
+    # the search on the default job (docs/RESULTS.md, "Server-lr search")
     default_lr: ClassVar[float]
 
     def __init__(self, params: OptParams) -> None:
@@ -154,7 +154,7 @@ class FedAdam(_Adaptive):
 class FedYogi(_Adaptive):
     """Yogi's additive second-moment update."""
 
-    default_lr = 0.01  # Flower's
+    default_lr = 0.01  # Flower's; 0.03 ends LoRA at 0.58 (RESULTS.md)
 
     def _second(self, v: Arrays, delta: Arrays) -> Arrays:
         beta2 = self.params.beta2
@@ -167,7 +167,7 @@ class FedAdagrad(_Adaptive):
     """Adagrad's accumulated squares; no first-moment momentum (as Flower's FedAdagrad)."""
 
     beta1_used = False
-    default_lr = 0.1  # Flower's
+    default_lr = 0.01  # Flower's 0.1 diverges LoRA in round 1 (RESULTS.md)
 
     def _second(self, v: Arrays, delta: Arrays) -> Arrays:
         return {k: x + delta[k] ** 2 for k, x in v.items()}

@@ -98,9 +98,9 @@ class ServerConfig:
                          "(Reddi et al. 2021; each as Flower's strategy of that name)",
                          choices=_optimizers)  # fmt: skip
     lr: float = key(0.0, "server learning rate of server.optimizer; 0 = that optimizer's "
-                    "default, one that learns with every method on the default job "
-                    "(docs/RESULTS.md): fedavg 1 (it ignores it), fedavgm 0.3, fedadam 0.03, "
-                    "fedyogi 0.01, fedadagrad 0.1 (fedavgm at 1 with momentum 0 is plain "
+                    "default, searched on the default job (docs/RESULTS.md, \"Server-lr "
+                    "search\"): fedavg 1 (it ignores it), fedavgm 0.3, fedadam 0.03, "
+                    "fedyogi 0.01, fedadagrad 0.01 (fedavgm at 1 with momentum 0 is plain "
                     "averaging)")  # fmt: skip
     momentum: float = key(0.9, "fedavgm: server momentum")
     beta1: float = key(0.9, "fedadam / fedyogi: first-moment decay")
