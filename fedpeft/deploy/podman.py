@@ -165,7 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("service")
     p.add_argument("-f", "--file", action="append", required=True, dest="files",
                    help="compose file, in stacking order (repeat)")  # fmt: skip
-    p.add_argument("--root", type=Path, default=Path.cwd(), help="project directory")
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=Path.cwd(),
+        help="where the compose files are (default: the current directory)",
+    )
+    p.add_argument("--project-dir", type=Path, default=None,
+                   help="what relative host paths (./certs, ./outputs, ...) are relative to "
+                   "(default: --root), as `docker compose --project-directory`")  # fmt: skip
     p.add_argument("--name", required=True, help="container name")
     p.add_argument("--image", required=True)
     p.add_argument("--secret-file", action="append", default=[], metavar="SECRET=PATH",
@@ -174,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extra", action="append", default=[], help="an option before the image")
     a = p.parse_args(argv)
     root = a.root.resolve()
+    project = (a.project_dir or root).resolve()
     secret_files = dict(s.split("=", 1) for s in a.secret_file)
-    args = run_args(load_stack(root, a.files), a.service, root=root, name=a.name,
+    args = run_args(load_stack(root, a.files), a.service, root=project, name=a.name,
                     image=a.image, secret_files=secret_files, restart=not a.no_restart,
                     extra=a.extra)  # fmt: skip
     for arg in args:
