@@ -21,7 +21,11 @@ mirror=${DEBIAN_MIRROR:-$(sed -n 's/^URIs: *\([^ ]*debian\)$/\1/p' /etc/apt/sour
     2>/dev/null | head -n1)}
 mirror=${mirror:-http://deb.debian.org/debian}
 root=$(mktemp -d /var/tmp/fedpeft-base.XXXXXX)
-trap 'rm -rf "$root"' EXIT
+cleanup() {  # debootstrap mounts /proc and /sys in the root: unmount before removing it
+    grep -o " $root/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    rm -rf --one-file-system "$root" "$root.log"
+}
+trap cleanup EXIT
 start=$(date +%s)
 host_arch=$(dpkg --print-architecture)
 if [ "$arch" = "$host_arch" ]; then
@@ -35,7 +39,6 @@ else
     chroot "$root" /debootstrap/debootstrap --second-stage >>"$root.log" 2>&1 \
         || { tail -20 "$root.log"; exit 1; }
 fi
-rm -f "$root.log"
 chroot "$root" python3 -m venv /opt/venv
 chroot "$root" apt-get clean
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin

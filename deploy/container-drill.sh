@@ -35,6 +35,9 @@ BASE_IMAGE=${BASE_IMAGE:-localhost/fedpeft-python:3.11-$arch}
 SUPERLINK_BASE_IMAGE=${SUPERLINK_BASE_IMAGE:-$BASE_IMAGE}
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://pypi.org/simple}
 ARM64=${ARM64:-1}
+# PyPI's aarch64 torch 2.14.1 cannot be installed (docker/constraints-arm64.txt says why)
+ARM64_TORCH_INDEX_URL=${ARM64_TORCH_INDEX_URL:-https://pypi.org/simple}
+ARM64_CONSTRAINTS=${ARM64_CONSTRAINTS:-docker/constraints-arm64.txt}
 FLWR_VERSION=1.42.0
 SUPERLINK_IMAGE=localhost/fedpeft-superlink:$FLWR_VERSION
 APP_IMAGE=localhost/fedpeft-app:$arch
@@ -98,7 +101,8 @@ phase1() {
         "$root/deploy/container-host.sh" binfmt arm64
         nice -n 19 "$root/deploy/container-base.sh" arm64 "$ARM64_BASE"
         build "$ARM64_IMAGE" docker/app.Dockerfile --platform linux/arm64 \
-            --build-arg "BASE_IMAGE=$ARM64_BASE" --build-arg "TORCH_INDEX_URL=https://pypi.org/simple"
+            --build-arg "BASE_IMAGE=$ARM64_BASE" --build-arg "TORCH_INDEX_URL=$ARM64_TORCH_INDEX_URL" \
+            --build-arg "CONSTRAINTS=$ARM64_CONSTRAINTS"
     fi
     log "phase 2: a loopback-only network namespace"
     exec unshare -n -m env DRILL_PHASE=2 "$0" "$@"
