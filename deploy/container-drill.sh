@@ -234,9 +234,9 @@ submit() {  # submit LOGFILE RUN_CONFIG: flwr run --stream in the background; se
     RUN_PID=$!
 }
 
-run_finished() {  # run_finished LOGFILE: the run's id, once `flwr run --stream` has ended
+finish() {  # finish LOGFILE: wait for `flwr run --stream` to end; sets RUN_ID (empty: none)
     wait "$RUN_PID" || true
-    sed -n 's/.*Successfully started run \([0-9]*\).*/\1/p' "$1" | head -n1
+    RUN_ID=$(sed -n 's/.*Successfully started run \([0-9]*\).*/\1/p' "$1" | head -n1)
 }
 
 metrics_ok() {  # metrics_ok RUN ROUNDS: metrics.json complete, every round aggregated
@@ -305,9 +305,9 @@ phase2() {
     log "supernode-1 stopped mid-round; starting it again in 10 s"
     sleep 10
     pm start fedpeft-drill-supernode-1 >/dev/null
-    local run1
-    run1=$(run_finished "$work/run1.log")
-    tail -3 "$work/run1.log"
+    finish "$work/run1.log"
+    local run1=$RUN_ID
+    tail -n 3 "$work/run1.log"
     check "run 1 submitted with flwr run (run id ${run1:-none})" test -n "$run1"
     check "metrics.json on the host: 2 rounds, each aggregated" metrics_ok drill 2
     check "the run's tensors on the host (final_trainable.safetensors)" \
@@ -319,7 +319,9 @@ phase2() {
         trained supernode-2 2
 
     log "an unregistered SuperNode (supernode-1's command, an unregistered key)"
-    start supernode-1 rogue "$APP_IMAGE" --no-restart --secret-file "supernode-1-key=$work/keys/rogue"
+    # (on its own port: the containers share one network)
+    start supernode-1 rogue "$APP_IMAGE" --no-restart --secret-file "supernode-1-key=$work/keys/rogue" \
+        --replace-flag=--port=9099
     check "unregistered SuperNode refused" wait_for 90 "the refusal" refused rogue
     check "still 2 SuperNodes online" test "$(nodes_online)" = 2
     pm rm -f -t 3 fedpeft-drill-rogue >/dev/null
@@ -337,8 +339,7 @@ phase2() {
         check "the arm64 SuperNode is aarch64 (under emulation)" is_aarch64 supernode-2
         check "arm64 SuperNode online beside the amd64 one" wait_for 300 "2 SuperNodes" online_at_least 2
         submit "$work/run2.log" "$RUN_CONFIG server.num-rounds=1 output.run-name='drill-arm64'"
-        local run2
-        run2=$(run_finished "$work/run2.log")
+        finish "$work/run2.log"
         check "run 2 (1 round, arm64 + amd64 SuperNodes) aggregated both" round_replies drill-arm64 1 2
         echo "  per message, Receiving -> Sent (s): amd64 supernode-1: $(message_seconds supernode-1)" \
             "| arm64 supernode-2 (emulated): $(message_seconds supernode-2)" | tee -a "$work/builds.txt"

@@ -155,3 +155,14 @@ def test_dockerfile_defaults_are_what_users_with_a_registry_get():
     # every pip install in the app image uses the repository's pins
     installs = re.findall(r"pip install[^\n]*", app)
     assert installs and all("-c /etc/fedpeft-constraints.txt" in i for i in installs)
+
+
+def test_a_flag_can_be_given_another_value(stack, tmp_path):
+    # Execute
+    args = podman.run_args(stack, "supernode-1", root=tmp_path, name="n", image="img", env={},
+                           replace={"--port": "9099"})  # fmt: skip
+    # Assert
+    assert _opts(_command(args, "img"), "--port") == ["9099"]
+    with pytest.raises(KeyError, match="--nope"):
+        podman.run_args(stack, "supernode-1", root=tmp_path, name="n", image="img", env={},
+                        replace={"--nope": "1"})  # fmt: skip

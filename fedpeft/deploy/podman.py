@@ -108,12 +108,15 @@ def run_args(
     secret_files: Mapping[str, str] | None = None,
     restart: bool = True,
     extra: Sequence[str] = (),
+    replace: Mapping[str, str] | None = None,
 ) -> list[str]:
     """``podman`` arguments (``run -d ...``) that start ``service`` of ``stack``.
 
     ``secret_files`` replaces a secret's file (e.g. an unregistered key, to see it
     refused), ``restart=False`` drops the restart policy, ``extra`` goes before the
-    image (e.g. ``--platform linux/arm64``). Relative host paths are resolved
+    image (e.g. ``--platform linux/arm64``), ``replace`` maps a command flag to a new
+    value (``{"--port": "9099"}``: a second copy of a service on the same host network).
+    Relative host paths are resolved
     against ``root``, as Compose does against the project directory.
 
     Raises
@@ -155,7 +158,12 @@ def run_args(
     command = spec.get("command", [])
     if isinstance(command, str):
         raise ValueError(f"{service}: a string command; the compose files use lists")
-    return args + [interpolate(str(a), env) for a in command]
+    command = [interpolate(str(a), env) for a in command]
+    for flag, value in (replace or {}).items():
+        if flag not in command:
+            raise KeyError(f"{service}: no {flag} in its command")
+        command[command.index(flag) + 1] = value
+    return args + command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,13 +188,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="use PATH as the secret's file")  # fmt: skip
     p.add_argument("--no-restart", action="store_true", help="drop the restart policy")
     p.add_argument("--extra", action="append", default=[], help="an option before the image")
+    p.add_argument("--replace-flag", action="append", default=[], metavar="FLAG=VALUE",
+                   help="the command's FLAG gets VALUE: --replace-flag=--port=9099")  # fmt: skip
     a = p.parse_args(argv)
     root = a.root.resolve()
     project = (a.project_dir or root).resolve()
     secret_files = dict(s.split("=", 1) for s in a.secret_file)
     args = run_args(load_stack(root, a.files), a.service, root=project, name=a.name,
                     image=a.image, secret_files=secret_files, restart=not a.no_restart,
-                    extra=a.extra)  # fmt: skip
+                    extra=a.extra,
+                    replace=dict(r.split("=", 1) for r in a.replace_flag))  # fmt: skip
     for arg in args:
         if "\n" in arg:
             raise ValueError(f"argument {arg!r} has a newline")
