@@ -183,6 +183,13 @@ wait_for() {  # wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds
 }
 
 online_at_least() { [ "$(nodes_online)" -ge "$1" ]; }
+online_since() {  # online_since N TIME: N SuperNodes online, each (re)connected at or after TIME (UTC)
+    flwr_op supernode ls fedpeft --format json 2>/dev/null | python3 -c '
+import json, sys
+nodes = json.load(sys.stdin).get("nodes", [])
+fresh = [n for n in nodes if n.get("status") == "online" and (n.get("online-at") or "")[:19] >= sys.argv[2]]
+sys.exit(0 if len(fresh) >= int(sys.argv[1]) else 1)' "$1" "$2"
+}
 link_up() { flwr_op supernode ls fedpeft --format json >/dev/null 2>&1; }
 trained() {  # trained NAME N: NAME's log shows N train messages received
     [ "$(pm logs "fedpeft-drill-$1" 2>&1 | grep -c 'Receiving: train message' || true)" -ge "$2" ]
@@ -327,10 +334,13 @@ phase2() {
     pm rm -f -t 3 fedpeft-drill-rogue >/dev/null
 
     log "SuperLink container restarted on its state volume"
+    local restarted
+    restarted=$(date -u '+%F %T')
     pm restart -t 10 fedpeft-drill-superlink >/dev/null
     wait_for 90 "the SuperLink" link_up || die "SuperLink not back"
     check "run $run1 still listed after the SuperLink restart (with-state.yml)" run_listed "$run1"
-    check "both SuperNodes reconnected after the SuperLink restart" wait_for 150 "2 SuperNodes" online_at_least 2
+    check "both SuperNodes reconnected after the SuperLink restart (online since $restarted)" \
+        wait_for 150 "2 SuperNodes back" online_since 2 "$restarted"
 
     if [ "$ARM64" = 1 ]; then
         log "arm64: supernode-2 from the linux/arm64 image (emulated by qemu-user-static)"
