@@ -345,10 +345,16 @@ phase2() {
     if [ "$ARM64" = 1 ]; then
         log "arm64: supernode-2 from the linux/arm64 image (emulated by qemu-user-static)"
         pm rm -f -t 10 fedpeft-drill-supernode-2 >/dev/null
+        local swapped
+        swapped=$(date -u '+%F %T')
         start supernode-2 supernode-2 "$ARM64_IMAGE"
         check "the arm64 SuperNode is aarch64 (under emulation)" is_aarch64 supernode-2
-        check "arm64 SuperNode online beside the amd64 one" wait_for 300 "2 SuperNodes" online_at_least 2
-        submit "$work/run2.log" "$RUN_CONFIG server.num-rounds=1 output.run-name='drill-arm64'"
+        check "arm64 SuperNode online beside the amd64 one" wait_for 300 "the arm64 SuperNode" \
+            online_since 1 "$swapped"
+        wait_for 60 "2 SuperNodes" online_at_least 2 || true
+        # emulated training is slow: a generous round timeout
+        submit "$work/run2.log" "$RUN_CONFIG server.num-rounds=1 server.round-timeout=1200.0 \
+output.run-name='drill-arm64'"
         finish "$work/run2.log"
         check "run 2 (1 round, arm64 + amd64 SuperNodes) aggregated both" round_replies drill-arm64 1 2
         echo "  per message, Receiving -> Sent (s): amd64 supernode-1: $(message_seconds supernode-1)" \
