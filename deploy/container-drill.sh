@@ -59,6 +59,12 @@ pm() { podman "${PODMAN_OPTS[@]}" "$@"; }
 # Phase 1, in the host's network (builds fetch from PyPI): images, then phase 2 isolated.
 # ---------------------------------------------------------------------------------------
 build() {  # build TAG DOCKERFILE [podman build options]: times it, records time and size
+    local tag=$1 file=$2
+    shift 2
+    try_build "$tag" "$file" "$@" || die "building $tag"
+}
+
+try_build() {  # as build, but returns non-zero when the build fails
     local tag=$1 file=$2 start secs size
     shift 2
     if pm image exists "$tag" && [ "${REBUILD:-0}" != 1 ]; then
@@ -69,7 +75,7 @@ build() {  # build TAG DOCKERFILE [podman build options]: times it, records time
     start=$(date +%s)
     nice -n 19 podman "${PODMAN_OPTS[@]}" build "${BUILD_OPTS[@]}" -f "$file" -t "$tag" "$@" \
         "$root" >"$work/build-${tag##*/}.log" 2>&1 \
-        || { tail -30 "$work/build-${tag##*/}.log"; die "building $tag"; }
+        || { tail -n 30 "$work/build-${tag##*/}.log"; return 1; }
     secs=$(($(date +%s) - start))
     size=$(pm image inspect --format '{{.Size}}' "$tag")
     echo "$tag $secs s $size B" >>"$work/builds.txt"
@@ -100,9 +106,11 @@ phase1() {
     if [ "$ARM64" = 1 ]; then
         "$root/deploy/container-host.sh" binfmt arm64
         nice -n 19 "$root/deploy/container-base.sh" arm64 "$ARM64_BASE"
-        build "$ARM64_IMAGE" docker/app.Dockerfile --platform linux/arm64 \
+        rm -f "$work/arm64-build-failed"
+        try_build "$ARM64_IMAGE" docker/app.Dockerfile --platform linux/arm64 \
             --build-arg "BASE_IMAGE=$ARM64_BASE" --build-arg "TORCH_INDEX_URL=$ARM64_TORCH_INDEX_URL" \
-            --build-arg "CONSTRAINTS=$ARM64_CONSTRAINTS"
+            --build-arg "CONSTRAINTS=$ARM64_CONSTRAINTS" \
+            || touch "$work/arm64-build-failed"  # the federation still runs; the summary fails
     fi
     log "phase 2: a loopback-only network namespace"
     exec unshare -n -m env DRILL_PHASE=2 "$0" "$@"
@@ -342,7 +350,9 @@ phase2() {
     check "both SuperNodes reconnected after the SuperLink restart (online since $restarted)" \
         wait_for 150 "2 SuperNodes back" online_since 2 "$restarted"
 
-    if [ "$ARM64" = 1 ]; then
+    if [ "$ARM64" = 1 ] && [ -e "$work/arm64-build-failed" ]; then
+        check "the linux/arm64 image built (log: $work/build-${ARM64_IMAGE##*/}.log)" false
+    elif [ "$ARM64" = 1 ]; then
         log "arm64: supernode-2 from the linux/arm64 image (emulated by qemu-user-static)"
         pm rm -f -t 10 fedpeft-drill-supernode-2 >/dev/null
         local swapped
