@@ -46,7 +46,7 @@ ARM64_IMAGE=localhost/fedpeft-app:arm64
 STACK=(-f docker-compose.yml -f docker/with-state.yml -f docker/with-tls.yml -f docker/with-auth.yml)
 NAMES=(superlink serverapp supernode-1 supernode-2 rogue)  # fedpeft-drill-<name>
 RUN_CONFIG="model.img-size=28 data.source='builtin' data.dataset='digits' data.train-size=0 \
-data.test-size=0 server.fraction-train=1.0 server.min-train-nodes=2 server.round-timeout=240.0 \
+data.test-size=0 server.fraction-train=1.0 server.min-train-nodes=2 \
 peft.method='lora' peft.lora.lr=0.005 train.num-threads=1 output.dir='/app/outputs'"
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 die() {
@@ -313,7 +313,7 @@ phase2() {
     check "2 SuperNodes online (TLS + authenticated)" wait_for 120 "2 SuperNodes" online_at_least 2
 
     log "run 1: 2 rounds; supernode-1 is stopped while it trains round 1, then started again"
-    submit "$work/run1.log" "$RUN_CONFIG server.num-rounds=2 output.run-name='drill'"
+    submit "$work/run1.log" "$RUN_CONFIG server.num-rounds=2 server.round-timeout=240.0 output.run-name='drill'"
     wait_for 600 "supernode-1's first train message" trained supernode-1 1 \
         || die "supernode-1 got no train message"
     pm stop -t 20 fedpeft-drill-supernode-1 >/dev/null
@@ -342,13 +342,14 @@ phase2() {
     pm rm -f -t 3 fedpeft-drill-rogue >/dev/null
 
     log "SuperLink container restarted on its state volume"
-    local restarted
-    restarted=$(date -u '+%F %T')
     pm restart -t 10 fedpeft-drill-superlink >/dev/null
     wait_for 90 "the SuperLink" link_up || die "SuperLink not back"
     check "run $run1 still listed after the SuperLink restart (with-state.yml)" run_listed "$run1"
-    check "both SuperNodes reconnected after the SuperLink restart (online since $restarted)" \
-        wait_for 150 "2 SuperNodes back" online_since 2 "$restarted"
+    # A SuperNode counts as offline once it misses 2 heartbeats (30 s apart): both still
+    # online 75 s after the restart means their heartbeats reach the restarted SuperLink.
+    sleep 75
+    check "both SuperNodes still online 75 s after the SuperLink restart (heartbeats reach it)" \
+        online_at_least 2
 
     if [ "$ARM64" = 1 ] && [ -e "$work/arm64-build-failed" ]; then
         check "the linux/arm64 image built (log: $work/build-${ARM64_IMAGE##*/}.log)" false

@@ -39,14 +39,22 @@ import json
 import os
 import sys
 
-args = sys.argv[1:]
-if "--bundle" in args:
-    config = os.path.join(args[args.index("--bundle") + 1], "config.json")
-    with open(config) as f:
+def strip(path, key):
+    """Drop rlimits from the JSON at path (a bundle's config.json or an exec's process.json)."""
+    with open(path) as f:
         spec = json.load(f)
-    if spec.get("process", {}).pop("rlimits", None) is not None:
-        with open(config, "w") as f:
+    process = spec.get("process", {}) if key == "process" else spec
+    if process.pop("rlimits", None) is not None:
+        with open(path, "w") as f:
             json.dump(spec, f)
+
+
+args = sys.argv[1:]
+for i, arg in enumerate(args[:-1]):
+    if arg == "--bundle":  # create/run: the container's process
+        strip(os.path.join(args[i + 1], "config.json"), "process")
+    elif arg == "--process":  # exec: a process of its own
+        strip(args[i + 1], "")
 os.execv("/usr/bin/crun", ["/usr/bin/crun", *args])
 PY
     chmod 755 "$tmp"
