@@ -89,6 +89,7 @@ phase1() {
     done
     mkdir -p "$work"
     : >"$work/builds.txt"
+    : >"$work/measured.txt"
     export FEDPEFT_HOST_MOUNT_NS
     FEDPEFT_HOST_MOUNT_NS=$(readlink /proc/self/ns/mnt)
     if [[ "$BASE_IMAGE" == localhost/fedpeft-python:* ]]; then
@@ -137,6 +138,7 @@ cleanup() {
     echo
     echo "== container drill summary ($(date -u +%F), $(uname -m)) =="
     [ -s "$work/builds.txt" ] && sed 's/^/build  /' "$work/builds.txt"
+    [ -s "$work/measured.txt" ] && cat "$work/measured.txt"
     printf '%s\n' "${CHECKS[@]}"
     if [ "$left" = 0 ]; then
         echo "ok    every fedpeft-drill-* container removed"
@@ -369,14 +371,14 @@ output.run-name='drill-arm64'"
         finish "$work/run2.log"
         check "run 2 (1 round, arm64 + amd64 SuperNodes) aggregated both" round_replies drill-arm64 1 2
         echo "  per message, Receiving -> Sent (s): amd64 supernode-1: $(message_seconds supernode-1)" \
-            "| arm64 supernode-2 (emulated): $(message_seconds supernode-2)" | tee -a "$work/builds.txt"
+            "| arm64 supernode-2 (emulated): $(message_seconds supernode-2)" | tee -a "$work/measured.txt"
         for image in "$APP_IMAGE" "$ARM64_IMAGE"; do
             local t0
             t0=$(date +%s%N)
             pm run --rm --name fedpeft-drill-operator --network none --entrypoint python "$image" \
                 -c "import torch, timm, peft, flwr, client_app.app" >/dev/null 2>&1
             echo "  ClientApp imports (torch, timm, peft, flwr, the app) in $image:" \
-                "$((($(date +%s%N) - t0) / 1000000)) ms" | tee -a "$work/builds.txt"
+                "$((($(date +%s%N) - t0) / 1000000)) ms" | tee -a "$work/measured.txt"
         done
     fi
 }
