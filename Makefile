@@ -1,6 +1,8 @@
 # One command to set up and run the default federated job, one to run the tests.
 #   make run    venv + data + `flwr run` simulation of the default job (10 clients)
 #   make test   venv + data + the whole test suite (what CI runs)
+#   make containers   the container drill (deploy/container-drill.sh): root + podman, minutes;
+#               not part of `make test`
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +11,7 @@ STAMP := $(VENV)/.installed
 SUPERNODES ?= 10
 RUN_CONFIG ?=
 
-.PHONY: run test lint data install clean
+.PHONY: run test lint data install clean containers
 
 # uv installs the same pins (constraints.txt) as pip would: the same 152 packages at the
 # same versions, in 84 s where pip took 3 min 35 s (a cold cache each, most of it torch's
@@ -46,6 +48,11 @@ run: $(STAMP) data
 # not in the order tests/conftest.py puts the long end-to-end files in.
 test: $(STAMP) data
 	$(PY) -m pytest -n 3 --dist loadfile --no-loadscope-reorder
+
+# Images from this repository, a TLS + authentication federation in containers, its drills
+# and an emulated arm64 SuperNode (docs/DEPLOY.md, "Containers"). Needs root and podman.
+containers:
+	deploy/container-drill.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -166,5 +166,5 @@ def test_the_dockerfiles_torch_index_is_the_build_arg_the_gpu_overlay_sets():
     dockerfile = (ROOT / "docker" / "app.Dockerfile").read_text()
     # Assert: the arg exists, CPU wheels by default, and torch is installed from it
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in dockerfile
-    assert 'pip install --index-url "${TORCH_INDEX_URL}"' in dockerfile
+    assert '--index-url "${TORCH_INDEX_URL}" ${TORCH_PACKAGES}' in dockerfile
     assert compose.CUDA_TORCH_INDEX.startswith("https://download.pytorch.org/whl/cu")

@@ -63,7 +63,9 @@ def _link(tls: bool, auth: bool, state: bool) -> list[str]:
 
 
 def _node(i: int, tls: bool, auth: bool) -> list[str]:
-    return supernode_args(superlink=NODE_LINK, host="127.0.0.1", port=SUPERNODE_PORT,
+    # One port per SuperNode (9094, 9095, ...): the same inside separate containers, and
+    # free of clashes when all containers share one host network (deploy/container-drill.sh).
+    return supernode_args(superlink=NODE_LINK, host="127.0.0.1", port=SUPERNODE_PORT + i,
                           node_config=NODE_CONFIGS[i], root_ca=f"{CERTS}/ca.crt" if tls else None,
                           auth_key=f"/app/keys/supernode-{i + 1}" if auth else None)  # fmt: skip
 
