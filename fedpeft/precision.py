@@ -88,8 +88,8 @@ def _fp16(device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-# Measured on a 2-core AMD EPYC (AVX2, no AVX512-BF16/AMX), docs/BENCHMARKS.md "Engine".
-EMULATED_BF16_SLOWDOWN = "27-38x"  # eval, train
+# Evaluation and training, docs/BENCHMARKS.md "Engine".
+EMULATED_BF16_SLOWDOWN = "27-38x slower than fp32 on a 2-core AMD EPYC with AVX2"
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -131,7 +131,7 @@ def warn_if_emulated(name: str, device: torch.device, key: str) -> bool:
         _warned.add(key)
         log.warning(
             "%s='bf16' on a CPU without native bf16 (no AVX512-BF16 or AMX): autocast is "
-            "emulated, %s slower than fp32 here; use %s='auto' or 'fp32'",
+            "emulated (%s); use %s='auto' or 'fp32'",
             key, EMULATED_BF16_SLOWDOWN, key,
         )  # fmt: skip
     return True
