@@ -33,7 +33,10 @@ pytestmark = pytest.mark.e2e
 SIGMA, DELTA, BATCH = 1.0, 1e-4, 64
 LOCAL = (
     f"server.num-rounds=2 dp.mode='local' dp.noise-multiplier={SIGMA} dp.clip-norm=1.0 "
-    f"dp.delta={DELTA} train.batch-size={BATCH} peft.lora.federation='fedsa'"
+    f"dp.delta={DELTA} train.batch-size={BATCH} peft.lora.federation='fedsa' "
+    # 160 images per client (3 DP-SGD steps a round): what is checked is the accounting and
+    # FedSA's kept B, not learning
+    "data.train-size=480"
 )
 
 # --cpus-per-client 2: one actor on the head's 2 CPUs (as helpers.CPUS_PER_CLIENT), since
