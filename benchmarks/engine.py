@@ -9,8 +9,9 @@ Three measurements, each side by side in one run (the machines are noisy):
 * ``head``: one head-only client round on its partition with the feature cache
   (its first round computes the features, later rounds reuse them) and without;
 * ``memory``: peak RSS of a worker process holding a CIFAR-sized partition (50,000
-  synthetic 32 px RGB images) for a 224 px model, stored at 224 px (what the engine
-  did before) and at the source's 32 px (now); each in a fresh child process.
+  synthetic 32 px RGB images) for a 224 px model, stored at 224 px (every image resized
+  when loaded) and at the source's 32 px (as the data pipeline stores it); each in a
+  fresh child process.
 """
 
 from __future__ import annotations
@@ -132,9 +133,9 @@ from fedpeft.data.tensors import to_uint8
 n, stored = int(sys.argv[1]), int(sys.argv[2])
 rng = np.random.default_rng(0)
 images = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(n)]
-if stored > 32:  # the engine before: every image resized to the model's size when loaded
+if stored > 32:  # stored at the model's size: every image resized when loaded
     images = [img.resize((stored, stored), Image.Resampling.BICUBIC) for img in images]
-    # (to_uint8 caps at the source's size, which is now the model's)
+    # (to_uint8 caps at the source's size, here the model's)
 arr = to_uint8(images, stored)
 print(json.dumps({"stored": list(arr.shape), "tensor_mib": arr.nbytes / 2**20,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -6,7 +6,7 @@ partition id), so a run aggregates bit-identically however replies arrive.
 their papers do, because a weight is as easy to forge as a tensor.
 
 ``server.aggregation`` names one of :data:`RULES`: adding a rule is one function
-registered here (the run config, its error messages and the README table follow).
+registered here (the run config, its error messages and the docs/CONFIG.md table follow).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ shape, so the receiver can check an encoded tensor *before* it decodes it, and
 indices in range, unique, sorted). Adding a codec is a class registered in :data:`CODECS`.
 
 Written here rather than taken from a library: Flower ships no update compression, and
-NVFlare's quantisation filters are tied to its own message types (``../shared/ANCHORS.md``).
+NVFlare's quantisation filters are tied to its own message types (NVFlare's documentation
+of its ``nvflare.app_opt.pt.quantization`` filters).
 numpy has no bfloat16, so ``bf16`` carries the bit pattern as ``uint16`` (torch does the
 round-to-nearest-even conversion).
 """

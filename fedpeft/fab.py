@@ -4,8 +4,9 @@ flwr 1.42's ``build_fab_from_disk`` lists every file under the app folder (``os.
 a ``resolve()`` per file) before its ``.gitignore`` filter drops most of them: with the
 project's ``.venv`` inside, about 60,000 files and 6-8 s of every ``flwr run`` here.
 :func:`stage_app` copies the app to a scratch folder, pruning the directories the app's
-``.gitignore`` ignores (and ``.git``) — files Flower's own filter drops anyway — so the
-FAB Flower builds from the copy holds the same files (``tests/test_fab.py``).
+``.gitignore`` ignores (and ``.git``, a directory or, in a git worktree, a file) — files
+Flower's own filter drops anyway — so the FAB Flower builds from the copy holds the same
+files (``tests/test_fab.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def stage_app(app: Path, dest: Path) -> Path:
         ]  # fmt: skip
         for name in filenames:
             src = here / name
-            if src.is_symlink() or spec.match_file((rel / name).as_posix()):
+            if name == ".git" or src.is_symlink() or spec.match_file((rel / name).as_posix()):
                 continue
             (dest / rel).mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel / name)

@@ -12,7 +12,7 @@ listeners cannot reach any other address (``--netns never`` to disable).
 ``RAY_ADDRESS`` in the environment attaches the simulation to an existing
 Ray cluster instead of starting one. ``--gpus-per-client 0.25`` gives each
 ClientApp a quarter of a GPU in Ray's bookkeeping: four run at once per GPU
-(Ray does not cap their memory; README, "GPUs"). ``--cpus-per-client`` is a whole
+(Ray does not cap their memory; docs/GPU.md). ``--cpus-per-client`` is a whole
 number of CPUs, as Flower counts them; more clients than cores share a GPU through
 ``--gpus-per-client`` alone.
 """

@@ -3,7 +3,7 @@
 Every choice a run-config key offers (aggregation rules, data sources, built-in
 datasets, partitioners) is the set of names registered here by the module that
 implements them, so adding one is one registration and the config's validation,
-error messages and README table follow. PEFT methods have their own registry
+error messages and docs/CONFIG.md table follow. PEFT methods have their own registry
 (:mod:`peft_strategies.registry`), which holds method instances by class name and
 keeps that package free of this one.
 """

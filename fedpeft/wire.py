@@ -6,7 +6,7 @@ codec (:mod:`fedpeft.codecs`): the main part under ``k``, the others under ``k#<
 the tensors' parts concatenated in sorted key order. The message names its codec in a ConfigRecord
 (:data:`COMM`): the downlink in the train config (``comm-downlink``), the uplink in the
 reply's ``comm`` record (``codec``). With ``comm.uplink = "none"`` a reply is the plain
-fp32 weights, exactly as before compression existed; any other uplink codec sends the
+fp32 weights, exactly as without compression; any other uplink codec sends the
 **update** (trained − received), which the server adds back to what it sent. The
 downlink only sends weights, so only codecs that can carry weights are offered there.
 

@@ -15,7 +15,7 @@ client contributes a zero update; the denominator does not change. Weights
 dependent sensitivity. Each release is the Gaussian mechanism on ``m`` clients
 sampled without replacement from the ``N`` connected, composed by
 :mod:`server_app.central_accounting` (replace-one adjacency). What that does and
-does not guarantee: README, "Differential privacy".
+does not guarantee: docs/PRIVACY.md.
 """
 
 from __future__ import annotations

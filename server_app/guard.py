@@ -14,8 +14,8 @@ Two bounds on a reply's update norm ‖reply − sent‖, both on by default
   times larger than the round's typical one is refused; a round of identical honest
   updates has every norm equal to the median and passes.
 
-The defaults come from measured honest updates (``benchmarks/guard.py``, README
-"Reliability"); ``0`` turns a bound off. ``server.max-update-norm`` stays an explicit,
+The defaults come from measured honest updates (``benchmarks/guard.py``,
+docs/RELIABILITY.md); ``0`` turns a bound off. ``server.max-update-norm`` stays an explicit,
 absolute bound of its own.
 """
 

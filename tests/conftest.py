@@ -14,13 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The longest files first, each given to the next free worker (`make test` passes
 # --no-loadscope-reorder: by default pytest-xdist orders files by their number of tests,
-# which had put these behind parametrized unit files, test_resume ~440 s into the run).
+# which puts these behind parametrized unit files, test_resume starting ~440 s into the run).
 # Seconds each file took in the fresh-clone CI run of 2026-12-03 (-n 3, three
 # files at once on 2 cores). The files that mostly wait (a dead node's heartbeat in
 # test_deploy, a round timeout in test_straggler) come early, so that their waits overlap
 # the busy runs instead of ending the suite. Only the order changes; a file not listed
 # keeps its place after these.
-LONGEST_FIRST = (  # session 14
+LONGEST_FIRST = (
     "e2e/test_deploy.py",  # 290 (one 2-round run; 370 with 3 rounds)
     "e2e/test_simulation.py",  # 260 (the learning run, the SIGTERM drill, a bad config)
     "e2e/test_resume.py",  # 360 (the killed run, the in-process reference, the resumed run)

@@ -141,7 +141,7 @@ def test_without_sampling_epsilon_is_the_gaussian_at_sensitivity_2c():
 
 
 def test_an_older_poisson_accountant_checkpoint_is_not_continued():
-    # Prepare: the state an earlier version wrote (Opacus history at q = m/N)
+    # Prepare: a Poisson accountant's state (Opacus history at q = m/N)
     dp = CentralDp(DpConfig(mode="central"), 3, seed=0)
     # Execute / Assert
     with pytest.raises(ValueError, match="older format"):

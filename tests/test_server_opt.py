@@ -122,7 +122,7 @@ def test_server_lr_help_states_every_registered_default():
     (doc,) = [d for d in declared_keys() if d.key == "server.lr"]
     # Execute
     stated = {name: f"{name} {OPTIMIZERS[name].default_lr:g}" for name in OPTIMIZERS}
-    # Assert: the README table (generated from the help) agrees with the classes
+    # Assert: docs/CONFIG.md's table (generated from the help) agrees with the classes
     assert doc.default == 0.0
     assert {name: text for name, text in stated.items() if text not in doc.help} == {}
 

@@ -9,7 +9,7 @@
 * :mod:`.merge`: several ``--run-config`` arguments merged key by key.
 * :mod:`.node`: a SuperNode's ``--node-config``.
 * :mod:`.recorded`: the config a run recorded in ``metrics.json`` → :class:`RunConfig`.
-* :mod:`.docs`: the README's key table, generated.
+* :mod:`.docs`: the key table of docs/CONFIG.md, generated.
 """
 
 from .comm import CommConfig

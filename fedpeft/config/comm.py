@@ -25,7 +25,7 @@ class CommConfig:
                       "sends the update (trained − received), decoded and checked by the server "
                       "before the usual checks", choices=_codecs)  # fmt: skip
     downlink: str = key("none", "codec of the global weights sent to clients: `none`, `fp16` "
-                        "or `bf16` (int8 / topk are for updates; see \"Compression\")",
+                        "or `bf16` (int8 / topk are for updates; see docs/COMPRESSION.md)",
                         choices=_codecs)  # fmt: skip
     int8_block: int = key(0, "int8: values per absmax scale; 0 = one scale per tensor")
     topk_fraction: float = key(0.1, "topk: fraction of each tensor's entries sent (the largest "

@@ -1,7 +1,8 @@
-"""The README's run-config table, generated from the declared keys.
+"""The run-config reference table of ``docs/CONFIG.md``, generated from the declared keys.
 
 ``python -m fedpeft.config.docs`` rewrites the table between the markers in
-README.md; a test fails when the committed table differs from :func:`table`.
+docs/CONFIG.md (run from the repository root); a test fails when the committed table
+differs from :func:`table`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .merge import literal
 from .parse import declared_keys
 
 BEGIN, END = "<!-- config-table:begin -->", "<!-- config-table:end -->"
+DEFAULT_PATH = Path("docs/CONFIG.md")
 
 
 def _cell(text: str) -> str:
@@ -36,19 +38,19 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def render(readme: str) -> str:
-    """``readme`` with the text between the markers replaced by the current table."""
-    head, found, rest = readme.partition(BEGIN)
+def render(text: str) -> str:
+    """``text`` with the part between the markers replaced by the current table."""
+    head, found, rest = text.partition(BEGIN)
     if not found or END not in rest:
-        raise ValueError(f"README has no {BEGIN} ... {END} section")
+        raise ValueError(f"no {BEGIN} ... {END} section to rewrite")
     _, _, tail = rest.partition(END)
     return f"{head}{BEGIN}\n{table()}\n{END}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite the table in README.md (or the file given)."""
+    """Rewrite the table in docs/CONFIG.md (or the file given)."""
     args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0] if args else "README.md")
+    path = Path(args[0]) if args else DEFAULT_PATH
     path.write_text(render(path.read_text()))
     return 0
 

@@ -24,7 +24,7 @@ class DpConfig:
     """
 
     mode: str = key("none", "`none`, `local` (DP-SGD on every client, Opacus) or `central` "
-                    "(the server clips and noises); see \"Differential privacy\"")  # fmt: skip
+                    "(the server clips and noises); see docs/PRIVACY.md")  # fmt: skip
     clip_norm: float = key(1.0, "C: per-sample gradient bound (local) / per-client update "
                            "bound (central)")  # fmt: skip
     noise_multiplier: float = key(1.0, "σ; noise std = σ·C (used when dp.calibrate = false)")

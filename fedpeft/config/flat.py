@@ -3,7 +3,7 @@
 A field declares its key's default, its one-line ``help`` and, where the value
 names an implementation, the registry it must be in (:func:`key`), the way
 peft's configs carry ``metadata={"help": ...}``. The parser, the start-up
-validation, the defaults test and the README table all read those declarations.
+validation, the defaults test and the docs/CONFIG.md table all read those declarations.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def check_choices(obj: Any, prefix: str) -> None:
 
 @dataclass(frozen=True)
 class KeyDoc:
-    """One run-config key as declared: what the README table and the defaults test read."""
+    """One run-config key as declared: what the docs/CONFIG.md table and the defaults test read."""
 
     key: str
     default: Any

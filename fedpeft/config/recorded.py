@@ -3,7 +3,7 @@
 The record is turned back into flat run-config keys and parsed by
 :func:`~fedpeft.config.parse.parse_run_config`, so it is validated exactly as the run's
 own config was. A key added since the run was made takes its default (by this
-project's rule, the old behaviour); a key the schema no longer knows is refused,
+project's rule, the old behaviour); a key the schema does not know is refused,
 naming it.
 """
 

@@ -29,7 +29,7 @@ def _precisions() -> Any:
 
 
 # The poisoning guard's defaults (server_app/guard.py), from measured honest updates
-# (benchmarks/guard.py; README "Reliability").
+# (benchmarks/guard.py; docs/RELIABILITY.md).
 GUARD_ROUND_FACTOR = 5.0
 GUARD_MODEL_FACTOR = 100.0
 
