@@ -12,6 +12,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedpeft import protocol
 from fedpeft.aggregation import RuleParams
 from fedpeft.arrays import payload_bytes, theoretical_bytes, to_arrayrecord, wire_bytes
 from fedpeft.codecs import configured
@@ -125,14 +126,15 @@ def _uplink_keys(cfg: RunConfig, shared: frozenset[str]) -> Callable[[int], froz
 def wire_metadata(cfg: RunConfig) -> dict[str, dict[str, object]]:
     """The run record's ``wire``: what each direction carries, and in which codec."""
     out: dict[str, dict[str, object]] = {}
-    for direction, payload in (("uplink", "update"), ("downlink", "weights")):
+    for direction, payload in (("uplink", protocol.UPDATE), ("downlink", "weights")):
         codec = configured(cfg.comm, direction)
-        if codec.name == "none":
-            out[direction] = {"codec": "none", "payload": "weights", "carried_as": "float32"}
+        if not codec.encodes:
+            payload, carried_as = "weights", "float32"
         else:
-            out[direction] = {"codec": codec.name, "payload": payload,
-                              "carried_as": codec.carried_as}  # fmt: skip
-    if cfg.comm.uplink != "none":
+            carried_as = codec.carried_as
+        out[direction] = {protocol.CODEC: codec.name, protocol.PAYLOAD: payload,
+                          "carried_as": carried_as}  # fmt: skip
+    if configured(cfg.comm, "uplink").encodes:
         out["uplink"]["error_feedback"] = cfg.comm.feedback
     return out
 

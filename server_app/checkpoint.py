@@ -22,9 +22,11 @@ from flwr.app import Array, ArrayRecord
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from fedpeft.run_folder import CHECKPOINT
+
 log = logging.getLogger(__name__)
 
-FILENAME = "checkpoint.safetensors"
+FILENAME = CHECKPOINT
 _TORCH_RNG = "__rng__.torch"
 _STATE = "__state__."  # strategy state kept as tensors (server optimizer moments)
 _BEST = "__best__."  # the trainable tensors of the best round so far

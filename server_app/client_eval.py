@@ -22,6 +22,16 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from fedpeft.protocol import (
+    EVAL_ACC,
+    EVAL_LOSS,
+    EVALUATE,
+    NUM_EXAMPLES,
+    SERVER_ROUND,
+    is_number,
+    is_positive_int,
+)
+
 from .downlink import Downlink
 from .rounds import RoundStats
 from .validation import check_envelope, reply_node
@@ -36,14 +46,14 @@ def check_evaluation(
     if content.array_records or len(content.metric_records) != 1:
         return "an evaluate reply carries exactly one MetricRecord and no arrays"
     metrics = next(iter(content.metric_records.values()))
-    n, acc, loss = (metrics.get(k) for k in ("num-examples", "eval-acc", "eval-loss"))
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+    n, acc, loss = (metrics.get(k) for k in (NUM_EXAMPLES, EVAL_ACC, EVAL_LOSS))
+    if not is_positive_int(n):
         return f"num-examples={n!r} is not a positive integer"
     if max_num_examples and n > max_num_examples:
         return f"num-examples={n} is implausibly large (limit {max_num_examples})"
-    if isinstance(acc, bool) or not isinstance(acc, int | float) or not 0 <= acc <= 1:
+    if not is_number(acc) or not 0 <= acc <= 1:
         return f"eval-acc={acc!r} is not an accuracy in [0, 1]"
-    if isinstance(loss, bool) or not isinstance(loss, int | float) or loss < 0:
+    if not is_number(loss) or loss < 0:
         return f"eval-loss={loss!r} is not a loss >= 0"
     return n, float(acc), float(loss)
 
@@ -70,8 +80,8 @@ class ClientEvaluation(Downlink):
             return []
         node_ids = self.nodes.sample(grid, server_round, self.fraction_evaluate,
                                      self.min_evaluate_nodes, self.min_available_nodes)  # fmt: skip
-        config["server-round"] = server_round
-        messages = self.downlink_messages(node_ids, arrays, config, "evaluate", str(server_round))
+        config[SERVER_ROUND] = server_round
+        messages = self.downlink_messages(node_ids, arrays, config, EVALUATE, str(server_round))
         self._eval_sent = {server_round: messages}
         log.info("round %d: evaluating on partitions %s", server_round,
                  self.nodes.partitions(node_ids))  # fmt: skip
@@ -108,4 +118,4 @@ class ClientEvaluation(Downlink):
         loss = math.fsum(n * x for _, (n, _, x) in accepted) / total
         stats.client_eval = {"client_accuracy": acc, "client_loss": loss,
                              "clients_evaluated": len(accepted)}  # fmt: skip
-        return MetricRecord({"eval-acc": acc, "eval-loss": loss, "num-examples": total})
+        return MetricRecord({EVAL_ACC: acc, EVAL_LOSS: loss, NUM_EXAMPLES: total})

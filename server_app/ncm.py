@@ -16,6 +16,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 from torch import nn
 
+from fedpeft import protocol
 from fedpeft.ncm import ncm_head
 
 from .rounds import RoundStats
@@ -24,7 +25,7 @@ from .validation import check_envelope, reply_node
 
 log = logging.getLogger(__name__)
 
-MESSAGE_TYPE = "train.ncm"
+MESSAGE_TYPE = protocol.NCM
 GROUP = "0"  # the record's round 0
 
 
@@ -42,14 +43,14 @@ def check_statistics(
     if len(content.array_records) != 1 or len(content.metric_records) != 1:
         return "expected one ArrayRecord and one MetricRecord"
     arrays = next(iter(content.array_records.values()))
-    if set(arrays) != {"sums", "counts"}:
+    if set(arrays) != {protocol.SUMS, protocol.COUNTS}:
         return f"expected arrays 'sums' and 'counts', got {sorted(arrays)}"
-    n = next(iter(content.metric_records.values())).get("num-examples")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    n = next(iter(content.metric_records.values())).get(protocol.NUM_EXAMPLES)
+    if not protocol.is_positive_int(n):
         return f"num-examples={n!r}: expected a positive integer"
     if max_examples and n > max_examples:
         return f"num-examples={n} exceeds the bound {max_examples}"
-    sums, counts = arrays["sums"].numpy(), arrays["counts"].numpy()
+    sums, counts = arrays[protocol.SUMS].numpy(), arrays[protocol.COUNTS].numpy()
     if sums.dtype != np.float32 or sums.shape != (classes, dim):
         return f"sums: {sums.dtype} {sums.shape}, expected float32 {(classes, dim)}"
     if counts.dtype != np.int64 or counts.shape != (classes,):
@@ -77,7 +78,7 @@ def initialise_head(
     classes, dim = arrays[weight_key].shape
     nodes = strategy.nodes.sample(grid, 0, 1.0, strategy.min_train_nodes,
                                   strategy.min_available_nodes)  # fmt: skip
-    config = ConfigRecord({"server-round": 0})
+    config = ConfigRecord({protocol.SERVER_ROUND: 0})
     sent = strategy.downlink_messages(nodes, arrays, config, MESSAGE_TYPE, GROUP, stats)
     replies = list(grid.send_and_receive(sent, timeout=timeout))
     counts_by_node = Counter(m.metadata.src_node_id for m in replies if not m.has_error())

@@ -24,6 +24,7 @@ from safetensors.numpy import save_file
 from fedpeft.config import OutputConfig
 from fedpeft.progress import eta, round_line
 from fedpeft.record import RoundRecord, RunRecord, best_row, write_run
+from fedpeft.run_folder import BEST_TRAINABLE, FINAL_TRAINABLE, round_file
 
 from . import checkpoint
 from .rounds import RoundEnd
@@ -34,13 +35,8 @@ log = logging.getLogger(__name__)
 # Accuracy within this margin of 1/num_classes counts as "at chance".
 CHANCE_MARGIN = 0.02
 
-FINAL_FILE = "final_trainable.safetensors"
-BEST_FILE = "best_trainable.safetensors"
-
-
-def round_file(server_round: int) -> str:
-    """The name ``output.save-every`` keeps round ``server_round``'s tensors under."""
-    return f"round_{server_round}_trainable.safetensors"
+FINAL_FILE = FINAL_TRAINABLE
+BEST_FILE = BEST_TRAINABLE
 
 
 def _optional(evaluation: MetricRecord, key: str) -> float | None:

@@ -12,6 +12,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fedpeft import protocol
 from fedpeft.aggregation import RULES, Aggregator, RuleAggregator, RuleParams, Update
 from fedpeft.arrays import Arrays
 from fedpeft.codecs import Codec
@@ -140,8 +141,8 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         self.client_epsilon: dict[int, float] = {}  # local DP: latest ε per partition
         self.optimizer = optimizer
         self.lr_at = lr_at
-        self.uplink = uplink if uplink is not None and uplink.name != "none" else None
-        self.downlink = downlink if downlink is not None and downlink.name != "none" else None
+        self.uplink = uplink if uplink is not None and uplink.encodes else None
+        self.downlink = downlink if downlink is not None and downlink.encodes else None
         self.carried = UplinkKeys(reference, uplink_keys)
 
     @property
@@ -159,13 +160,13 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         stats = self.rounds[server_round] = RoundStats()
         node_ids = self.nodes.sample(grid, server_round, self.fraction_train, self.min_train_nodes,
                                      self.min_available_nodes, self.clients_per_round)  # fmt: skip
-        config["server-round"] = server_round
+        config[protocol.SERVER_ROUND] = server_round
         if self.lr_at is not None:
-            config["lr"] = float(self.lr_at(server_round))
-        if "lr" in config:
-            stats.lr = float(config["lr"])  # type: ignore[arg-type]
+            config[protocol.LR] = float(self.lr_at(server_round))
+        if protocol.LR in config:
+            stats.lr = float(config[protocol.LR])  # type: ignore[arg-type]
         messages = self.downlink_messages(
-            node_ids, arrays, config, "train", str(server_round), stats
+            node_ids, arrays, config, protocol.TRAIN, str(server_round), stats
         )
         self._sent = {server_round: Sent(messages, {k: v.numpy() for k, v in arrays.items()})}
         stats.population = len(list(grid.get_node_ids()))
@@ -221,11 +222,11 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         stats.accepted = len(accepted)
         for update, msg in accepted:
             metrics = next(iter(msg.content.metric_records.values()))
-            self.nodes.confirm(update.node_id, metrics.get("partition-id"))
+            self.nodes.confirm(update.node_id, metrics.get(protocol.PARTITION_ID))
             label = self.nodes.label(update.node_id)
             stats.count_accepted(label, update.weight, metrics, norms.get(update.node_id))
-            if "dp-epsilon" in metrics:  # local DP: each client's cumulative ε
-                self.client_epsilon[update.partition_id] = float(metrics["dp-epsilon"])
+            if protocol.DP_EPSILON in metrics:  # local DP: each client's cumulative ε
+                self.client_epsilon[update.partition_id] = float(metrics[protocol.DP_EPSILON])
         if self.client_epsilon:
             stats.dp["dp_epsilon_max"] = max(self.client_epsilon.values())
         arrays = self._aggregate(server_round, stats, [u for u, _ in accepted])
