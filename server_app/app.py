@@ -35,7 +35,7 @@ from . import checkpoint
 from .central_dp import CentralDp
 from .evaluation import make_evaluate_fn
 from .guard import Guard
-from .ncm import head_keys, initialise_head
+from .ncm import head_keys
 from .partition_keys import PartitionKeys
 from .recorder import RunRecorder
 from .sampling import NodeDirectory
@@ -184,8 +184,8 @@ def main(grid: Grid, context: Context) -> None:
         resumed_after_round=first_round - 1,
         rounds=rows,
     )
-    recorder = RunRecorder(out_dir, run, test.num_classes,
-                           fingerprint if cfg.output.checkpoint else None, cfg.output)  # fmt: skip
+    recorder = RunRecorder(out_dir, run, test.num_classes, cfg.output)
+    checkpointer = checkpoint.Checkpointer(out_dir, fingerprint) if cfg.output.checkpoint else None
     log.info("%s", RESULTS.format(out_dir))
     log.info(
         "Sending %d trainable tensors (%d parameters): %s bytes per client per direction",
@@ -197,8 +197,8 @@ def main(grid: Grid, context: Context) -> None:
     evaluate_fn = crash_after_aggregation(cfg.fault, evaluate_fn)  # a drill only when set
     try:
         if cfg.peft.head.init == "ncm" and first_round == 1:  # a round 0 of its own
-            start_arrays = initialise_head(strategy, grid, start_arrays, head_keys(model),
-                                           cfg.server.round_timeout)  # fmt: skip
+            start_arrays = strategy.initialise_head(grid, start_arrays, head_keys(model),
+                                                    cfg.server.round_timeout)  # fmt: skip
         result = strategy.start(
             grid=grid,
             initial_arrays=start_arrays,
@@ -208,6 +208,7 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_fn=evaluate_fn,
             first_round=first_round,
             recorder=recorder,
+            checkpointer=checkpointer,
         )
     except BaseException as exc:
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Message, RecordDict
@@ -192,3 +193,23 @@ class NodeDirectory:
         rng = np.random.default_rng([self.seed, server_round])
         picked = np.sort(rng.choice(len(ordered), size=size, replace=False))
         return [ordered[i] for i in picked]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The sampling step: which nodes a round (or its evaluation) sends to.
+
+    ``count`` nodes, or ``max(fraction·N, min_nodes)``, seeded by (seed, round) over the
+    partition ids of ``nodes``; waits for ``min_available`` connected nodes first.
+    """
+
+    nodes: NodeDirectory
+    fraction: float
+    min_nodes: int
+    min_available: int
+    count: int = 0
+
+    def __call__(self, grid: Grid, server_round: int) -> list[int]:
+        """The node ids sampled for ``server_round``."""
+        return self.nodes.sample(grid, server_round, self.fraction, self.min_nodes,
+                                 self.min_available, self.count)  # fmt: skip

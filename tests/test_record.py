@@ -19,7 +19,7 @@ from server_app.rounds import RoundEnd
 from server_app.strategy import PeftFedAvg
 from server_app.validation import reference_specs
 from tests.conftest import ROOT
-from tests.fakes import FakeGrid
+from tests.fakes import CheckpointedRecorder, FakeGrid
 
 COMMITTED = sorted((ROOT / "docs" / "results").rglob("metrics.json"))
 
@@ -86,7 +86,7 @@ def _end(server_round: int, accuracy: float, loss: float, **counts) -> RoundEnd:
 def test_recorder_writes_records_csv_and_checkpoint_from_the_round_end(tmp_path):
     # Prepare
     fingerprint = {"method": "head"}
-    recorder = RunRecorder(tmp_path, RunRecord(run_id=7), num_classes=10, fingerprint=fingerprint)
+    recorder = CheckpointedRecorder(tmp_path, RunRecord(run_id=7), 10, fingerprint)
     # Execute
     recorder.round_end(_end(0, 0.1, 2.3))
     recorder.round_end(_end(1, 0.5, 1.2, bytes_down=100, bytes_up=50, accepted=2, lr=0.01))
