@@ -93,6 +93,9 @@ class FedNcm:
         sent = self.send(nodes, arrays, config, MESSAGE_TYPE, ROUND, stats).messages
         directory = self.sample.nodes
 
+        def failed(node: int, reason: str) -> None:
+            stats.errors[node] = reason
+
         def reject(node: int, reason: str) -> None:
             stats.rejected[node] = reason
             log.warning("FedNCM: rejected the statistics of node %d (partition %s): %s", node,
@@ -104,7 +107,7 @@ class FedNcm:
             )
 
         walked = walk(grid.send_and_receive(sent, timeout=timeout), ROUND, sent, check,
-                      on_error=stats.errors.__setitem__, on_reject=reject,
+                      on_error=failed, on_reject=reject,
                       on_content=stats.count_received)  # fmt: skip
         accepted = walked.accepted
         stats.accepted = len(accepted)
