@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from fedpeft.progress import RESULTS
 from fedpeft.record import RoundRecord, RunRecord
 from fedpeft.schedules import lr_schedule
 from fedpeft.server_opt import OptParams, make_optimizer
-from fedpeft.sharing import shared_state, sharing_of, uplink_names
+from fedpeft.sharing import shared_state, sharing_of
 
 from . import checkpoint
 from .central_dp import CentralDp
@@ -100,7 +99,7 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         else None,
         uplink=configured(cfg.comm, "uplink"),
         downlink=configured(cfg.comm, "downlink"),
-        uplink_keys=_uplink_keys(cfg, frozenset(initial)),
+        sharing=sharing_of(cfg.peft),
         nodes=NodeDirectory(
             cfg.seed,
             query_timeout=server.round_timeout,
@@ -113,14 +112,6 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
             partition_rank=lambda pid: node_rank(cfg.peft, NodeConfig(partition_id=pid)),
         ),
     )
-
-
-def _uplink_keys(cfg: RunConfig, shared: frozenset[str]) -> Callable[[int], frozenset[str]] | None:
-    """What replies carry per round, where the method sends part of the set (RoLoRA)."""
-    sharing = sharing_of(cfg.peft)
-    if not sharing.alternate:
-        return None
-    return lambda server_round: uplink_names(shared, sharing, server_round)
 
 
 def wire_metadata(cfg: RunConfig) -> dict[str, dict[str, object]]:

@@ -20,6 +20,7 @@ from fedpeft.aggregation import RULES, Aggregator, RuleAggregator, RuleParams
 from fedpeft.arrays import Arrays
 from fedpeft.codecs import Codec
 from fedpeft.server_opt import ServerOptimizer
+from peft_strategies.base import Sharing
 
 from .aggregate import Aggregate, Optimize
 from .central_dp import CentralDp
@@ -89,11 +90,11 @@ class PeftFedAvg(FedAvg):
     uplink, downlink : Codec, optional
         ``comm.uplink`` (replies carry the update in it) and ``comm.downlink`` (the
         global arrays travel in it); ``None`` = fp32 both ways.
-    uplink_keys : callable, optional
-        The reference keys a reply carries in round ``r`` (RoLoRA: the round's factor
-        and the head; :func:`fedpeft.sharing.uplink_names`); ``None`` = all, every
-        round. Replies are checked against that subset; the tensors not sent up keep
-        their global value (:class:`~server_app.uplink_keys.UplinkKeys`).
+    sharing : Sharing, optional
+        The method's sharing: where it alternates (RoLoRA), a reply carries the round's
+        factor and the head only (:func:`fedpeft.sharing.uplink_names`); ``None`` = all,
+        every round. Replies are checked against that subset; the tensors not sent up
+        keep their global value (:class:`~server_app.uplink_keys.UplinkKeys`).
     nodes : NodeDirectory, optional
         Node id ↔ partition id, the sampling over partitions, quarantined partitions,
         the ``server.partition-registry`` and HetLoRA's node ranks (nodes are sent and
@@ -121,7 +122,7 @@ class PeftFedAvg(FedAvg):
         lr_at: Callable[[int], float] | None = None,
         uplink: Codec | None = None,
         downlink: Codec | None = None,
-        uplink_keys: Callable[[int], frozenset[str]] | None = None,
+        sharing: Sharing | None = None,
         nodes: NodeDirectory | None = None,
         **kwargs: object,
     ) -> None:
@@ -130,7 +131,7 @@ class PeftFedAvg(FedAvg):
         self.limits = limits or Limits()
         self.min_replies = min_replies
         self.nodes = nodes if nodes is not None else NodeDirectory(seed)
-        self.carried = UplinkKeys(reference, uplink_keys)
+        self.carried = UplinkKeys(reference, sharing)
         aggregator: Aggregator = (
             central_dp
             if central_dp is not None
