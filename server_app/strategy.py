@@ -2,7 +2,7 @@
 
 :class:`PeftFedAvg` builds the round's steps (:class:`~server_app.round.Round`) from its
 parameters and runs them: its :meth:`~PeftFedAvg.start` is Flower's loop over rounds
-(:func:`~server_app.round_loop.run_rounds`), and Flower's per-call strategy API
+(:func:`~server_app.round.run_rounds`), and Flower's per-call strategy API
 (``configure_train`` / ``aggregate_train``, ``configure_evaluate`` /
 ``aggregate_evaluate``) drives the same steps one call at a time.
 """
@@ -32,8 +32,7 @@ from .guard import Guard, Screen
 from .ncm import FedNcm
 from .recorder import RunRecorder
 from .reply_check import CheckReplies
-from .round import Closing, Round
-from .round_loop import run_rounds
+from .round import Closing, Round, run_rounds
 from .rounds import RoundStats, Sent
 from .sampling import NodeDirectory, Sample
 from .tally import Tally
