@@ -58,6 +58,7 @@ from benchmarks.target_imports import (
     imported_packages,
     unmet_requirements,
 )
+from fedpeft.run_folder import METRICS_JSON
 
 log = logging.getLogger("benchmarks.gpu_check")
 
@@ -227,7 +228,7 @@ def federation(overrides: list[str], clients: int, runs: Path, name: str) -> dic
     start = time.perf_counter()
     run_in_process(run_config, clients)
     wall = time.perf_counter() - start
-    run = read_run(runs / name / "metrics.json")
+    run = read_run(runs / name / METRICS_JSON)
     trained = [r for r in run.rounds if r.round > 0]
     return {
         "status": run.status,

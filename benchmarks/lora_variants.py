@@ -29,6 +29,8 @@ from pathlib import Path
 from fedpeft.config import NodeConfig, app_config, parse_run_config
 from fedpeft.hetlora import node_rank
 from fedpeft.inprocess import run_in_process
+from fedpeft.protocol import BYTES_UP
+from fedpeft.run_folder import METRICS_JSON
 from tests.e2e.helpers import ROOT, TINY, reply_bytes
 
 # variant → its run config (HetLoRA is fedavg with two of the three nodes at rank 4)
@@ -51,7 +53,7 @@ def one_run(variant: str, partitioner: str, seed: int, rounds: int) -> dict:
         run_in_process(app_config(ROOT, [TINY, setting, f"output.dir='{tmp}' "
                                          "output.run-name='r'"]), NODES)  # fmt: skip
         seconds = time.perf_counter() - started
-        metrics = json.loads((Path(tmp) / "r" / "metrics.json").read_text())
+        metrics = json.loads((Path(tmp) / "r" / METRICS_JSON).read_text())
     rows = metrics["rounds"]
     pcfg = parse_run_config(cfg).peft
     ranks = [node_rank(pcfg, NodeConfig(partition_id=p)) for p in range(NODES)]  # by partition
@@ -60,7 +62,7 @@ def one_run(variant: str, partitioner: str, seed: int, rounds: int) -> dict:
         "ranks": [pcfg.params.r if k is None else k for k in ranks],
         "accuracy": [r["accuracy"] for r in rows],
         "client_accuracy": [r["client_accuracy"] for r in rows[1:]],
-        "bytes_up_per_reply": [[m["bytes-up"] for m in r["client_metrics"]] for r in rows[1:]],
+        "bytes_up_per_reply": [[m[BYTES_UP] for m in r["client_metrics"]] for r in rows[1:]],
         "expected_bytes_up": [[reply_bytes(setting, r, rank=k) for k in ranks]
                               for r in range(1, rounds + 1)],
     }  # fmt: skip

@@ -48,6 +48,8 @@ from pathlib import Path
 
 import psutil
 
+from fedpeft.run_folder import METRICS_JSON, RUN_LOG
+
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("benchmarks.scale")
 
@@ -96,7 +98,7 @@ def run_one(nodes: int, train_size: int, extra: list[str], timeout: float, out_d
         cmd += ["-c", config]
     # --verbose: every line of the run on stdout as it happens (run.log is written at the
     # end); a file, not a pipe, which a long run would fill and stall on
-    run_log, stdout = out_dir / name / "run.log", out_dir / f"{name}.out"
+    run_log, stdout = out_dir / name / RUN_LOG, out_dir / f"{name}.out"
     start = time.perf_counter()
     with stdout.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
@@ -126,7 +128,7 @@ def run_one(nodes: int, train_size: int, extra: list[str], timeout: float, out_d
         "peak_pss_mb": round(peak_pss / 2**20),
         "peak_rss_mb": round(peak_rss / 2**20),
     }
-    metrics_file = out_dir / name / "metrics.json"
+    metrics_file = out_dir / name / METRICS_JSON
     if metrics_file.exists():
         rounds = [r for r in json.loads(metrics_file.read_text())["rounds"] if r["round"] >= 1]
         later = [r["wall_seconds"] for r in rounds[1:]]

@@ -28,6 +28,8 @@ from pathlib import Path
 import psutil
 
 from benchmarks.plain_loop import app_config
+from fedpeft.protocol import NUM_EXAMPLES
+from fedpeft.run_folder import METRICS_JSON
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
@@ -94,10 +96,10 @@ def bench(n: int, overrides: list[str], out: Path, timeout: float) -> dict:
     code, sim_wall, sim_peak = run_measured(sim_cmd, timeout, out / f"sim-{n}.log")
     if code:
         _fail(f"simulation with {n} clients", code, out / f"sim-{n}.log")
-    rows = json.loads((out / f"sim-{n}" / "metrics.json").read_text())["rounds"]
+    rows = json.loads((out / f"sim-{n}" / METRICS_JSON).read_text())["rounds"]
     epochs = app_config(overrides).train.epochs
     sim_rounds = [
-        {"images": sum(int(c["num-examples"]) for c in r["client_metrics"]) * epochs,
+        {"images": sum(int(c[NUM_EXAMPLES]) for c in r["client_metrics"]) * epochs,
          "train_seconds": r["train_seconds"], "accuracy": r["accuracy"]}
         for r in rows if r["round"] > 0
     ]  # fmt: skip

@@ -17,7 +17,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 from torch import nn
 
-from fedpeft import faults, wire
+from fedpeft import faults, protocol, wire
 from fedpeft import model as model_lib
 from fedpeft.arrays import Arrays, to_numpy, trainable_state, wire_bytes
 from fedpeft.codecs import configured
@@ -82,7 +82,7 @@ def _reply_arrays(
     cfg: RunConfig, trained: Arrays, received: Arrays, state: RecordDict
 ) -> ArrayRecord:
     """What travels back: the fp32 weights, or the update in the ``comm.uplink`` codec."""
-    if cfg.comm.uplink == "none":
+    if not configured(cfg.comm, "uplink").encodes:
         return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in trained.items()})
     return wire.encode_update(trained, received, configured(cfg.comm, "uplink"),
                               state if cfg.comm.feedback else None)  # fmt: skip
@@ -97,8 +97,8 @@ def sent_lr(config: ConfigRecord) -> float:
         If it is missing or not a finite number > 0 (the reply is then an error).
 
     """
-    lr = config.get("lr")
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
+    lr = config.get(protocol.LR)
+    if not protocol.is_finite_positive(lr):
         raise ValueError(f"train config lr={lr!r}: the server must send a finite lr > 0")
     return float(lr)
 
@@ -111,9 +111,9 @@ def train(msg: Message, context: Context) -> Message:
     cfg, model, data, partition_id, engine = (local.cfg, local.model, local.data,
                                               local.client_id, local.engine)  # fmt: skip
     received, restored = local.received, local.local_restored
-    server_round = int(msg.content["config"]["server-round"])
+    server_round = int(msg.content[protocol.CONFIG][protocol.SERVER_ROUND])
     sharing = sharing_of(cfg.peft)
-    lr = sent_lr(msg.content["config"])  # the server's (a schedule may change it per round)
+    lr = sent_lr(msg.content[protocol.CONFIG])  # the server's (a schedule may change it per round)
     fault = faults.before_training(cfg.fault, cfg.seed, server_round, partition_id)
     seed = client_seed(cfg.seed, server_round, partition_id)
     dp_metrics: dict[str, float | int] = {}
@@ -145,25 +145,26 @@ def train(msg: Message, context: Context) -> Message:
     if fault:
         arrays = faults.corrupt_encoding(fault, arrays)
     values = {
-        "num-examples": num_examples,
-        "train-loss": outcome.loss,
-        "train-acc": outcome.accuracy,
-        "partition-id": partition_id,
-        "worker-pid": os.getpid(),
-        "worker-model-builds": model_lib.builds(),
-        "bytes-up": wire_bytes(arrays),
-        "local-restored": int(restored) if sharing.local else None,
-        "train-seconds": time.perf_counter() - start,
+        protocol.NUM_EXAMPLES: num_examples,
+        protocol.TRAIN_LOSS: outcome.loss,
+        protocol.TRAIN_ACC: outcome.accuracy,
+        protocol.PARTITION_ID: partition_id,
+        protocol.WORKER_PID: os.getpid(),
+        protocol.WORKER_MODEL_BUILDS: model_lib.builds(),
+        protocol.BYTES_UP: wire_bytes(arrays),
+        protocol.LOCAL_RESTORED: int(restored) if sharing.local else None,
+        protocol.TRAIN_SECONDS: time.perf_counter() - start,
         **dp_metrics,
     }
     metrics = MetricRecord({k: v for k, v in values.items() if v is not None})
-    content = RecordDict({"arrays": arrays, "metrics": metrics})
-    if cfg.comm.uplink != "none":
-        content[wire.COMM] = faults.announce(fault, wire.announce(configured(cfg.comm, "uplink")))
+    content = RecordDict({protocol.ARRAYS: arrays, protocol.METRICS: metrics})
+    uplink = configured(cfg.comm, "uplink")
+    if uplink.encodes:
+        content[protocol.COMM] = faults.announce(fault, wire.announce(uplink))
     return Message(content=content, reply_to=msg)
 
 
-@app.train("ncm")
+@app.train(protocol.NCM_ACTION)
 def ncm_statistics(msg: Message, context: Context) -> Message:
     """FedNCM: per-class sums and counts of this client's pooled features (before round 1)."""
     from fedpeft.ncm import class_feature_sums
@@ -171,9 +172,10 @@ def ncm_statistics(msg: Message, context: Context) -> Message:
     local = _prepare(msg, context)
     cfg, model, data, engine = local.cfg, local.model, local.data, local.engine
     sums, counts = class_feature_sums(model, data, cfg.server.eval_batch_size, engine)
-    arrays = ArrayRecord({"sums": Array(sums), "counts": Array(counts)})
-    metrics = MetricRecord({"num-examples": len(data)})
-    return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+    arrays = ArrayRecord({protocol.SUMS: Array(sums), protocol.COUNTS: Array(counts)})
+    metrics = MetricRecord({protocol.NUM_EXAMPLES: len(data)})
+    content = RecordDict({protocol.ARRAYS: arrays, protocol.METRICS: metrics})
+    return Message(content=content, reply_to=msg)
 
 
 @app.query()
@@ -182,11 +184,11 @@ def query(msg: Message, context: Context) -> Message:
     the LoRA rank it trains where it is not the run's ``peft.lora.r`` (HetLoRA).
     """  # noqa: D205
     node = context.node_config
-    reply = {k: int(node[k]) for k in ("partition-id", "num-partitions") if k in node}
+    reply = {k: int(node[k]) for k in (protocol.PARTITION_ID, protocol.NUM_PARTITIONS) if k in node}
     rank = lora_rank(run_config(context.run_config), node)
     if rank is not None:
-        reply["lora-rank"] = rank
-    return Message(content=RecordDict({"node": MetricRecord(reply)}), reply_to=msg)
+        reply[protocol.LORA_RANK] = rank
+    return Message(content=RecordDict({protocol.NODE: MetricRecord(reply)}), reply_to=msg)
 
 
 @app.evaluate()
@@ -200,10 +202,10 @@ def evaluate_local(msg: Message, context: Context) -> Message:
                        cfg.train.feature_cache)  # fmt: skip
     metrics = MetricRecord(
         {
-            "num-examples": outcome.num_examples,
-            "eval-loss": outcome.loss,
-            "eval-acc": outcome.accuracy,
-            "partition-id": local.client_id,
+            protocol.NUM_EXAMPLES: outcome.num_examples,
+            protocol.EVAL_LOSS: outcome.loss,
+            protocol.EVAL_ACC: outcome.accuracy,
+            protocol.PARTITION_ID: local.client_id,
         }
     )
-    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+    return Message(content=RecordDict({protocol.METRICS: metrics}), reply_to=msg)

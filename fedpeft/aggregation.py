@@ -20,6 +20,7 @@ from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 from flwr.serverapp.strategy.multikrum import select_multikrum
 
+from . import protocol
 from .arrays import Arrays
 from .registry import Registry
 
@@ -85,12 +86,12 @@ def _krum_select(updates: list[Update], params: RuleParams, keep: int) -> list[U
             f"{2 * params.byzantine + 3} accepted replies, got {len(updates)}"
         )
     contents = [
-        RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in u.arrays.items()}),
-                    "metrics": MetricRecord({"i": i})})
+        RecordDict({protocol.ARRAYS: ArrayRecord({k: Array(v) for k, v in u.arrays.items()}),
+                    protocol.METRICS: MetricRecord({"i": i})})
         for i, u in enumerate(updates)
     ]  # fmt: skip
     chosen = select_multikrum(contents, params.byzantine, keep)
-    return [updates[int(c["metrics"]["i"])] for c in chosen]
+    return [updates[int(c[protocol.METRICS]["i"])] for c in chosen]
 
 
 @RULES.register("krum")

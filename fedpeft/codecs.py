@@ -36,6 +36,7 @@ Parts = dict[str, np.ndarray]
 Spec = dict[str, tuple[str, tuple[int, ...]]]  # part name → (dtype, shape)
 
 INT8_MAX = 127
+NONE = "none"  # the null codec's name: the configured default of both directions
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class Codec:
     feedback_by_default: ClassVar[bool] = False
     # What the parts carry, written into the run record (e.g. bf16's uint16 bits).
     carried_as: ClassVar[str] = ""
+    # Whether the tensors travel encoded: every codec but the null one, whose replies are
+    # the plain fp32 weights.
+    encodes: ClassVar[bool] = True
     # Parts that travel concatenated over the tensors (in key order), one Array in all.
     shared: ClassVar[tuple[str, ...]] = ()
 
@@ -93,7 +97,8 @@ def _register(cls: type[Codec]) -> type[Codec]:
 class NoCodec(Codec):
     """fp32 as it is: the tensors travel unchanged (the default)."""
 
-    name = "none"
+    name = NONE
+    encodes = False
 
 
 @_register

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 
 from fedpeft.record import RunRecord, best_row, read_run
 from fedpeft.report import curve, draw_accuracy, plt
+from fedpeft.run_folder import CURVES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-FILENAME = "curves.png"
+FILENAME = CURVES
 
 
 def run_figure(run: RunRecord, title: str = "") -> Figure:

@@ -27,6 +27,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.common.constant import LOG_UPLOAD_INTERVAL
 
 from .arrays import Arrays
+from .protocol import CODEC
 
 if TYPE_CHECKING:
     from .config import FaultConfig
@@ -130,7 +131,7 @@ def announce(mode: str, honest: ConfigRecord) -> ConfigRecord:
     """The reply's codec record: ``codec-name`` names a codec other than the honest one."""
     if mode != "codec-name":
         return honest
-    return ConfigRecord({**honest, "codec": "fp16" if honest["codec"] != "fp16" else "bf16"})
+    return ConfigRecord({**honest, CODEC: "fp16" if honest[CODEC] != "fp16" else "bf16"})
 
 
 def num_examples(mode: str, honest: int) -> int | float | None:

@@ -37,6 +37,8 @@ from client_app.app import app as client_app
 from fedpeft.config import app_config
 from server_app.app import main as server_main
 
+from .protocol import NUM_PARTITIONS, PARTITION_ID
+
 log = logging.getLogger(__name__)
 
 
@@ -54,7 +56,7 @@ class InProcessGrid:
         self.contexts = {
             p + 1: Context(run_id=run_id, node_id=p + 1, state=RecordDict(),
                            run_config=run_config,
-                           node_config={"partition-id": p, "num-partitions": num_nodes})
+                           node_config={PARTITION_ID: p, NUM_PARTITIONS: num_nodes})
             for p in range(num_nodes)
         }  # fmt: skip
         self.sent: list[Message] = []

@@ -43,12 +43,13 @@ from .procs import become_subreaper, kill_descendants, run_status, stop_group, s
 from .procs import bin_path as _bin
 from .procs import free_port as _free_port
 from .progress import RunConsole, add_verbose_argument, results_dir, setup_cli_logging
+from .run_folder import RUN_LOG
 
 log = logging.getLogger("fedpeft.launch")
 
 CONNECTION = "fedpeft-local"
 NETNS_ENV = "FEDPEFT_IN_NETNS"
-LOG_FILE = "run.log"  # the run's whole output, in its run folder
+LOG_FILE = RUN_LOG  # the run's whole output, in its run folder
 # PYTHONWARNINGS entry (action:message prefix:category:module) for Ray's GPU-hiding tip
 RAY_GPU_TIP_FILTER = "ignore:Tip:FutureWarning:ray._private.worker"
 
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--netns", choices=("auto", "always", "never"), default="auto")
-    add_verbose_argument(p, "run.log")
+    add_verbose_argument(p, RUN_LOG)
     return p
 
 

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from .protocol import DP_EPSILON
+from .run_folder import METRICS_CSV, METRICS_JSON
+
 
 @dataclass
 class RoundRecord:
@@ -108,7 +111,7 @@ class RoundRecord:
             return self.dp_epsilon
         if self.dp_epsilon_max is not None:
             return self.dp_epsilon_max
-        reported = [float(m["dp-epsilon"]) for m in self.client_metrics if "dp-epsilon" in m]
+        reported = [float(m[DP_EPSILON]) for m in self.client_metrics if DP_EPSILON in m]
         return max(reported) if reported else None
 
 
@@ -185,10 +188,10 @@ def write_run(run: RunRecord, out_dir: Path) -> None:
     """Write ``out_dir/metrics.json`` and ``out_dir/metrics.csv``, each atomically."""
     tmp = out_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(run.to_dict(), indent=2, default=str))
-    os.replace(tmp, out_dir / "metrics.json")
+    os.replace(tmp, out_dir / METRICS_JSON)
     tmp = out_dir / "metrics.csv.tmp"
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(r.to_dict() for r in run.rounds)
-    os.replace(tmp, out_dir / "metrics.csv")
+    os.replace(tmp, out_dir / METRICS_CSV)

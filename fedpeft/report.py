@@ -13,6 +13,7 @@ import matplotlib
 from matplotlib.ticker import NullFormatter
 
 from fedpeft.record import RunRecord, read_run
+from fedpeft.run_folder import METRICS_JSON
 from fedpeft.sweepfile import Run, Sweep
 
 matplotlib.use("Agg")
@@ -49,7 +50,7 @@ Records = list[tuple[Run, RunRecord]]
 
 def _records(sweep: Sweep) -> Records:
     """Each run of ``sweep`` that has a ``metrics.json``, read once."""
-    paths = [(run, sweep.results / run.name / "metrics.json") for run in sweep.runs]
+    paths = [(run, sweep.results / run.name / METRICS_JSON) for run in sweep.runs]
     return [(run, read_run(path)) for run, path in paths if path.exists()]
 
 

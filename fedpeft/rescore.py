@@ -31,6 +31,7 @@ from .engine import make_engine
 from .export.writer import global_model
 from .logs import setup_logging
 from .record import RunRecord, read_run, write_run
+from .run_folder import METRICS_JSON
 from .training import evaluate
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,8 @@ def rescore(run_dir: Path, into: Path | None = None) -> tuple[float, float]:
     """
     glob = global_model(run_dir, "final")
     target = into or run_dir
-    record = read_run(target / "metrics.json")
-    if _unscored(record) != _unscored(read_run(run_dir / "metrics.json")):
+    record = read_run(target / METRICS_JSON)
+    if _unscored(record) != _unscored(read_run(run_dir / METRICS_JSON)):
         raise ValueError(f"{target / 'metrics.json'} records another run than {run_dir}")
     if record.status != "completed" or not record.rounds or not record.rounds[-1].evaluated:
         raise ValueError(f"{run_dir}: not a completed run with an evaluated last round")

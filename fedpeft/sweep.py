@@ -51,6 +51,7 @@ from fedpeft.launch import LOG_FILE, non_negative, whole_cpus
 from fedpeft.progress import duration, eta
 from fedpeft.record import read_run
 from fedpeft.report import write_report
+from fedpeft.run_folder import METRICS_CSV, METRICS_JSON
 from fedpeft.sweepfile import Run, Sweep, load_sweep
 
 __all__ = ["Run", "Sweep", "is_done", "load_sweep", "resolved_config", "run_sweep", "simulate"]
@@ -96,7 +97,7 @@ def _differences(recorded: Config, expected: Config, prefix: str = "") -> list[s
 
 def is_done(results: Path, run: Run, expected: Config | None = None) -> bool:
     """Whether ``run`` has a completed copy in ``results`` made with ``expected``'s config."""
-    path = results / run.name / "metrics.json"
+    path = results / run.name / METRICS_JSON
     if not path.exists():
         return False
     record = read_run(path)
@@ -169,12 +170,12 @@ def _collect(run: Run, run_dir: Path, results: Path) -> str:
     A failed run's metrics are kept too (the report names its error); :func:`is_done`
     does not count them, so the next sweep runs it again.
     """
-    metrics = run_dir / "metrics.json"
+    metrics = run_dir / METRICS_JSON
     status = read_run(metrics).status if metrics.exists() else "no metrics"
     dest = results / run.name
     if metrics.exists():
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.json", "metrics.csv"):
+        for name in (METRICS_JSON, METRICS_CSV):
             shutil.copy2(run_dir / name, dest / name)
         # tensorboard --logdir <results> compares the completed runs
         if status == "completed" and (run_dir / TB_DIR).is_dir():

@@ -23,13 +23,14 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
+from . import protocol
 from .arrays import Arrays
-from .codecs import Codec, Parts
+from .codecs import NONE, Codec, Parts
 
 SEP = "#"
-COMM = "comm"  # the reply's ConfigRecord naming its codec
-DOWNLINK_KEY = "comm-downlink"  # the train/evaluate config's entry naming the downlink codec
-RESIDUAL = "comm-residual"  # Context.state: the uplink's error-feedback residual
+COMM = protocol.COMM  # the reply's ConfigRecord naming its codec
+DOWNLINK_KEY = protocol.DOWNLINK  # the train/evaluate config's entry naming the downlink codec
+RESIDUAL = protocol.RESIDUAL  # Context.state: the uplink's error-feedback residual
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -119,13 +120,13 @@ def received(content: RecordDict, codec: Codec) -> ArrayRecord:
         arrays are not a valid encoding.
 
     """
-    config = content.config_records.get("config")
-    named = config.get(DOWNLINK_KEY, "none") if config is not None else "none"
+    config = content.config_records.get(protocol.CONFIG)
+    named = config.get(DOWNLINK_KEY, NONE) if config is not None else NONE
     if named != codec.name:
         raise ValueError(f"the server sent {named!r}-encoded arrays; this run's "
                          f"comm.downlink is {codec.name!r}")  # fmt: skip
-    record = content.array_records["arrays"]
-    if codec.name == "none":
+    record = content.array_records[protocol.ARRAYS]
+    if not codec.encodes:
         return record
     # downlink codecs are elementwise: the main part has the tensor's shape
     shapes = {k: tuple(record[k].shape) for k in record if SEP not in k}
@@ -137,13 +138,14 @@ def received(content: RecordDict, codec: Codec) -> ArrayRecord:
 
 def announce(codec: Codec) -> ConfigRecord:
     """The reply's ``comm`` record: the uplink codec and what its parts carry."""
-    return ConfigRecord({"codec": codec.name, "payload": "update", "carried-as": codec.carried_as})
+    return ConfigRecord({protocol.CODEC: codec.name, protocol.PAYLOAD: protocol.UPDATE,
+                         protocol.CARRIED_AS: codec.carried_as})  # fmt: skip
 
 
 def announced(content: RecordDict) -> str | None:
     """The codec a reply names in its ``comm`` record (``None``: it names none)."""
     record = content.config_records.get(COMM)
-    codec = record.get("codec") if record is not None else None
+    codec = record.get(protocol.CODEC) if record is not None else None
     return codec if isinstance(codec, str) else None
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from fedpeft.protocol import is_int
+
 from .base import MethodConfig, PeftMethod, Sharing, ViTDims, freeze_all_but_head, lr_field
 from .registry import register
 
@@ -88,7 +90,7 @@ class LoraMethodConfig(MethodConfig):
 
     def check_rank(self, rank: int, source: str) -> int:
         """``rank`` if it is an integer in [1, r]; ``source`` names it in the error."""
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= self.r:
+        if not is_int(rank) or not 1 <= rank <= self.r:
             raise ValueError(f"{source}={rank!r}: a LoRA rank must be an integer in "
                              f"[1, peft.lora.r={self.r}]")  # fmt: skip
         return rank

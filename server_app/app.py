@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedpeft import protocol
 from fedpeft.aggregation import RuleParams
 from fedpeft.arrays import payload_bytes, theoretical_bytes, to_arrayrecord, wire_bytes
 from fedpeft.codecs import configured
@@ -28,13 +28,13 @@ from fedpeft.progress import RESULTS
 from fedpeft.record import RoundRecord, RunRecord
 from fedpeft.schedules import lr_schedule
 from fedpeft.server_opt import OptParams, make_optimizer
-from fedpeft.sharing import shared_state, sharing_of, uplink_names
+from fedpeft.sharing import shared_state, sharing_of
 
 from . import checkpoint
 from .central_dp import CentralDp
 from .evaluation import make_evaluate_fn
 from .guard import Guard
-from .ncm import head_keys, initialise_head
+from .ncm import head_keys
 from .partition_keys import PartitionKeys
 from .recorder import RunRecorder
 from .sampling import NodeDirectory
@@ -99,7 +99,7 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         else None,
         uplink=configured(cfg.comm, "uplink"),
         downlink=configured(cfg.comm, "downlink"),
-        uplink_keys=_uplink_keys(cfg, frozenset(initial)),
+        sharing=sharing_of(cfg.peft),
         nodes=NodeDirectory(
             cfg.seed,
             query_timeout=server.round_timeout,
@@ -114,25 +114,18 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
     )
 
 
-def _uplink_keys(cfg: RunConfig, shared: frozenset[str]) -> Callable[[int], frozenset[str]] | None:
-    """What replies carry per round, where the method sends part of the set (RoLoRA)."""
-    sharing = sharing_of(cfg.peft)
-    if not sharing.alternate:
-        return None
-    return lambda server_round: uplink_names(shared, sharing, server_round)
-
-
 def wire_metadata(cfg: RunConfig) -> dict[str, dict[str, object]]:
     """The run record's ``wire``: what each direction carries, and in which codec."""
     out: dict[str, dict[str, object]] = {}
-    for direction, payload in (("uplink", "update"), ("downlink", "weights")):
+    for direction, payload in (("uplink", protocol.UPDATE), ("downlink", "weights")):
         codec = configured(cfg.comm, direction)
-        if codec.name == "none":
-            out[direction] = {"codec": "none", "payload": "weights", "carried_as": "float32"}
+        if not codec.encodes:
+            payload, carried_as = "weights", "float32"
         else:
-            out[direction] = {"codec": codec.name, "payload": payload,
-                              "carried_as": codec.carried_as}  # fmt: skip
-    if cfg.comm.uplink != "none":
+            carried_as = codec.carried_as
+        out[direction] = {protocol.CODEC: codec.name, protocol.PAYLOAD: payload,
+                          "carried_as": carried_as}  # fmt: skip
+    if configured(cfg.comm, "uplink").encodes:
         out["uplink"]["error_feedback"] = cfg.comm.feedback
     return out
 
@@ -182,8 +175,8 @@ def main(grid: Grid, context: Context) -> None:
         resumed_after_round=first_round - 1,
         rounds=rows,
     )
-    recorder = RunRecorder(out_dir, run, test.num_classes,
-                           fingerprint if cfg.output.checkpoint else None, cfg.output)  # fmt: skip
+    recorder = RunRecorder(out_dir, run, test.num_classes, cfg.output)
+    checkpointer = checkpoint.Checkpointer(out_dir, fingerprint) if cfg.output.checkpoint else None
     log.info("%s", RESULTS.format(out_dir))
     log.info(
         "Sending %d trainable tensors (%d parameters): %s bytes per client per direction",
@@ -195,8 +188,8 @@ def main(grid: Grid, context: Context) -> None:
     evaluate_fn = crash_after_aggregation(cfg.fault, evaluate_fn)  # a drill only when set
     try:
         if cfg.peft.head.init == "ncm" and first_round == 1:  # a round 0 of its own
-            start_arrays = initialise_head(strategy, grid, start_arrays, head_keys(model),
-                                           cfg.server.round_timeout)  # fmt: skip
+            start_arrays = strategy.initialise_head(grid, start_arrays, head_keys(model),
+                                                    cfg.server.round_timeout)  # fmt: skip
         result = strategy.start(
             grid=grid,
             initial_arrays=start_arrays,
@@ -206,6 +199,7 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_fn=evaluate_fn,
             first_round=first_round,
             recorder=recorder,
+            checkpointer=checkpointer,
         )
     except BaseException as exc:
         try:

@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,9 +22,16 @@ from flwr.app import Array, ArrayRecord
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from fedpeft.run_folder import CHECKPOINT
+
+if TYPE_CHECKING:
+    from fedpeft.record import RoundRecord
+
+    from .rounds import RoundEnd
+
 log = logging.getLogger(__name__)
 
-FILENAME = "checkpoint.safetensors"
+FILENAME = CHECKPOINT
 _TORCH_RNG = "__rng__.torch"
 _STATE = "__state__."  # strategy state kept as tensors (server optimizer moments)
 _BEST = "__best__."  # the trainable tensors of the best round so far
@@ -173,3 +180,26 @@ def read_best(out_dir: Path) -> Best | None:
         meta = json.loads((f.metadata() or {})["fedpeft"])
         arrays = {k[len(_BEST) :]: f.get_tensor(k) for k in sorted(f.keys()) if k.startswith(_BEST)}
     return _best(meta, arrays)
+
+
+class Checkpointer:
+    """The checkpoint step: after each recorded round, one atomic checkpoint.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The run folder.
+    fingerprint : dict
+        What a resume must match (:func:`fingerprint`).
+
+    """
+
+    def __init__(self, out_dir: Path, fingerprint: dict[str, Any]) -> None:
+        self.out_dir = out_dir
+        self.fingerprint = fingerprint
+
+    def save(self, end: RoundEnd, rows: list[RoundRecord], best: Best | None) -> Path:
+        """Checkpoint the round ``end`` closes, with the run's ``rows`` and ``best`` round."""
+        state = {"fingerprint": self.fingerprint, "strategy": end.strategy_state,
+                 "rows": [r.to_dict() for r in rows]}  # fmt: skip
+        return save(self.out_dir, end.arrays, end.server_round, state, end.strategy_arrays, best)

@@ -15,16 +15,26 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from .downlink import Downlink
+from fedpeft.protocol import (
+    EVAL_ACC,
+    EVAL_LOSS,
+    EVALUATE,
+    NUM_EXAMPLES,
+    SERVER_ROUND,
+    is_number,
+    is_positive_int,
+)
+
+from .downlink import Send
+from .replies import Envelope, walk
 from .rounds import RoundStats
-from .validation import check_envelope, reply_node
+from .sampling import Sample
 
 log = logging.getLogger(__name__)
 
@@ -36,76 +46,73 @@ def check_evaluation(
     if content.array_records or len(content.metric_records) != 1:
         return "an evaluate reply carries exactly one MetricRecord and no arrays"
     metrics = next(iter(content.metric_records.values()))
-    n, acc, loss = (metrics.get(k) for k in ("num-examples", "eval-acc", "eval-loss"))
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+    n, acc, loss = (metrics.get(k) for k in (NUM_EXAMPLES, EVAL_ACC, EVAL_LOSS))
+    if not is_positive_int(n):
         return f"num-examples={n!r} is not a positive integer"
     if max_num_examples and n > max_num_examples:
         return f"num-examples={n} is implausibly large (limit {max_num_examples})"
-    if isinstance(acc, bool) or not isinstance(acc, int | float) or not 0 <= acc <= 1:
+    if not is_number(acc) or not 0 <= acc <= 1:
         return f"eval-acc={acc!r} is not an accuracy in [0, 1]"
-    if isinstance(loss, bool) or not isinstance(loss, int | float) or loss < 0:
+    if not is_number(loss) or loss < 0:
         return f"eval-loss={loss!r} is not a loss >= 0"
     return n, float(acc), float(loss)
 
 
-class ClientEvaluation(Downlink):
-    """Mixin for :class:`~server_app.strategy.PeftFedAvg` (its ``nodes``, ``rounds``,
-    ``limits``, ``downlink_messages`` and Flower's FedAvg fields).
-    """  # noqa: D205
+@dataclass(frozen=True)
+class ClientEvaluation:
+    """The evaluation step: send the new global arrays to a sample; check and average.
 
-    fraction_evaluate: float
-    min_evaluate_nodes: int
-    min_available_nodes: int
-    arrayrecord_key: str
-    configrecord_key: str
-    rounds: dict[int, RoundStats]
-    nodes: Any
-    limits: Any
+    ``sample`` draws the evaluating nodes (``server.fraction-evaluate``), ``send`` sends
+    them in ``comm.downlink``, ``max_num_examples`` bounds a reply's ``num-examples``.
+    """
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Sample ``fraction_evaluate`` of the nodes (seeded by round); send the global arrays."""
-        if self.fraction_evaluate == 0.0:
+    sample: Sample
+    send: Send
+    max_num_examples: int = 0
+
+    def configure(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                  grid: Grid) -> list[Message]:  # fmt: skip
+        """Sample the evaluating nodes (seeded by round); the messages sending them arrays."""
+        if self.sample.fraction == 0.0:
             return []
-        node_ids = self.nodes.sample(grid, server_round, self.fraction_evaluate,
-                                     self.min_evaluate_nodes, self.min_available_nodes)  # fmt: skip
-        config["server-round"] = server_round
-        messages = self.downlink_messages(node_ids, arrays, config, "evaluate", str(server_round))
-        self._eval_sent = {server_round: messages}
+        node_ids = self.sample(grid, server_round)
+        config[SERVER_ROUND] = server_round
+        messages = self.send(node_ids, arrays, config, EVALUATE, server_round).messages
         log.info("round %d: evaluating on partitions %s", server_round,
-                 self.nodes.partitions(node_ids))  # fmt: skip
+                 self.sample.nodes.partitions(node_ids))  # fmt: skip
         return messages
 
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
+    def aggregate(
+        self, server_round: int, replies: Iterable[Message], sent: list[Message] | None,
+        stats: RoundStats,
+    ) -> MetricRecord | None:  # fmt: skip
         """Drop bad replies (logged), then average by ``num-examples`` in partition order."""
-        stats = self.rounds.setdefault(server_round, RoundStats())
-        sent = getattr(self, "_eval_sent", {}).get(server_round)
-        replies = list(replies)
-        counts = Counter(m.metadata.src_node_id for m in replies if not m.has_error())
-        accepted: list[tuple[tuple[int, int], tuple[int, float, float]]] = []
-        for msg in replies:
-            node = reply_node(msg, sent)
-            result = (
-                f"failed: {msg.error.reason}"
-                if msg.has_error()
-                else check_envelope(msg, server_round, sent, counts)
-                or check_evaluation(msg.content, self.limits.max_num_examples)
-            )
-            if isinstance(result, str):
-                stats.eval_rejected[self.nodes.label(node)] = result
-                log.warning("round %d: dropped the evaluation of node %d (partition %s): %s",
-                            server_round, node, self.nodes.label(node), result)  # fmt: skip
-                continue
-            accepted.append(((self.nodes.partition_of(node), node), result))
+        nodes = self.sample.nodes
+
+        def drop(node: int, reason: str) -> None:
+            stats.eval_rejected[nodes.label(node)] = reason
+            log.warning("round %d: dropped the evaluation of node %d (partition %s): %s",
+                        server_round, node, nodes.label(node), reason)  # fmt: skip
+
+        def check(msg: Message, envelope: Envelope) -> tuple[int, float, float] | str:
+            return envelope.reason(msg) or check_evaluation(msg.content, self.max_num_examples)
+
+        walked = walk(replies, server_round, sent, check, on_reject=drop,
+                      on_error=lambda node, reason: drop(node, f"failed: {reason}"))  # fmt: skip
+        accepted = sorted(walked.accepted, key=lambda a: (nodes.partition_of(a.node), a.node))
         if not accepted:
             return None
-        accepted.sort(key=lambda pair: pair[0])
-        total = sum(n for _, (n, _, _) in accepted)
-        acc = math.fsum(n * a for _, (n, a, _) in accepted) / total
-        loss = math.fsum(n * x for _, (n, _, x) in accepted) / total
+        total = sum(a.value[0] for a in accepted)
+        acc = math.fsum(a.value[0] * a.value[1] for a in accepted) / total
+        loss = math.fsum(a.value[0] * a.value[2] for a in accepted) / total
         stats.client_eval = {"client_accuracy": acc, "client_loss": loss,
                              "clients_evaluated": len(accepted)}  # fmt: skip
-        return MetricRecord({"eval-acc": acc, "eval-loss": loss, "num-examples": total})
+        return MetricRecord({EVAL_ACC: acc, EVAL_LOSS: loss, NUM_EXAMPLES: total})
+
+    def __call__(self, grid: Grid, server_round: int, arrays: ArrayRecord,
+                 config: ConfigRecord, timeout: float, stats: RoundStats
+                 ) -> MetricRecord | None:  # fmt: skip
+        """Evaluate ``arrays`` on a sample of the clients; their weighted mean, if any."""
+        messages = self.configure(server_round, arrays, config, grid)
+        replies = grid.send_and_receive(messages, timeout=timeout)
+        return self.aggregate(server_round, replies, messages, stats)

@@ -1,45 +1,77 @@
-"""What each node is sent: the global arrays at its LoRA rank, in ``comm.downlink``."""
+"""The sending steps: the round's config, then one message per node in ``comm.downlink``."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
-from fedpeft import wire
+from fedpeft import protocol, wire
 from fedpeft.codecs import Codec
 
 from . import node_ranks
-from .rounds import RoundStats
+from .rounds import RoundStats, Sent
+from .sampling import NodeDirectory
+
+log = logging.getLogger(__name__)
 
 
-class Downlink:
-    """Mixin for :class:`~server_app.strategy.PeftFedAvg` (its ``downlink`` codec, ``nodes``
-    and Flower's record keys): the messages of a round, one per node.
-    """  # noqa: D205
+@dataclass(frozen=True)
+class Configure:
+    """The config a training round sends: its number and its learning rate.
 
-    downlink: Codec | None
-    nodes: Any
-    arrayrecord_key: str
-    configrecord_key: str
+    ``lr_at`` is ``train.lr-schedule`` (``None``: the ``lr`` of the train config, if any).
+    """
 
-    def encode_downlink(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
+    lr_at: Callable[[int], float] | None = None
+
+    def __call__(self, server_round: int, config: ConfigRecord, stats: RoundStats) -> ConfigRecord:
+        """``config`` with the round and its lr; the lr is recorded in ``stats``."""
+        config[protocol.SERVER_ROUND] = server_round
+        if self.lr_at is not None:
+            config[protocol.LR] = float(self.lr_at(server_round))
+        if protocol.LR in config:
+            stats.lr = float(config[protocol.LR])  # type: ignore[arg-type]
+        return config
+
+
+@dataclass(frozen=True)
+class Send:
+    """What each node is sent: the global arrays at its LoRA rank, in ``comm.downlink``.
+
+    ``codec`` is ``None`` for fp32 (the null codec); ``reference`` the keys that may be
+    sent (nothing but the trainable set ever is).
+    """
+
+    nodes: NodeDirectory
+    codec: Codec | None = None
+    reference: frozenset[str] | None = None
+
+    def refuse_extra(self, arrays: ArrayRecord) -> None:
+        """Raise ``ValueError`` if ``arrays`` holds a key outside the trainable set."""
+        extra = sorted(set(arrays) - self.reference) if self.reference is not None else []
+        if extra:  # never send anything but the trainable set
+            raise ValueError(f"refusing to send non-trainable arrays {extra[:5]}")
+
+    def encode(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
         """``arrays`` as they travel to clients (``comm.downlink``), named in ``config``."""
-        if self.downlink is None:
+        if self.codec is None:
             return arrays
-        config[wire.DOWNLINK_KEY] = self.downlink.name
-        return wire.encode({k: v.numpy() for k, v in arrays.items()}, self.downlink)
+        config[wire.DOWNLINK_KEY] = self.codec.name
+        return wire.encode({k: v.numpy() for k, v in arrays.items()}, self.codec)
 
-    def downlink_messages(
+    def __call__(
         self,
         node_ids: list[int],
         arrays: ArrayRecord,
         config: ConfigRecord,
         message_type: str,
-        group_id: str,
+        server_round: int,
         stats: RoundStats | None = None,
-    ) -> list[Message]:
-        """One message per node with ``arrays`` at its rank, in ``comm.downlink``.
+    ) -> Sent:
+        """One message per node with ``arrays`` at its rank, and the arrays in fp32.
 
         Nodes of one rank share one record (HetLoRA: one per rank announced); ``stats``
         counts the bytes of each.
@@ -47,10 +79,10 @@ class Downlink:
         messages = []
         for rank, nodes in node_ranks.by_rank(node_ids, self.nodes.rank_of).items():
             plain = node_ranks.arrays_at(arrays, rank)
-            travelling = self.encode_downlink(plain, config)
-            record = RecordDict({self.arrayrecord_key: travelling, self.configrecord_key: config})
+            travelling = self.encode(plain, config)
+            record = RecordDict({protocol.ARRAYS: travelling, protocol.CONFIG: config})
             messages += [Message(record, dst_node_id=node, message_type=message_type,
-                                 group_id=group_id) for node in nodes]  # fmt: skip
+                                 group_id=str(server_round)) for node in nodes]  # fmt: skip
             if stats is not None:
-                stats.count_sent(travelling, len(nodes), plain if self.downlink else None)
-        return messages
+                stats.count_sent(travelling, len(nodes), plain if self.codec else None)
+        return Sent(messages, {k: v.numpy() for k, v in arrays.items()})

@@ -23,7 +23,19 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from fedpeft.arrays import Arrays
+
+from .validation import model_norm
+
+if TYPE_CHECKING:
+    from .reply_check import Candidate
+    from .rounds import RoundStats
+
+C = TypeVar("C", bound="Candidate")
 
 # Fewest replies whose median the round bound trusts: with two, one attacker is the mean.
 MIN_REPLIES = 3
@@ -66,3 +78,25 @@ class Guard:
                                      f"the round's median {median:.4g} of {len(rest)} replies "
                                      "(server.guard.round-factor)")  # fmt: skip
         return refused
+
+
+@dataclass(frozen=True)
+class Screen:
+    """The guard's step: drop the candidates whose update norm the :class:`Guard` refuses.
+
+    ``guard`` ``None``: off. ``reject(node, reason)`` records and logs each refusal.
+    """
+
+    guard: Guard | None
+
+    def __call__(self, candidates: list[C], sent_up: Arrays | None, stats: RoundStats,
+                 reject: Callable[[int, str], None]) -> list[C]:  # fmt: skip
+        """``candidates`` less the refused ones; ``stats.global_norm`` is ‖sent‖."""
+        if self.guard is None or sent_up is None:
+            return candidates
+        stats.global_norm = model_norm(sent_up)
+        norms = {c.update.node_id: c.norm for c in candidates if c.norm is not None}
+        refused = self.guard.screen(norms, stats.global_norm)
+        for node, reason in refused.items():
+            reject(node, reason)
+        return [c for c in candidates if c.update.node_id not in refused]

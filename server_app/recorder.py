@@ -1,12 +1,13 @@
-"""The one recorder of a run: a round record per round, the result files, the checkpoint.
+"""The one recorder of a run: a round record per round and the result files.
 
 The round loop hands it each evaluated round (:class:`~server_app.rounds.RoundEnd`). It
 makes the round's :class:`~fedpeft.record.RoundRecord`, adding what only the run knows
 (wall time, cumulative bytes, health flags), logs it, rewrites ``metrics.json`` and
 ``metrics.csv`` atomically, keeps the best round's tensors (``best_trainable``), every
 ``output.save-every``-th round's (``round_<N>_trainable``), writes TensorBoard events
-(``output.tensorboard``) and the checkpoint from the same round end and rows, and at
-the end of a completed run ``curves.png``.
+(``output.tensorboard``), and at the end of a completed run ``curves.png``. The
+checkpoint is the next step's (:class:`~server_app.checkpoint.Checkpointer`), from the
+same round end, :attr:`RunRecorder.rows` and :attr:`RunRecorder.best`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from flwr.app import ArrayRecord, MetricRecord
 from safetensors.numpy import save_file
@@ -24,6 +24,7 @@ from safetensors.numpy import save_file
 from fedpeft.config import OutputConfig
 from fedpeft.progress import eta, round_line
 from fedpeft.record import RoundRecord, RunRecord, best_row, write_run
+from fedpeft.run_folder import BEST_TRAINABLE, FINAL_TRAINABLE, round_file
 
 from . import checkpoint
 from .rounds import RoundEnd
@@ -34,13 +35,8 @@ log = logging.getLogger(__name__)
 # Accuracy within this margin of 1/num_classes counts as "at chance".
 CHANCE_MARGIN = 0.02
 
-FINAL_FILE = "final_trainable.safetensors"
-BEST_FILE = "best_trainable.safetensors"
-
-
-def round_file(server_round: int) -> str:
-    """The name ``output.save-every`` keeps round ``server_round``'s tensors under."""
-    return f"round_{server_round}_trainable.safetensors"
+FINAL_FILE = FINAL_TRAINABLE
+BEST_FILE = BEST_TRAINABLE
 
 
 def _optional(evaluation: MetricRecord, key: str) -> float | None:
@@ -59,8 +55,6 @@ class RunRecorder:
         The run's summary; its ``rounds`` are those of a resumed run.
     num_classes : int
         For the at-chance flag.
-    fingerprint : dict, optional
-        The checkpoint fingerprint; ``None`` writes no checkpoint.
     output : OutputConfig, optional
         ``output.*``: with ``resume`` the best round comes back from the checkpoint
         (already checked by :func:`~server_app.checkpoint.load`); ``save-every``,
@@ -69,14 +63,12 @@ class RunRecorder:
     """
 
     def __init__(self, out_dir: Path, run: RunRecord, num_classes: int,
-                 fingerprint: dict[str, Any] | None = None,
                  output: OutputConfig | None = None) -> None:  # fmt: skip
         self.out_dir = out_dir
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.run = run
         self.run.status = "running"
         self.chance = 1.0 / num_classes
-        self.fingerprint = fingerprint
         self.output = output or OutputConfig()
         self.best: checkpoint.Best | None = None
         self._best_from = 0  # rows before this one have no tensors here (an old checkpoint)
@@ -94,7 +86,7 @@ class RunRecorder:
         return self.run.rounds
 
     def round_end(self, end: RoundEnd) -> None:
-        """Record one evaluated round, write the files and (if enabled) the checkpoint."""
+        """Record one evaluated round and write the files."""
         now = time.perf_counter()
         accuracy = float(end.evaluation.get("accuracy", math.nan))
         loss = float(end.evaluation.get("loss", math.nan))
@@ -116,11 +108,6 @@ class RunRecorder:
         self._log(row)
         if self.events is not None:
             self.events.write(self.rows)
-        if self.fingerprint is not None:
-            state = {"fingerprint": self.fingerprint, "strategy": end.strategy_state,
-                     "rows": [r.to_dict() for r in self.rows]}  # fmt: skip
-            checkpoint.save(self.out_dir, end.arrays, end.server_round, state,
-                            end.strategy_arrays, self.best)  # fmt: skip
 
     def _resume_best(self) -> None:
         """Take the best round from the checkpoint and rewrite its tensors' file.

@@ -18,10 +18,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
+
+from fedpeft import protocol
 
 from .partition_keys import PartitionKeys
 from .sim_nodes import simulated_partitions
@@ -65,8 +68,7 @@ class NodeDirectory:
     def _learn_rank(self, node: int, announced: object) -> None:
         if announced is None:
             return
-        if (isinstance(announced, bool) or not isinstance(announced, int)
-                or not 1 <= announced <= self.max_rank):  # fmt: skip
+        if not protocol.is_int(announced) or not 1 <= announced <= self.max_rank:  # type: ignore[operator]
             self._refused.add(node)
             valid = f"[1, {self.max_rank}]" if self.max_rank else "none (not a LoRA run)"
             log.warning("node %d announced lora-rank %r; valid ranks: %s. It is not sampled",
@@ -132,18 +134,18 @@ class NodeDirectory:
             return
         # With a registry: each node's authenticated public key, as the SuperLink has it
         public = {n.node_id: n.public_key for n in grid.get_nodes()} if self.keys else {}
-        queries = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in new]
+        queries = [Message(RecordDict(), dst_node_id=n, message_type=protocol.QUERY) for n in new]
         connected = set(node_ids)
         holder = {pid: n for n, pid in self._partition.items()}
         for reply in grid.send_and_receive(queries, timeout=self.query_timeout):
             node = reply_node(reply, queries)
-            if reply.has_error() or "node" not in reply.content.metric_records:
+            if reply.has_error() or protocol.NODE not in reply.content.metric_records:
                 log.warning("node %d did not tell its partition id; ordered by node id", node)
                 continue
             self._told.add(node)  # answered: not asked again (a folder node tells no id)
-            announced = reply.content.metric_records["node"]
-            self._learn_rank(node, announced.get("lora-rank"))  # a folder node has one too
-            pid = announced.get("partition-id")
+            announced = reply.content.metric_records[protocol.NODE]
+            self._learn_rank(node, announced.get(protocol.LORA_RANK))  # a folder node has one too
+            pid = announced.get(protocol.PARTITION_ID)
             why = (
                 self.keys.refusal(pid, public.get(node))
                 if self.keys and isinstance(pid, int)
@@ -191,3 +193,23 @@ class NodeDirectory:
         rng = np.random.default_rng([self.seed, server_round])
         picked = np.sort(rng.choice(len(ordered), size=size, replace=False))
         return [ordered[i] for i in picked]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The sampling step: which nodes a round (or its evaluation) sends to.
+
+    ``count`` nodes, or ``max(fraction·N, min_nodes)``, seeded by (seed, round) over the
+    partition ids of ``nodes``; waits for ``min_available`` connected nodes first.
+    """
+
+    nodes: NodeDirectory
+    fraction: float
+    min_nodes: int
+    min_available: int
+    count: int = 0
+
+    def __call__(self, grid: Grid, server_round: int) -> list[int]:
+        """The node ids sampled for ``server_round``."""
+        return self.nodes.sample(grid, server_round, self.fraction, self.min_nodes,
+                                 self.min_available, self.count)  # fmt: skip

@@ -1,47 +1,50 @@
-"""FedAvg over the trainable PEFT tensors: checked replies, seeded sampling, robust rules."""
+"""FedAvg over the trainable PEFT tensors: checked replies, seeded sampling, robust rules.
+
+:class:`PeftFedAvg` builds the round's steps (:class:`~server_app.round.Round`) from its
+parameters and runs them: its :meth:`~PeftFedAvg.start` is Flower's loop over rounds
+(:func:`~server_app.round.run_rounds`), and Flower's per-call strategy API
+(``configure_train`` / ``aggregate_train``, ``configure_evaluate`` /
+``aggregate_evaluate``) drives the same steps one call at a time.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Result
 
-from fedpeft.aggregation import RULES, Aggregator, RuleAggregator, RuleParams, Update
+from fedpeft.aggregation import RULES, Aggregator, RuleAggregator, RuleParams
 from fedpeft.arrays import Arrays
 from fedpeft.codecs import Codec
 from fedpeft.server_opt import ServerOptimizer
+from peft_strategies.base import Sharing
 
-from . import node_ranks
+from .aggregate import Aggregate, Optimize
 from .central_dp import CentralDp
+from .checkpoint import Checkpointer
 from .client_eval import ClientEvaluation
-from .guard import Guard
-from .resumable import Resumable
-from .round_loop import RoundLoop, RoundsFailedError
+from .downlink import Configure, Send
+from .failures import FailedRounds, RoundsFailedError
+from .guard import Guard, Screen
+from .ncm import FedNcm
+from .recorder import RunRecorder
+from .reply_check import CheckReplies
+from .round import Closing, Round, run_rounds
 from .rounds import RoundStats, Sent
-from .sampling import NodeDirectory
+from .sampling import NodeDirectory, Sample
+from .tally import Tally
 from .uplink_keys import UplinkKeys
-from .validation import (
-    Checked,
-    Limits,
-    TensorSpec,
-    check_envelope,
-    check_reply,
-    model_norm,
-    reply_node,
-)
+from .validation import Limits, TensorSpec
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PeftFedAvg", "RoundsFailedError"]
 
 
-class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
+class PeftFedAvg(FedAvg):
     """FedAvg that aggregates only the trainable tensors of a PEFT model.
 
     Beyond :class:`flwr.serverapp.strategy.FedAvg` it samples clients with a
@@ -52,6 +55,7 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
     sent each way, skips a round with too few valid replies and stops after
     ``max_failed_rounds`` such rounds in a row. Federated evaluation (on the
     clients' held-out images) is :class:`~server_app.client_eval.ClientEvaluation`'s.
+    The steps are those of :attr:`round`.
 
     Parameters
     ----------
@@ -85,11 +89,11 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
     uplink, downlink : Codec, optional
         ``comm.uplink`` (replies carry the update in it) and ``comm.downlink`` (the
         global arrays travel in it); ``None`` = fp32 both ways.
-    uplink_keys : callable, optional
-        The reference keys a reply carries in round ``r`` (RoLoRA: the round's factor
-        and the head; :func:`fedpeft.sharing.uplink_names`); ``None`` = all, every
-        round. Replies are checked against that subset; the tensors not sent up keep
-        their global value (:class:`~server_app.uplink_keys.UplinkKeys`).
+    sharing : Sharing, optional
+        The method's sharing: where it alternates (RoLoRA), a reply carries the round's
+        factor and the head only (:func:`fedpeft.sharing.uplink_names`); ``None`` = all,
+        every round. Replies are checked against that subset; the tensors not sent up
+        keep their global value (:class:`~server_app.uplink_keys.UplinkKeys`).
     nodes : NodeDirectory, optional
         Node id ↔ partition id, the sampling over partitions, quarantined partitions,
         the ``server.partition-registry`` and HetLoRA's node ranks (nodes are sent and
@@ -117,180 +121,141 @@ class PeftFedAvg(Resumable, RoundLoop, ClientEvaluation, FedAvg):
         lr_at: Callable[[int], float] | None = None,
         uplink: Codec | None = None,
         downlink: Codec | None = None,
-        uplink_keys: Callable[[int], frozenset[str]] | None = None,
+        sharing: Sharing | None = None,
         nodes: NodeDirectory | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.reference = reference
         self.limits = limits or Limits()
-        self.guard = guard
-        self.aggregator: Aggregator = (
+        self.min_replies = min_replies
+        self.nodes = nodes if nodes is not None else NodeDirectory(seed)
+        self.carried = UplinkKeys(reference, sharing)
+        aggregator: Aggregator = (
             central_dp
             if central_dp is not None
             else RuleAggregator(RULES.get(aggregation, "aggregation"), rule_params or RuleParams())
         )
-        self.min_replies = min_replies
-        self.max_failed_rounds = max_failed_rounds
-        self.clients_per_round = clients_per_round
-        self.failed_streak = 0
-        self.nodes = nodes if nodes is not None else NodeDirectory(seed)
-        self.rounds: dict[int, RoundStats] = {}
-        self._sent: dict[int, Sent] = {}
-        self.client_epsilon: dict[int, float] = {}  # local DP: latest ε per partition
-        self.optimizer = optimizer
-        self.lr_at = lr_at
-        self.uplink = uplink if uplink is not None and uplink.name != "none" else None
-        self.downlink = downlink if downlink is not None and downlink.name != "none" else None
-        self.carried = UplinkKeys(reference, uplink_keys)
+        send = Send(self.nodes, downlink if downlink is not None and downlink.encodes else None,
+                    frozenset(reference))  # fmt: skip
+        self.client_evaluation = ClientEvaluation(
+            Sample(self.nodes, self.fraction_evaluate, self.min_evaluate_nodes,
+                   self.min_available_nodes),
+            send, self.limits.max_num_examples,
+        )  # fmt: skip
+        self.round = Round(
+            sample=Sample(self.nodes, self.fraction_train, self.min_train_nodes,
+                          self.min_available_nodes, clients_per_round),
+            configure=Configure(lr_at),
+            send=send,
+            check=CheckReplies(self.nodes, self.carried, self.limits,
+                               uplink if uplink is not None and uplink.encodes else None),
+            screen=Screen(guard),
+            tally=Tally(self.nodes),
+            aggregate=Aggregate(aggregator, min_replies, self.carried),
+            optimize=Optimize(optimizer),
+            carried=self.carried,
+            failures=FailedRounds(max_failed_rounds),
+            evaluate_clients=self.client_evaluation if self.fraction_evaluate > 0 else None,
+            metrics=self._train_metrics,
+        )  # fmt: skip
+        self.rounds: dict[int, RoundStats] = {}  # each round's counts, by round
+        # Flower's API splits a round into two calls: what configure_* sent, for aggregate_*
+        self.sent: dict[int, Sent] = {}
+        self.eval_sent: dict[int, list[Message]] = {}
+
+    def _train_metrics(self, contents: list[RecordDict]) -> MetricRecord | None:
+        return self.train_metrics_aggr_fn(contents, self.weighted_by_key)
 
     @property
     def central_dp(self) -> CentralDp | None:
         """The central-DP rule, when it is the aggregator (for inspection)."""
-        return self.aggregator if isinstance(self.aggregator, CentralDp) else None
+        aggregator = self.round.aggregate.aggregator
+        return aggregator if isinstance(aggregator, CentralDp) else None
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Sample clients (seeded, by partition id); send them the trainable arrays."""
-        extra = sorted(set(arrays) - set(self.reference))
-        if extra:  # never send anything but the trainable set
-            raise ValueError(f"refusing to send non-trainable arrays {extra[:5]}")
         stats = self.rounds[server_round] = RoundStats()
-        node_ids = self.nodes.sample(grid, server_round, self.fraction_train, self.min_train_nodes,
-                                     self.min_available_nodes, self.clients_per_round)  # fmt: skip
-        config["server-round"] = server_round
-        if self.lr_at is not None:
-            config["lr"] = float(self.lr_at(server_round))
-        if "lr" in config:
-            stats.lr = float(config["lr"])  # type: ignore[arg-type]
-        messages = self.downlink_messages(
-            node_ids, arrays, config, "train", str(server_round), stats
-        )
-        self._sent = {server_round: Sent(messages, {k: v.numpy() for k, v in arrays.items()})}
-        stats.population = len(list(grid.get_node_ids()))
-        log.info("round %d: sampled partitions %s", server_round, self.nodes.partitions(node_ids))
-        return messages
+        sent = self.round.start(grid, server_round, arrays, config, stats)
+        self.sent = {server_round: sent}
+        return sent.messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Drop invalid replies (logged), then aggregate the rest in partition order."""
         stats = self.rounds.setdefault(server_round, RoundStats())
-        replies = list(replies)
-        counts = Counter(m.metadata.src_node_id for m in replies if not m.has_error())
-        sent = self._sent.get(server_round)
-        reference = self.carried.of(server_round)
-        sent_up = {k: sent.arrays[k] for k in reference} if sent else None
-        accepted: list[tuple[Update, Message]] = []
-        norms: dict[int, float] = {}  # by node, computed once by check_reply
-        for msg in replies:
-            node = reply_node(msg, sent.messages if sent else None)
-            if msg.has_error():
-                stats.errors[node] = msg.error.reason
-                log.warning("round %d: node %d (partition %s) failed: %s", server_round, node,
-                            self.nodes.label(node), msg.error.reason)  # fmt: skip
-                continue
-            stats.count_received(msg.content)
-            result = self._check(msg, server_round, counts, reference, sent_up)
-            if isinstance(result, str):
-                self._reject(server_round, stats, node, result)
-                continue
-            checked, arrays = result
-            if self.uplink is not None:  # encoded bytes against the same reply in fp32
-                stats.count_encoded(msg.content, checked.arrays)
-            update = Update(arrays, checked.weight, node, self.nodes.partition_of(node))
-            accepted.append((update, msg))
-            if checked.norm is not None:
-                norms[node] = checked.norm
-        if self.guard is not None and sent_up is not None:
-            stats.global_norm = model_norm(sent_up)
-            refused = self.guard.screen(norms, stats.global_norm)
-            for node, reason in refused.items():
-                self._reject(server_round, stats, node, reason)
-            accepted = [(u, m) for u, m in accepted if u.node_id not in refused]
-        if sent is not None:  # sampled, but no reply before the round's timeout
-            replied = {reply_node(msg, sent.messages) for msg in replies}
-            silent = {m.metadata.dst_node_id for m in sent.messages} - replied
-            stats.silent = sorted(silent, key=lambda n: (self.nodes.partition_of(n), n))
-            if silent:
-                log.warning("round %d: no reply from partitions %s (dropped out or past the "
-                            "round timeout)", server_round,
-                            [self.nodes.label(n) for n in stats.silent])  # fmt: skip
-        accepted.sort(key=lambda pair: (pair[0].partition_id, pair[0].node_id))
-        stats.accepted = len(accepted)
-        for update, msg in accepted:
-            metrics = next(iter(msg.content.metric_records.values()))
-            self.nodes.confirm(update.node_id, metrics.get("partition-id"))
-            label = self.nodes.label(update.node_id)
-            stats.count_accepted(label, update.weight, metrics, norms.get(update.node_id))
-            if "dp-epsilon" in metrics:  # local DP: each client's cumulative ε
-                self.client_epsilon[update.partition_id] = float(metrics["dp-epsilon"])
-        if self.client_epsilon:
-            stats.dp["dp_epsilon_max"] = max(self.client_epsilon.values())
-        arrays = self._aggregate(server_round, stats, [u for u, _ in accepted])
-        if not stats.dp:  # a failed round: what the rule records then (central DP: ε so far)
-            stats.dp.update(self.aggregator.idle())
-        stats.train_seconds = time.perf_counter() - stats.started
-        if arrays is None:
-            return None, None
-        metrics = self.train_metrics_aggr_fn([m.content for _, m in accepted], self.weighted_by_key)
-        return arrays, metrics
+        trained = self.round.finish(server_round, replies, self.sent.get(server_round), stats)
+        return trained.arrays, trained.metrics
 
-    def _check(self, msg: Message, server_round: int, counts: Counter,
-               reference: dict[str, TensorSpec], sent_up: Arrays | None,
-               ) -> tuple[Checked, Arrays] | str:  # fmt: skip
-        """The checked reply and its arrays at full rank, or why it is rejected.
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample ``fraction_evaluate`` of the nodes (seeded by round); send the global arrays."""
+        messages = self.client_evaluation.configure(server_round, arrays, config, grid)
+        if self.client_evaluation.sample.fraction != 0.0:
+            self.eval_sent = {server_round: messages}
+        return messages
 
-        A node that announced a smaller LoRA rank is checked against its own shapes and
-        the arrays it was sent; its arrays are then zero-padded in the update.
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Drop bad replies (logged), then average by ``num-examples`` in partition order."""
+        stats = self.rounds.setdefault(server_round, RoundStats())
+        sent = self.eval_sent.get(server_round)
+        return self.client_evaluation.aggregate(server_round, replies, sent, stats)
+
+    def initialise_head(
+        self, grid: Grid, arrays: ArrayRecord, keys: tuple[str, str], timeout: float
+    ) -> ArrayRecord:
+        """FedNCM's round 0: ``arrays`` with the head set from the clients' class means.
+
+        Its counts are round 0's (:attr:`rounds`). Raises ``RuntimeError`` with fewer than
+        ``server.min-replies`` usable replies.
         """
-        sent = self._sent.get(server_round)
-        rank = self.nodes.rank_of(msg.metadata.src_node_id)
-        result = check_envelope(
-            msg, server_round, sent.messages if sent else None, counts
-        ) or check_reply(msg.content, node_ranks.specs_at(reference, rank), self.weighted_by_key,
-                         self.limits, node_ranks.sent_at(sent_up, rank), self.uplink)  # fmt: skip
-        if isinstance(result, str):
-            return f"{result} (its announced lora-rank is {rank})" if rank else result
-        arrays = node_ranks.padded(result.arrays, sent_up, rank)
-        return arrays if isinstance(arrays, str) else (result, arrays)
+        stats = self.rounds[0] = RoundStats()
+        ncm = FedNcm(Sample(self.nodes, 1.0, self.min_train_nodes, self.min_available_nodes),
+                     self.round.send, self.min_replies, self.limits.max_num_examples)  # fmt: skip
+        return ncm(grid, arrays, keys, timeout, stats)
 
-    def _reject(self, server_round: int, stats: RoundStats, node: int, reason: str) -> None:
-        """Drop ``node``'s reply this round: recorded and logged with its partition."""
-        stats.rejected[node] = reason
-        log.warning("round %d: rejected the reply of node %d (partition %s): %s",
-                    server_round, node, self.nodes.label(node), reason)  # fmt: skip
+    def state(self) -> dict[str, object]:
+        """What a checkpoint must keep to resume the steps (JSON)."""
+        return self.round.state()
 
-    def _aggregate(
-        self, server_round: int, stats: RoundStats, updates: list[Update]
-    ) -> ArrayRecord | None:
-        if len(updates) < self.min_replies:
-            stats.failure = f"{len(updates)} valid replies, fewer than server.min-replies"
-        else:
-            try:
-                aggregated = self._rule(server_round, stats, updates)
-            except ValueError as exc:  # e.g. too few replies for Krum's f
-                stats.failure = str(exc)
-            else:
-                sent = self._sent.get(server_round)
-                if self.optimizer is not None and sent is not None:
-                    aggregated = self.optimizer.step(server_round, sent.arrays, aggregated)
-                aggregated.update(self.carried.resting(server_round, sent and sent.arrays))
-                stats.aggregated = True
-                return ArrayRecord(
-                    {k: Array(np.ascontiguousarray(v)) for k, v in aggregated.items()}
-                )
-        log.warning("round %d failed (%s); global state unchanged", server_round, stats.failure)
-        return None
+    def state_arrays(self) -> Arrays:
+        """What a checkpoint keeps of the steps as tensors (the server optimizer's moments)."""
+        return self.round.state_arrays()
 
-    def _rule(self, server_round: int, stats: RoundStats, updates: list[Update]) -> Arrays:
-        sent = self._sent.get(server_round)
-        updates = self.carried.complete(  # RoLoRA: the factor not sent up, as sent
-            updates, self.carried.resting(server_round, sent and sent.arrays)
-        )
-        aggregated, info = self.aggregator.aggregate(
-            updates, sent.arrays if sent else None, stats.sent_to, stats.population, server_round
-        )
-        stats.dp.update(info)
-        return aggregated
+    def load_state(self, state: dict[str, object], arrays: Arrays | None = None) -> None:
+        """Restore :meth:`state` and :meth:`state_arrays`."""
+        self.round.load_state(state, arrays)
+
+    def start(  # type: ignore[override]
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+        *,
+        first_round: int = 1,
+        recorder: RunRecorder | None = None,
+        checkpointer: Checkpointer | None = None,
+        on_round_end: Callable[[int, ArrayRecord], None] | None = None,
+    ) -> Result:
+        """Flower's round loop, plus resuming at ``first_round`` and failed-round handling.
+
+        Round 0 (evaluation of the initial arrays) runs only when starting at round 1.
+        After each round's evaluation ``recorder`` records it and ``checkpointer`` saves
+        the checkpoint, then ``on_round_end`` is called. Raises
+        :class:`RoundsFailedError` after ``max_failed_rounds`` consecutive failed rounds,
+        once that round is recorded.
+        """
+        return run_rounds(self.round, grid, initial_arrays, num_rounds, timeout,
+                          train_config or ConfigRecord(), evaluate_config or ConfigRecord(),
+                          Closing(evaluate_fn, recorder, checkpointer), first_round,
+                          on_round_end, self.rounds)  # fmt: skip

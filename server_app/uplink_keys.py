@@ -10,35 +10,36 @@ at their global value, bit for bit (a server optimizer's momentum does not move 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 from fedpeft.aggregation import Update
 from fedpeft.arrays import Arrays
+from fedpeft.sharing import uplink_names
+from peft_strategies.base import Sharing
 
 from .validation import TensorSpec
 
 
 class UplinkKeys:
-    """The reference tensors a reply carries in each round; ``keys=None``: all, always."""
+    """The reference tensors a reply carries in each round.
 
-    def __init__(
-        self,
-        reference: dict[str, TensorSpec],
-        keys: Callable[[int], frozenset[str]] | None = None,
-    ) -> None:
+    ``sharing`` is the method's (:func:`fedpeft.sharing.sharing_of`); all of them, every
+    round, unless it alternates (RoLoRA: the round's factor and the head).
+    """
+
+    def __init__(self, reference: dict[str, TensorSpec], sharing: Sharing | None = None) -> None:
         self.reference = reference
-        self.keys = keys
+        self.sharing = sharing if sharing is not None and sharing.alternate else None
 
     def of(self, server_round: int) -> dict[str, TensorSpec]:
         """The specs of the tensors a reply carries in ``server_round``."""
-        if self.keys is None:
+        if self.sharing is None:
             return self.reference
-        keys = self.keys(server_round)
+        keys = uplink_names(frozenset(self.reference), self.sharing, server_round)
         return {k: spec for k, spec in self.reference.items() if k in keys}
 
     def resting(self, server_round: int, sent: Arrays | None) -> Arrays:
         """The arrays sent in ``server_round`` that replies do not carry back."""
-        if sent is None or self.keys is None:
+        if sent is None or self.sharing is None:
             return {}
         carried = self.of(server_round)
         return {k: v for k, v in sent.items() if k not in carried}

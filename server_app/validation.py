@@ -9,13 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord, Message, RecordDict
 
-from fedpeft import wire
+from fedpeft import protocol, wire
 from fedpeft.arrays import Arrays
 from fedpeft.codecs import Codec
 
-# Metrics that may legitimately be non-finite: a diverged loss (the server warns),
-# ε = inf under DP with noise multiplier 0.
-NON_FINITE_OK = ("train-loss", "dp-epsilon")
+NON_FINITE_OK = protocol.NON_FINITE_OK
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ def reference_specs(record: ArrayRecord) -> dict[str, TensorSpec]:
 
 def _weight(metrics: dict, key: str, limits: Limits) -> int | str:
     weight = metrics.get(key)
-    if isinstance(weight, bool) or not isinstance(weight, int) or weight <= 0:
+    if not protocol.is_positive_int(weight):
         return f"{key}={weight!r} is not a positive integer"
     if limits.max_num_examples and weight > limits.max_num_examples:
         return f"{key}={weight} is implausibly large (limit {limits.max_num_examples})"
@@ -181,7 +179,7 @@ def check_reply(
     size = sum(len(a.data) for a in record.values())
     if limits.max_payload_bytes and size > limits.max_payload_bytes:
         return f"payload of {size:,} bytes is over the budget of {limits.max_payload_bytes:,}"
-    encoded = codec is not None and codec.name != "none"
+    encoded = codec is not None and codec.encodes
     missing = sorted(set(reference) - set(record))
     extra = sorted(set(record) - set(reference))
     if (missing or extra) and not encoded:

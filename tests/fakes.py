@@ -8,6 +8,9 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 
+from server_app.checkpoint import Checkpointer
+from server_app.recorder import RunRecorder
+
 # The trainable set of the strategy tests: a 2×3 head and its bias.
 HEAD_REF = ArrayRecord(
     {
@@ -85,3 +88,15 @@ class FakeGrid:
             if made is not None:
                 out.append(reply(msg, *made))
         return out
+
+
+class CheckpointedRecorder(RunRecorder):
+    """The record and checkpoint steps of a round's close, one after the other."""
+
+    def __init__(self, out_dir, run, num_classes, fingerprint, output=None):
+        super().__init__(out_dir, run, num_classes, output)
+        self.checkpointer = Checkpointer(out_dir, fingerprint)
+
+    def round_end(self, end):
+        super().round_end(end)
+        self.checkpointer.save(end, self.rows, self.best)

@@ -167,7 +167,7 @@ def _rolora_strategy(ref: dict[str, np.ndarray]) -> PeftFedAvg:
         reference_specs(ArrayRecord({k: Array(v) for k, v in ref.items()})),
         min_train_nodes=2, min_available_nodes=2,
         optimizer=make_optimizer("fedadam", OptParams(lr=0.1)),
-        uplink_keys=lambda r: uplink_names(frozenset(ref), sharing, r),
+        sharing=sharing,
     )  # fmt: skip
 
 

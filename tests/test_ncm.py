@@ -14,9 +14,9 @@ from fedpeft.data.tensors import ImageTensors
 from fedpeft.engine import make_engine
 from fedpeft.ncm import class_feature_sums
 from peft_strategies import get_method
-from server_app.ncm import check_statistics, head_keys, initialise_head
+from server_app.ncm import check_statistics, head_keys
 from server_app.strategy import PeftFedAvg
-from server_app.validation import reference_specs
+from server_app.validation import Limits, reference_specs
 from tests.conftest import model_input, tiny_vit
 from tests.fakes import FakeGrid
 
@@ -56,7 +56,7 @@ def test_ncm_head_equals_the_centralised_class_means(method):
     arrays = to_arrayrecord(trainable_state(model))
     weight_key, bias_key = head_keys(model)
     # Execute
-    out = initialise_head(_strategy(model), grid, arrays, (weight_key, bias_key), 10.0)
+    out = _strategy(model).initialise_head(grid, arrays, (weight_key, bias_key), 10.0)
     # Assert: unit-norm class means of all 16 images' features; class 3 (unseen) stays 0
     with torch.inference_mode():
         model.eval()  # as the clients compute them (prompt dropout off)
@@ -93,10 +93,9 @@ def test_malformed_statistics_are_rejected_by_name(case):
     make, reason = BAD[case]
     grid = FakeGrid({1: 0, 2: 1}, {1: _stats_of(model, _data(8, 3)),
                                    2: lambda sent, rnd: make(sums, counts, 8)})  # fmt: skip
-    strategy = _strategy(model)
-    strategy.limits = type(strategy.limits)(max_num_examples=1000)
+    strategy = _strategy(model, limits=Limits(max_num_examples=1000))
     # Execute
-    initialise_head(strategy, grid, to_arrayrecord(trainable_state(model)), head_keys(model), 5)
+    strategy.initialise_head(grid, to_arrayrecord(trainable_state(model)), head_keys(model), 5)
     # Assert
     assert reason in strategy.rounds[0].rejected[2]
     assert strategy.rounds[0].accepted == 1 and strategy.rounds[0].bytes_up > 0
@@ -107,8 +106,8 @@ def test_too_few_usable_replies_fail_with_a_clear_message():
     bad = lambda sent, rnd: ({"sums": np.zeros(1, np.float32)}, 3)  # noqa: E731
     grid = FakeGrid({1: 0, 2: 1}, {1: bad, 2: bad})
     with pytest.raises(RuntimeError, match="FedNCM: 0 usable statistics replies"):
-        initialise_head(_strategy(model), grid, to_arrayrecord(trainable_state(model)),
-                        head_keys(model), 5)  # fmt: skip
+        _strategy(model).initialise_head(grid, to_arrayrecord(trainable_state(model)),
+                                         head_keys(model), 5)  # fmt: skip
 
 
 def test_the_client_handler_replies_valid_statistics(monkeypatch):

@@ -19,7 +19,7 @@ from server_app.rounds import RoundEnd
 from server_app.strategy import PeftFedAvg
 from server_app.validation import reference_specs
 from tests.conftest import ROOT
-from tests.fakes import FakeGrid
+from tests.fakes import CheckpointedRecorder, FakeGrid
 
 COMMITTED = sorted((ROOT / "docs" / "results").rglob("metrics.json"))
 
@@ -86,7 +86,7 @@ def _end(server_round: int, accuracy: float, loss: float, **counts) -> RoundEnd:
 def test_recorder_writes_records_csv_and_checkpoint_from_the_round_end(tmp_path):
     # Prepare
     fingerprint = {"method": "head"}
-    recorder = RunRecorder(tmp_path, RunRecord(run_id=7), num_classes=10, fingerprint=fingerprint)
+    recorder = CheckpointedRecorder(tmp_path, RunRecord(run_id=7), 10, fingerprint)
     # Execute
     recorder.round_end(_end(0, 0.1, 2.3))
     recorder.round_end(_end(1, 0.5, 1.2, bytes_down=100, bytes_up=50, accepted=2, lr=0.01))
@@ -131,3 +131,21 @@ def test_round_loop_hands_counts_lr_and_evaluation_to_the_recorder(tmp_path):
     assert [r.accepted for r in rows] == [0, 2, 2]
     assert rows[1].weights == {"0": 10, "1": 10}
     assert rows[1].bytes_down > 0 and rows[1].cum_bytes == rows[1].bytes_down + rows[1].bytes_up
+
+
+def test_the_checkpoint_step_follows_each_recorded_round(tmp_path):
+    # Prepare: two nodes; the recorder and the checkpoint step close each round
+    ref = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    strategy = PeftFedAvg(reference=reference_specs(ref), min_train_nodes=2,
+                          min_available_nodes=2, fraction_evaluate=0.0, seed=1)  # fmt: skip
+    behaviour = {n: (lambda sent, rnd: ({"w": sent["w"] + 1.0}, 10)) for n in (1, 2)}
+    fingerprint = {"method": "head"}
+    recorder = RunRecorder(tmp_path, RunRecord(), num_classes=2)
+    # Execute
+    strategy.start(FakeGrid({1: 0, 2: 1}, behaviour), ref, num_rounds=2, recorder=recorder,
+                   checkpointer=checkpoint.Checkpointer(tmp_path, fingerprint))  # fmt: skip
+    # Assert: the last round's arrays, the rows recorded and the steps' state
+    ck = checkpoint.load(tmp_path, fingerprint)
+    assert ck.server_round == 2 and ck.strategy_state == {"failed_streak": 0}
+    assert ck.rows == [r.to_dict() for r in read_run(tmp_path / "metrics.json").rounds]
+    np.testing.assert_array_equal(ck.arrays["w"].numpy(), [2.0, 2.0])

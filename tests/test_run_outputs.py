@@ -18,6 +18,7 @@ from server_app.recorder import BEST_FILE, RunRecorder, round_file
 from server_app.rounds import RoundEnd
 from server_app.tensorboard_events import TB_DIR
 from tests.conftest import ROOT
+from tests.fakes import CheckpointedRecorder
 
 FINGERPRINT = {"method": "head"}
 COUNTS = {"clients": 3, "accepted": 2, "rejected": 1, "bytes_down": 100, "bytes_up": 40}
@@ -74,8 +75,8 @@ def test_best_round_survives_checkpoint_and_resume_like_an_uninterrupted_run(tmp
     # already written round 3's better tensors as its best
     accuracies = [0.1, 0.5, 0.3, 0.6, 0.2]
     full, killed = tmp_path / "full", tmp_path / "killed"
-    _record(RunRecorder(full, RunRecord(), 10, FINGERPRINT), accuracies, **COUNTS)
-    _record(RunRecorder(killed, RunRecord(), 10, FINGERPRINT), accuracies[:3], **COUNTS)
+    _record(CheckpointedRecorder(full, RunRecord(), 10, FINGERPRINT), accuracies, **COUNTS)
+    _record(CheckpointedRecorder(killed, RunRecord(), 10, FINGERPRINT), accuracies[:3], **COUNTS)
     stale = RunRecorder(tmp_path / "stale", RunRecord(), 10)
     _record(stale, accuracies[:4], **COUNTS)
     (tmp_path / "stale" / BEST_FILE).replace(killed / BEST_FILE)
@@ -83,7 +84,7 @@ def test_best_round_survives_checkpoint_and_resume_like_an_uninterrupted_run(tmp
     ck = checkpoint.load(killed, FINGERPRINT)
     rows = [RoundRecord.from_dict(r) for r in ck.rows]
     output = OutputConfig(run_name="killed", resume=True)
-    resumed = RunRecorder(killed, RunRecord(rounds=rows), 10, FINGERPRINT, output)
+    resumed = CheckpointedRecorder(killed, RunRecord(rounds=rows), 10, FINGERPRINT, output)
     best_on_resume = load_file(str(killed / BEST_FILE))
     _record(resumed, accuracies, first=3, **COUNTS)
     # Assert: the checkpoint kept round 1, apart from the global tensors
@@ -171,7 +172,7 @@ def test_tensorboard_events_hold_one_scalar_per_round_per_tag(tmp_path):
 def test_a_resumed_run_replaces_the_tensorboard_rounds_it_repeats(tmp_path):
     # Prepare: rounds 0-2 written, the checkpoint holds round 1 (killed in round 2)
     output = OutputConfig(tensorboard=True)
-    first = RunRecorder(tmp_path, RunRecord(), 10, FINGERPRINT, output)
+    first = CheckpointedRecorder(tmp_path, RunRecord(), 10, FINGERPRINT, output)
     _record(first, [0.1, 0.2], **COUNTS)
     ck_file = tmp_path / checkpoint.FILENAME
     after_round_1 = ck_file.read_bytes()
@@ -185,7 +186,7 @@ def test_a_resumed_run_replaces_the_tensorboard_rounds_it_repeats(tmp_path):
     ck = checkpoint.load(tmp_path, FINGERPRINT)
     rows = [RoundRecord.from_dict(r) for r in ck.rows]
     resume = OutputConfig(run_name="r", resume=True, tensorboard=True)
-    resumed = RunRecorder(tmp_path, RunRecord(rounds=rows), 10, FINGERPRINT, resume)
+    resumed = CheckpointedRecorder(tmp_path, RunRecord(rounds=rows), 10, FINGERPRINT, resume)
     _record(resumed, [0.1, 0.2, 0.3, 0.4], first=2, **COUNTS)
     resumed.finish("completed")
     # Assert: one value per round, round 2's from the resumed run

@@ -139,7 +139,7 @@ def test_same_node_twice_is_rejected():
     # Prepare: node 2 answers twice (a Grid never delivers this; a fake one can)
     strategy = _strategy()
     replies = _replies(strategy, [(1, _update(2.0), 10), (2, _update(9.0), 10)])
-    replies.append(reply(strategy._sent[1].messages[1], _update(9.0), 10))
+    replies.append(reply(strategy.sent[1].messages[1], _update(9.0), 10))
     # Execute
     arrays, _ = strategy.aggregate_train(1, replies)
     # Assert
@@ -174,7 +174,7 @@ def test_reply_to_a_message_not_sent_is_rejected():
 def test_error_reply_is_logged_and_skipped():
     strategy = _strategy()
     replies = _replies(strategy, [(1, _update(3.0), 4), (5, _update(0.0), 1)])
-    replies[1] = Message(Error(code=0, reason="boom"), reply_to=strategy._sent[1].messages[1])
+    replies[1] = Message(Error(code=0, reason="boom"), reply_to=strategy.sent[1].messages[1])
     arrays, _ = strategy.aggregate_train(1, replies)
     np.testing.assert_allclose(arrays["head.weight"].numpy(), 3.0)
     assert strategy.rounds[1].errors == {5: "boom"}

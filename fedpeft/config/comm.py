@@ -53,6 +53,6 @@ class CommConfig:
         """Whether the uplink keeps an error-feedback residual."""
         from fedpeft.codecs import CODECS
 
-        if self.uplink == "none" or self.error_feedback == "off":
+        if not CODECS[self.uplink].encodes or self.error_feedback == "off":
             return False
         return self.error_feedback == "on" or CODECS[self.uplink].feedback_by_default

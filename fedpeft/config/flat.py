@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_type_hints
 
+from ..protocol import is_int, is_number
+
 T = TypeVar("T")
 
 
@@ -49,11 +51,11 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             raise ConfigError(f"{key}={value!r}: expected true or false")
         return value
     if typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise ConfigError(f"{key}={value!r}: expected an integer")
         return value
     if typ is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if not is_number(value):
             raise ConfigError(f"{key}={value!r}: expected a number")
         return float(value)
     if typ is str:

@@ -21,7 +21,9 @@ from typing import Any
 
 from flwr.common.config import parse_config_args
 
-KEYS = ("partition-id", "num-partitions", "data-path", "weights-path", "lora-rank")
+from ..protocol import LORA_RANK, NUM_PARTITIONS, PARTITION_ID, is_int
+
+KEYS = (PARTITION_ID, NUM_PARTITIONS, "data-path", "weights-path", LORA_RANK)
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class NodeConfig:
 
 def _int(config: Mapping[str, object], key: str) -> int:
     value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise ValueError(f"node-config {key}={value!r}: expected an integer")
     return value
 
@@ -56,23 +58,23 @@ def parse_node_config(config: Mapping[str, object], files: bool = True) -> NodeC
     unknown = sorted(set(config) - set(KEYS))
     if unknown:
         raise ValueError(f"unknown node-config key(s) {unknown}; valid keys: {list(KEYS)}")
-    partitioned = "partition-id" in config or "num-partitions" in config
+    partitioned = PARTITION_ID in config or NUM_PARTITIONS in config
     if partitioned and "data-path" in config:
         raise ValueError("node-config: set either data-path or partition-id/num-partitions")
     pid = n = None
     if "data-path" not in config:
-        if not ("partition-id" in config and "num-partitions" in config):
+        if not (PARTITION_ID in config and NUM_PARTITIONS in config):
             raise ValueError(
                 f"node-config {dict(config)}: set partition-id and num-partitions, or data-path"
             )
-        pid, n = _int(config, "partition-id"), _int(config, "num-partitions")
+        pid, n = _int(config, PARTITION_ID), _int(config, NUM_PARTITIONS)
         if not 0 <= pid < n:
             raise ValueError(f"node-config partition-id={pid}: must be in [0, {n})")
     weights = config.get("weights-path")
     if files and weights is not None and not Path(str(weights)).expanduser().is_file():
         raise ValueError(f"node-config weights-path={weights!r}: no such file")
     data_path = config.get("data-path")
-    rank = _int(config, "lora-rank") if "lora-rank" in config else None
+    rank = _int(config, LORA_RANK) if LORA_RANK in config else None
     if rank is not None and rank < 1:
         raise ValueError(f"node-config lora-rank={rank}: must be >= 1")
     return NodeConfig(

@@ -83,12 +83,13 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
 
 
 def _check_across_sections(cfg: RunConfig) -> None:
+    from fedpeft.codecs import CODECS
     from fedpeft.faults import ENCODING_MODES
 
     for pid, mode in cfg.fault.by_partition().items():
         needs = ENCODING_MODES.get(mode)
         uplink = cfg.comm.uplink
-        check(needs is None or (uplink != "none" and needs in ("", uplink)),
+        check(needs is None or (CODECS[uplink].encodes and needs in ("", uplink)),
               "fault.modes", cfg.fault.modes,
               f"partition {pid}'s {mode!r} malforms an encoded reply: it needs comm.uplink="
               f"{needs or 'any codec but none'!r} (comm.uplink is {uplink!r})")  # fmt: skip

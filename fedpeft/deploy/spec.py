@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..protocol import NUM_PARTITIONS, PARTITION_ID
+
 
 @dataclass
 class FederationSpec:
@@ -38,4 +40,4 @@ class FederationSpec:
         """SuperNode ``index``'s node-config; by default partition ``index`` of N."""
         if index < len(self.node_configs):
             return self.node_configs[index]
-        return {"partition-id": index, "num-partitions": self.num_supernodes}
+        return {PARTITION_ID: index, NUM_PARTITIONS: self.num_supernodes}

@@ -12,6 +12,7 @@ import logging
 from flwr.app import RecordDict
 from torch import nn
 
+from .. import protocol
 from ..config import RunConfig
 from ..data.tensors import ImageTensors
 from ..engine import Engine
@@ -69,7 +70,7 @@ def private_round(
         partition_id, result.steps, result.sample_rate, sigma, dp.clip_norm, eps, dp.delta,
     )  # fmt: skip
     metrics = {
-        "dp-epsilon": eps,
+        protocol.DP_EPSILON: eps,
         "dp-delta": dp.delta,
         "dp-noise-multiplier": sigma,
         "dp-sample-rate": result.sample_rate,

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from .. import run_folder
 from ..record import RunRecord, best_row
+from ..run_folder import round_file
 
 ROUND_CHOICES = ("best", "final")
-_ROUND_FILE = re.compile(r"round_(\d+)_trainable\.safetensors")
+_ROUND_FILE = re.compile(re.escape(round_file(0)).replace("0", r"(\d+)", 1))
 
 
 def parse_round(text: str) -> str | int:
@@ -38,14 +40,12 @@ def parse_round(text: str) -> str | int:
 
 def file_name(choice: str | int) -> str:
     """The file ``--round choice`` reads."""
-    if isinstance(choice, int):
-        return f"round_{choice}_trainable.safetensors"
-    return f"{choice}_trainable.safetensors"
+    return run_folder.trainable_file(choice)
 
 
 def available(run_dir: Path) -> list[str]:
     """The ``--round`` values this run folder has files for (best, final, then rounds)."""
-    names = {p.name for p in run_dir.glob("*_trainable.safetensors")}
+    names = {p.name for p in run_dir.glob(f"*{run_folder.TRAINABLE_SUFFIX}")}
     found = [c for c in ROUND_CHOICES if file_name(c) in names]
     rounds = sorted(int(m.group(1)) for n in names if (m := _ROUND_FILE.fullmatch(n)))
     return found + [str(r) for r in rounds]

@@ -27,6 +27,7 @@ from ..backbones import normalization
 from ..config import RunConfig, config_from_record
 from ..model import build_model
 from ..record import RunRecord, read_run
+from ..run_folder import METRICS_JSON
 from ..sharing import load_shared, sharing_of
 from .info import WEIGHTS_FILE, ModelInfo
 from .run_files import exported_round, round_accuracy, trainable_file
@@ -73,7 +74,7 @@ def global_model(run_dir: Path, choice: str | int = "final") -> GlobalModel:
 
     """
     run_dir = Path(run_dir)
-    metrics = run_dir / "metrics.json"
+    metrics = run_dir / METRICS_JSON
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics}: no such file; {run_dir} is not a run folder")
     record = read_run(metrics)

@@ -1,0 +1,86 @@
+"""What the ServerApp and the ClientApp exchange, named once: messages, records, keys.
+
+Message types and record names are Flower's where Flower defines them
+(:class:`flwr.common.MessageType`, the defaults of
+:class:`flwr.serverapp.strategy.FedAvg`); the rest are this project's. The scalar
+validators at the end are the checks every reply's numbers go through (a ``bool`` is
+an ``int`` to Python, never to a reply check).
+"""
+
+from __future__ import annotations
+
+import math
+
+from flwr.common import MessageType
+
+# Message types
+TRAIN = MessageType.TRAIN
+EVALUATE = MessageType.EVALUATE
+QUERY = MessageType.QUERY
+NCM_ACTION = "ncm"  # FedNCM's statistics: the ``train.ncm`` message type
+NCM = f"{TRAIN}.{NCM_ACTION}"
+
+# Record names in a message's RecordDict
+ARRAYS = "arrays"  # FedAvg's default arrayrecord_key
+CONFIG = "config"  # FedAvg's default configrecord_key
+METRICS = "metrics"  # a reply's MetricRecord
+NODE = "node"  # the query reply's MetricRecord: the node's partition id and rank
+COMM = "comm"  # a reply's ConfigRecord naming its uplink codec
+
+# Config keys (server → client)
+SERVER_ROUND = "server-round"
+LR = "lr"
+DOWNLINK = "comm-downlink"  # the codec the global arrays travel in
+
+# Metric keys (client → server)
+NUM_EXAMPLES = "num-examples"  # FedAvg's default weighted_by_key
+PARTITION_ID = "partition-id"
+NUM_PARTITIONS = "num-partitions"
+LORA_RANK = "lora-rank"
+TRAIN_LOSS = "train-loss"
+TRAIN_ACC = "train-acc"
+EVAL_LOSS = "eval-loss"
+EVAL_ACC = "eval-acc"
+DP_EPSILON = "dp-epsilon"
+WORKER_PID = "worker-pid"
+WORKER_MODEL_BUILDS = "worker-model-builds"
+BYTES_UP = "bytes-up"
+LOCAL_RESTORED = "local-restored"
+TRAIN_SECONDS = "train-seconds"
+
+# The ``comm`` record of an encoded reply
+CODEC = "codec"
+PAYLOAD = "payload"
+CARRIED_AS = "carried-as"
+UPDATE = "update"  # the payload an uplink codec carries
+
+# FedNCM's reply arrays
+SUMS = "sums"
+COUNTS = "counts"
+
+# Context.state: the uplink's error-feedback residual (client-side only)
+RESIDUAL = "comm-residual"
+
+# Metrics that may legitimately be non-finite: a diverged loss (the server warns),
+# ε = inf under DP with noise multiplier 0.
+NON_FINITE_OK = (TRAIN_LOSS, DP_EPSILON)
+
+
+def is_int(x: object) -> bool:
+    """Whether ``x`` is an ``int`` and not a ``bool``."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def is_number(x: object) -> bool:
+    """Whether ``x`` is an ``int`` or ``float`` and not a ``bool``."""
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def is_positive_int(x: object) -> bool:
+    """Whether ``x`` is an ``int`` ≥ 1 (not a ``bool``)."""
+    return is_int(x) and x > 0  # type: ignore[operator]
+
+
+def is_finite_positive(x: object) -> bool:
+    """Whether ``x`` is a number in (0, inf) (not a ``bool``)."""
+    return is_number(x) and 0 < x < math.inf  # type: ignore[operator]
