@@ -43,6 +43,7 @@ SUPERLINK_IMAGE=localhost/fedpeft-superlink:$FLWR_VERSION
 APP_IMAGE=localhost/fedpeft-app:$arch
 ARM64_BASE=localhost/fedpeft-python:3.11-arm64
 ARM64_IMAGE=localhost/fedpeft-app:arm64
+ARM64_IMAGES=${ARM64_IMAGES:-1}  # images per class the emulated arm64 SuperNode holds
 STACK=(-f docker-compose.yml -f docker/with-state.yml -f docker/with-tls.yml -f docker/with-auth.yml)
 NAMES=(superlink serverapp supernode-1 supernode-2 rogue)  # fedpeft-drill-<name>
 RUN_CONFIG="model.img-size=28 data.source='builtin' data.dataset='digits' data.train-size=0 \
@@ -358,6 +359,12 @@ phase2() {
     elif [ "$ARM64" = 1 ]; then
         log "arm64: supernode-2 from the linux/arm64 image (emulated by qemu-user-static)"
         pm rm -f -t 10 fedpeft-drill-supernode-2 >/dev/null
+        # Emulated, one ViT-S/14 training step of 32 images outlasted a 20-minute round
+        # (qemu-user runs torch's aarch64 kernels instruction by instruction): the arm64
+        # device keeps ARM64_IMAGES images of each class: one short step (2026-12-08, EPYC)
+        for class_dir in "$work"/data/supernode-2/*/; do
+            find "$class_dir" -name '*.png' | sort | tail -n +"$((ARM64_IMAGES + 1))" | xargs -r rm -f
+        done
         local swapped
         swapped=$(date -u '+%F %T')
         start supernode-2 supernode-2 "$ARM64_IMAGE"
