@@ -135,7 +135,13 @@ cleanup() {
     for name in "${NAMES[@]}" operator; do
         pm rm -f -t 3 "fedpeft-drill-$name" >/dev/null 2>&1 || true
     done
-    left=$(pm ps -a --format '{{.Names}}' | grep -c '^fedpeft-drill-' || true)
+    # an emulated container can take longer than rm's wait to die: retry for a while
+    for _ in $(seq 15); do
+        left=$(pm ps -a --format '{{.Names}}' | grep -c '^fedpeft-drill-' || true)
+        [ "$left" = 0 ] && break
+        sleep 2
+        pm ps -a --format '{{.Names}}' | grep '^fedpeft-drill-' | xargs -r podman "${PODMAN_OPTS[@]}" rm -f -t 3 >/dev/null 2>&1 || true
+    done
     echo
     echo "== container drill summary ($(date -u +%F), $(uname -m)) =="
     [ -s "$work/builds.txt" ] && sed 's/^/build  /' "$work/builds.txt"
