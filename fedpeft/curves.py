@@ -1,26 +1,77 @@
 """One run's picture: server accuracy and cumulative bytes by round (``curves.png``).
 
 The server's recorder writes ``<run dir>/curves.png`` when a run completes; the
-accuracy panel is the sweep report's (:func:`fedpeft.report.draw_accuracy`), with the
-best round marked. ``python -m fedpeft.curves <metrics.json> [out.png]`` draws it for
+accuracy panel (:func:`draw_accuracy`, also the sweep report's) has the best round
+marked. ``python -m fedpeft.curves <metrics.json> [out.png]`` draws it for
 a run already on disk (the README's picture, from ``docs/results/iid-10-rounds-lora-s1``).
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
 
 from fedpeft.record import RunRecord, best_row, read_run
-from fedpeft.report import curve, draw_accuracy, plt
 from fedpeft.run_folder import CURVES
 
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # after choosing the backend
+
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 FILENAME = CURVES
+
+
+def curve(metrics: RunRecord) -> list[tuple[int, int, float]]:
+    """A run's ``(round, cumulative bytes, server accuracy)`` points."""
+    return [
+        (r.round, r.cum_bytes, r.accuracy) for r in metrics.rounds if r.evaluated
+    ]  # server.evaluate-every: evaluated rounds only
+
+
+def group_by(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str, Any]]]:
+    """``rows`` grouped by the values of ``keys``, in their order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return groups
+
+
+def mean_curve(runs: list[dict[str, Any]]) -> tuple[list[float], list[float], list[float]]:
+    """Rounds, cumulative bytes and accuracy, each the mean over ``runs``' curves."""
+    length = min(len(r["_rounds"]) for r in runs)
+    cols = [[r["_rounds"][i] for r in runs] for i in range(length)]
+    return ([statistics.mean(c[0] for c in col) for col in cols],
+            [statistics.mean(c[1] for c in col) for col in cols],
+            [statistics.mean(c[2] for c in col) for col in cols])  # fmt: skip
+
+
+def draw_accuracy(ax: Axes, rows: list[dict[str, Any]], x: str, target: float = 0.0,
+                  title: str = "") -> None:  # fmt: skip
+    """Accuracy (mean over seeds) vs ``x`` ("round" or "bytes") on ``ax``, a line per method.
+
+    ``rows`` are :func:`fedpeft.report.collect`'s (only ``method`` and ``_rounds`` are read).
+    """
+    for (method,), runs in sorted(group_by(rows, "method").items()):
+        rnd, cum, acc = mean_curve(runs)
+        if x == "round":
+            ax.plot(rnd, acc, marker="o", label=method)
+        else:  # round 0 has sent nothing: no point on a log axis
+            ax.plot(cum[1:], acc[1:], marker="o", label=method)
+    if target:
+        ax.axhline(target, color="grey", linestyle="--", label=f"target {target:g}")
+    if x == "bytes":
+        ax.set_xscale("log")
+    ax.set(title=title, xlabel="round" if x == "round" else "cumulative bytes (up + down)",
+           ylabel="server accuracy")  # fmt: skip
+    ax.legend(fontsize=7)
 
 
 def run_figure(run: RunRecord, title: str = "") -> Figure:

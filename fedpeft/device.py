@@ -20,7 +20,7 @@ import torch
 
 from .config import ConfigError
 from .config.server import check_device
-from .deploy.cpus import host_cpus
+from .host import host_cpus
 
 log = logging.getLogger(__name__)
 

@@ -9,18 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
 from matplotlib.ticker import NullFormatter
 
+from fedpeft.curves import curve, draw_accuracy, group_by, plt
 from fedpeft.record import RunRecord, read_run
 from fedpeft.run_folder import METRICS_JSON
 from fedpeft.sweepfile import Run, Sweep
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 BEGIN, END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
@@ -92,49 +88,6 @@ def failures(sweep: Sweep, records: Records | None = None) -> list[dict[str, Any
             if record.status == "failed"]  # fmt: skip
 
 
-def curve(metrics: RunRecord) -> list[tuple[int, int, float]]:
-    """A run's ``(round, cumulative bytes, server accuracy)`` points."""
-    return [
-        (r.round, r.cum_bytes, r.accuracy) for r in metrics.rounds if r.evaluated
-    ]  # server.evaluate-every: evaluated rounds only
-
-
-def _by(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str, Any]]]:
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
-    return groups
-
-
-def _mean_curve(runs: list[dict[str, Any]]) -> tuple[list[float], list[float], list[float]]:
-    length = min(len(r["_rounds"]) for r in runs)
-    cols = [[r["_rounds"][i] for r in runs] for i in range(length)]
-    return ([statistics.mean(c[0] for c in col) for col in cols],
-            [statistics.mean(c[1] for c in col) for col in cols],
-            [statistics.mean(c[2] for c in col) for col in cols])  # fmt: skip
-
-
-def draw_accuracy(ax: Axes, rows: list[dict[str, Any]], x: str, target: float = 0.0,
-                  title: str = "") -> None:  # fmt: skip
-    """Accuracy (mean over seeds) vs ``x`` ("round" or "bytes") on ``ax``, a line per method.
-
-    ``rows`` are :func:`collect`'s (only ``method`` and ``_rounds`` are read).
-    """
-    for (method,), runs in sorted(_by(rows, "method").items()):
-        rnd, cum, acc = _mean_curve(runs)
-        if x == "round":
-            ax.plot(rnd, acc, marker="o", label=method)
-        else:  # round 0 has sent nothing: no point on a log axis
-            ax.plot(cum[1:], acc[1:], marker="o", label=method)
-    if target:
-        ax.axhline(target, color="grey", linestyle="--", label=f"target {target:g}")
-    if x == "bytes":
-        ax.set_xscale("log")
-    ax.set(title=title, xlabel="round" if x == "round" else "cumulative bytes (up + down)",
-           ylabel="server accuracy")  # fmt: skip
-    ax.legend(fontsize=7)
-
-
 def plot_curves(rows: list[dict[str, Any]], x: str, target: float) -> Figure:
     """Accuracy (mean over seeds) vs ``x`` ("round" or "bytes"), a panel per setting."""
     settings = sorted({r["setting"] for r in rows})
@@ -163,12 +116,12 @@ def plot_epsilon(rows: list[dict[str, Any]], failed: Sequence[dict[str, Any]] = 
     for ax, mode in zip(axes[0], modes, strict=True):
         runs = [r for r in dp if r["dp_mode"] == mode]
         ticks: set[float] = set()
-        for (method,), by_method in sorted(_by(runs, "method").items()):
+        for (method,), by_method in sorted(group_by(runs, "method").items()):
             points = sorted(
                 (max(r["epsilon"] for r in cell),
                  statistics.mean(r["final_accuracy"] for r in cell),
                  statistics.stdev(r["final_accuracy"] for r in cell) if len(cell) > 1 else 0.0)
-                for cell in _by(by_method, "setting").values()
+                for cell in group_by(by_method, "setting").values()
             )  # fmt: skip
             eps, acc, sd = zip(*points, strict=True)
             ticks.update(eps)
@@ -232,7 +185,7 @@ def _table(rows: list[dict[str, Any]], failed: Sequence[dict[str, Any]] = ()) ->
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"
              + (scores[1] if ranked else "") + (extra[1] if clients else "")]  # fmt: skip
     columns = lines[1].count("|") - 1
-    done, lost = _by(rows, "setting", "method"), _by(list(failed), "setting", "method")
+    done, lost = group_by(rows, "setting", "method"), group_by(list(failed), "setting", "method")
     for cell in sorted(done.keys() | lost.keys()):
         if cell not in done:
             lines.append(_failed_cell(lost[cell], columns))

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpeft.config import app_config, parse_run_config
-from fedpeft.deploy.cpus import host_cpus
+from fedpeft.host import host_cpus
 from fedpeft.launch import LOG_FILE, non_negative, whole_cpus
 from fedpeft.progress import duration, eta
 from fedpeft.record import read_run

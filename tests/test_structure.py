@@ -151,3 +151,32 @@ def test_only_the_config_package_parses_or_merges_run_config_keys():
                if readers.search(p.read_text()) and not m.startswith("fedpeft.config")]  # fmt: skip
     # Assert
     assert outside == []
+
+
+# The launchers, sweeps, reports, deployment, export and inference: tools around the
+# library, which the library (the rest of fedpeft/) and the apps never import.
+TOOLS = ("fedpeft.launch", "fedpeft.procs", "fedpeft.sweep", "fedpeft.sweepfile",
+         "fedpeft.report", "fedpeft.rescore", "fedpeft.inprocess", "fedpeft.fab",
+         "fedpeft.deploy", "fedpeft.export", "fedpeft.inference")  # fmt: skip
+APPS = ("server_app", "client_app")
+
+
+def _is(module: str, roots: tuple[str, ...]) -> bool:
+    return any(module == r or module.startswith(f"{r}.") for r in roots)
+
+
+def test_the_core_imports_no_tool_and_no_app_and_the_apps_no_tool():
+    # Prepare
+    modules = _modules()
+    known = set(modules)
+    core = [m for m in modules if m.startswith("fedpeft") and not _is(m, TOOLS)]
+    apps = [m for m in modules if _is(m, (*APPS, "peft_strategies"))]
+    # Execute
+    upward = {m: sorted(t for t in _imports(m, modules[m], known) if _is(t, (*TOOLS, *APPS)))
+              for m in core}  # fmt: skip
+    app_tools = {m: sorted(t for t in _imports(m, modules[m], known) if _is(t, TOOLS))
+                 for m in apps}  # fmt: skip
+    # Assert: the check sees the tools' own arrows (baseline: the sweep imports the report)
+    assert "fedpeft.report" in _imports("fedpeft.sweep", modules["fedpeft.sweep"], known)
+    assert {m: t for m, t in upward.items() if t} == {}
+    assert {m: t for m, t in app_tools.items() if t} == {}

@@ -15,17 +15,13 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from fedpeft.host import host_cpus
+
 log = logging.getLogger(__name__)
 
+__all__ = ["THREAD_VARS", "format_cpus", "host_cpus", "pin", "split_cpus", "thread_env"]
+
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def host_cpus() -> list[int]:
-    """The CPUs this process may run on (its affinity; all CPUs where there is none)."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux: no affinity, so count the CPUs
-        return list(range(os.cpu_count() or 1))
 
 
 def split_cpus(cpus: Sequence[int], n: int) -> list[frozenset[int]]:
