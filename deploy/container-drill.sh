@@ -365,9 +365,9 @@ phase2() {
     elif [ "$ARM64" = 1 ]; then
         log "arm64: supernode-2 from the linux/arm64 image (emulated by qemu-user-static)"
         pm rm -f -t 10 fedpeft-drill-supernode-2 >/dev/null
-        # Emulated, one ViT-S/14 training step of 32 images outlasted a 20-minute round
-        # (qemu-user runs torch's aarch64 kernels instruction by instruction): the arm64
-        # device keeps ARM64_IMAGES images of each class: one short step (2026-12-08, EPYC)
+        # Emulated, a training message on 160 of its images (5 steps of 32) outlasted a
+        # 20-minute round (qemu-user translates torch's aarch64 kernels; 2026-12-08, EPYC):
+        # the arm64 device keeps ARM64_IMAGES images of each class, one short step
         for class_dir in "$work"/data/supernode-2/*/; do
             find "$class_dir" -name '*.png' | sort | tail -n +"$((ARM64_IMAGES + 1))" | xargs -r rm -f
         done
