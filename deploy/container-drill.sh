@@ -365,7 +365,7 @@ phase2() {
     elif [ "$ARM64" = 1 ]; then
         log "arm64: supernode-2 from the linux/arm64 image (emulated by qemu-user-static)"
         pm rm -f -t 10 fedpeft-drill-supernode-2 >/dev/null
-        # Emulated, a training message on 160 of its images (5 steps of 32) outlasted a
+        # Emulated, a training message on its 200 images (7 steps of up to 32) outlasted a
         # 20-minute round (qemu-user translates torch's aarch64 kernels; 2026-12-08, EPYC):
         # the arm64 device keeps ARM64_IMAGES images of each class, one short step
         for class_dir in "$work"/data/supernode-2/*/; do
