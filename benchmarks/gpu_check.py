@@ -14,7 +14,7 @@ and the next one runs):
   of each row (``benchmarks.engine.measure``; random weights, synthetic 28 px images
   resized on the device);
 * ``federation``: a 2-round run of the ServerApp and its ClientApps in this process
-  (``fedpeft.inprocess``, no Ray) on scikit-learn's digits with LoRA: accuracy and
+  (``fedpeft.tools.inprocess``, no Ray) on scikit-learn's digits with LoRA: accuracy and
   seconds per round;
 * ``dp_round``: one round of the same federation with local DP-SGD (``dp.mode='local'``);
 * ``determinism``: one client's round trained twice from the same weights with the same
@@ -217,8 +217,8 @@ def federation(overrides: list[str], clients: int, runs: Path, name: str) -> dic
     import torch
 
     from fedpeft.config import app_config
-    from fedpeft.inprocess import run_in_process
     from fedpeft.record import read_run
+    from fedpeft.tools.inprocess import run_in_process
 
     extra = (f"server.fraction-train=1.0 server.min-train-nodes={clients} output.dir='{runs}' "
              f"output.run-name='{name}' output.checkpoint=false")  # fmt: skip

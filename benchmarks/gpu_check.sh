@@ -4,7 +4,7 @@
 # benchmarks/gpu_target_packages.txt). What else the run imports travels as wheels in
 # .whl/ (flwr, opacus, datasets, flwr-datasets and the few of their requirements that
 # Python lacks; benchmarks/gpu_wheels.sh fetches them on a machine with network). No Ray:
-# the federation runs in one process (fedpeft.inprocess) on scikit-learn's bundled digits.
+# the federation runs in one process (fedpeft.tools.inprocess) on scikit-learn's bundled digits.
 #
 # On the CUDA machine, from the repository's root, in one command:
 #

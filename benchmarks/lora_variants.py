@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.lora_variants --out docs/results/lora-variants.json
 
-Runs the real ServerApp and ClientApp in this process (:func:`fedpeft.inprocess.
+Runs the real ServerApp and ClientApp in this process (:func:`fedpeft.tools.inprocess.
 run_in_process`: Flower's messages cross as protobuf bytes, each node keeps its own
 ``Context``), so one run costs its training, not a SuperLink and Ray. The setting is
 the e2e tests' TINY one (the offline ViT-S/14 at 28 px on sklearn digits, 1,797
@@ -28,9 +28,9 @@ from pathlib import Path
 
 from fedpeft.config import NodeConfig, app_config, parse_run_config
 from fedpeft.hetlora import node_rank
-from fedpeft.inprocess import run_in_process
 from fedpeft.protocol import BYTES_UP
 from fedpeft.run_folder import METRICS_JSON
+from fedpeft.tools.inprocess import run_in_process
 from tests.e2e.helpers import ROOT, TINY, reply_bytes
 
 # variant → its run config (HetLoRA is fedavg with two of the three nodes at rank 4)

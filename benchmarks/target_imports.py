@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET_PACKAGES = ROOT / "benchmarks" / "gpu_target_packages.txt"
 WHEELS = ROOT / "benchmarks" / "gpu_wheels.txt"
 # Never importable, whatever is installed: Ray's wheel (~78 MB) is too large to carry, and
-# the check runs the federation in one process (fedpeft.inprocess).
+# the check runs the federation in one process (fedpeft.tools.inprocess).
 NEVER = ("ray",)
 # This checkout's own packages, never blocked.
 OWN = ("fedpeft", "server_app", "client_app", "peft_strategies", "benchmarks", "tests")

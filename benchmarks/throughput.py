@@ -89,7 +89,7 @@ def bench(n: int, overrides: list[str], out: Path, timeout: float) -> dict:
     """Measure the simulation and the plain loop for ``n`` clients."""
     config = [*overrides, f"server.min-train-nodes={n}",
               f"output.dir='{out}' output.run-name='sim-{n}'"]  # fmt: skip
-    sim_cmd = [sys.executable, "-m", "fedpeft.launch", "--app", str(ROOT),
+    sim_cmd = [sys.executable, "-m", "fedpeft.tools.launch", "--app", str(ROOT),
                "--num-supernodes", str(n), "--cpus-per-client", "1"]  # fmt: skip
     for item in config:
         sim_cmd += ["-c", item]

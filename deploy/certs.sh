@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
-# From a checkout: runs the packaged fedpeft/deploy/scripts/certs.sh (its header says how).
-# With fedpeft installed (wheel, no checkout): python -m fedpeft.deploy.secrets certs ...
-exec bash "$(cd "$(dirname "$0")/.." && pwd)/fedpeft/deploy/scripts/certs.sh" "$@"
+# From a checkout: runs the packaged fedpeft/tools/deploy/scripts/certs.sh (its header says how).
+# With fedpeft installed (wheel, no checkout): python -m fedpeft.tools.deploy.secrets certs ...
+exec bash "$(cd "$(dirname "$0")/.." && pwd)/fedpeft/tools/deploy/scripts/certs.sh" "$@"

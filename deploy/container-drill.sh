@@ -11,7 +11,7 @@
 #     each timed and measured; with ARM64=1 (the default) the app image for linux/arm64 too.
 #  2. the federation, every container with --network host inside a loopback-only network
 #     namespace (unshare -n): SuperLink, ServerApp executor and two SuperNodes, their
-#     `podman run` commands rendered from the compose stack (python -m fedpeft.deploy.podman);
+#     `podman run` commands rendered from the compose stack (python -m fedpeft.tools.deploy.podman);
 #     the operator (`flwr` in the app image) registers both keys and submits a 2-round run;
 #     metrics.json and the run's tensors must land in ./outputs on the host. supernode-1 trains
 #     its partition; supernode-2 reads its own image folder from a mounted volume.
@@ -161,7 +161,7 @@ cleanup() {
 render() {  # render SERVICE NAME [renderer options]: the service's podman arguments
     local service=$1 name=$2
     shift 2
-    python3 -m fedpeft.deploy.podman "${STACK[@]}" --root "$root" --project-dir "$work" \
+    python3 -m fedpeft.tools.deploy.podman "${STACK[@]}" --root "$root" --project-dir "$work" \
         "$service" --name "fedpeft-drill-$name" "$@"
 }
 
@@ -239,7 +239,7 @@ EOF
     cp -r "$root"/{pyproject.toml,README.md,fedpeft,client_app,server_app,peft_strategies,conf} "$work/app/"
     log "the bundled ViT-S/14 as a weights file, and supernode-2's own images (sklearn digits)"
     pm run --rm --name fedpeft-drill-operator --network none -v "$work/weights:/out" \
-        --entrypoint python "$APP_IMAGE" -m fedpeft.deploy.weights /out/backbone.safetensors >/dev/null
+        --entrypoint python "$APP_IMAGE" -m fedpeft.tools.deploy.weights /out/backbone.safetensors >/dev/null
     pm run --rm --name fedpeft-drill-operator --network none --user 0 \
         -v "$work/data/supernode-2:/out" --entrypoint python "$APP_IMAGE" -c '
 import numpy as np, os

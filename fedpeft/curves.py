@@ -57,7 +57,7 @@ def draw_accuracy(ax: Axes, rows: list[dict[str, Any]], x: str, target: float = 
                   title: str = "") -> None:  # fmt: skip
     """Accuracy (mean over seeds) vs ``x`` ("round" or "bytes") on ``ax``, a line per method.
 
-    ``rows`` are :func:`fedpeft.report.collect`'s (only ``method`` and ``_rounds`` are read).
+    ``rows`` are :func:`fedpeft.tools.report.collect`'s (only ``method`` and ``_rounds`` are read).
     """
     for (method,), runs in sorted(group_by(rows, "method").items()):
         rnd, cum, acc = mean_curve(runs)

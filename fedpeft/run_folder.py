@@ -8,7 +8,7 @@ from __future__ import annotations
 
 METRICS_JSON = "metrics.json"  # the run record (fedpeft.record)
 METRICS_CSV = "metrics.csv"  # one row per round
-RUN_LOG = "run.log"  # the run's whole output (fedpeft.launch)
+RUN_LOG = "run.log"  # the run's whole output (fedpeft.tools.launch)
 CHECKPOINT = "checkpoint.safetensors"
 FINAL_TRAINABLE = "final_trainable.safetensors"  # the global trainable tensors at the end
 BEST_TRAINABLE = "best_trainable.safetensors"  # the best round's

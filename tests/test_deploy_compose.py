@@ -10,9 +10,9 @@ import yaml
 from flwr.common.config import parse_config_args
 
 from fedpeft.config import parse_node_config
-from fedpeft.deploy import compose
-from fedpeft.deploy.launcher import Federation
-from fedpeft.deploy.spec import FederationSpec
+from fedpeft.tools.deploy import compose
+from fedpeft.tools.deploy.launcher import Federation
+from fedpeft.tools.deploy.spec import FederationSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ("docker-compose.yml", "docker/with-state.yml", "docker/with-tls.yml",
@@ -71,7 +71,9 @@ def test_committed_compose_files_are_what_the_flags_render():
     # Assert: one source for the process launcher and the containers
     assert set(rendered) == {*STACK, GPU}
     for rel, text in rendered.items():
-        assert (ROOT / rel).read_text() == text, f"{rel} is stale: python -m fedpeft.deploy.compose"
+        assert (ROOT / rel).read_text() == text, (
+            f"{rel} is stale: python -m fedpeft.tools.deploy.compose"
+        )
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from fedpeft import procs
-from fedpeft.deploy import cli, cpus
-from fedpeft.deploy.launcher import Federation
-from fedpeft.deploy.spec import FederationSpec
+from fedpeft.tools import procs
+from fedpeft.tools.deploy import cli, cpus
+from fedpeft.tools.deploy.launcher import Federation
+from fedpeft.tools.deploy.spec import FederationSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def _federation(tmp_path: Path, n: int, cpu_split: bool = True) -> Federation:
 
 def test_each_supernodes_environment_carries_its_shares_thread_count(tmp_path, monkeypatch):
     # Prepare: an 8-CPU host for 3 SuperNodes; the launcher's own environment says 99
-    monkeypatch.setattr("fedpeft.deploy.launcher.host_cpus", lambda: list(range(8)))
+    monkeypatch.setattr("fedpeft.tools.deploy.launcher.host_cpus", lambda: list(range(8)))
     monkeypatch.setenv("OMP_NUM_THREADS", "99")
     fed = _federation(tmp_path, 3)
     # Execute

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flwr.common.config import parse_config_args
 
-from fedpeft.deploy.flags import Tls, format_node_config, superlink_args, supernode_args
+from fedpeft.tools.deploy.flags import Tls, format_node_config, superlink_args, supernode_args
 
 
 def test_node_config_round_trips_through_flwr_parsing():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fedpeft.deploy import podman
+from fedpeft.tools.deploy import podman
 from tests.test_deploy_compose import STACK, _stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,8 @@ def test_an_unknown_service_key_is_refused(tmp_path):
 def test_the_cli_prints_one_argument_a_line(tmp_path):
     # Execute
     res = subprocess.run(
-        [sys.executable, "-m", "fedpeft.deploy.podman", *[a for f in STACK for a in ("-f", f)],
+        [sys.executable, "-m", "fedpeft.tools.deploy.podman",
+         *[a for f in STACK for a in ("-f", f)],
          "--root", str(ROOT), "--project-dir", str(tmp_path), "supernode-2", "--name", "n2",
          "--image", "img"],
         cwd=ROOT, capture_output=True, text=True, check=True,
@@ -142,7 +143,7 @@ def test_the_drill_scripts_are_strict_and_clean_up():
     drill = (ROOT / "deploy" / "container-drill.sh").read_text()
     assert "trap cleanup EXIT" in drill and "unshare -n" in drill
     assert 'pm rm -f -t 3 "fedpeft-drill-$name"' in drill
-    assert "python3 -m fedpeft.deploy.podman" in drill  # the compose stack's commands
+    assert "python3 -m fedpeft.tools.deploy.podman" in drill  # the compose stack's commands
 
 
 def test_dockerfile_defaults_are_what_users_with_a_registry_get():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("fedpeft/deploy/scripts/certs.sh", "fedpeft/deploy/scripts/node-keys.sh")
+SCRIPTS = ("fedpeft/tools/deploy/scripts/certs.sh", "fedpeft/tools/deploy/scripts/node-keys.sh")
 
 # Runs in the child: the checkout (put on sys.path by the editable install's .pth) is dropped,
 # so fedpeft can only come from the installed wheel (first on PYTHONPATH).
@@ -24,7 +24,7 @@ root, out = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != root]
 paths = [str(Path(p or ".").resolve()) for p in sys.path]
 import fedpeft
-from fedpeft.deploy.secrets import ensure_certs, ensure_node_key
+from fedpeft.tools.deploy.secrets import ensure_certs, ensure_node_key
 tls = ensure_certs(out / "certs")
 private, public = ensure_node_key(out / "keys", "supernode-1")
 print(json.dumps({"fedpeft": fedpeft.__file__, "sys_path": paths, "ca": tls.ca,
@@ -68,7 +68,7 @@ def test_certificate_step_runs_from_the_installed_wheel(wheel, tmp_path):
     # Execute: the launcher's certificate and key step, and the documented command
     res = _run([sys.executable, "-c", CHILD, str(ROOT), str(work)], cwd=work, env=env)
     made = json.loads(res.stdout.strip().splitlines()[-1])
-    _run([sys.executable, "-m", "fedpeft.deploy.secrets", "node-keys", str(work / "keys"),
+    _run([sys.executable, "-m", "fedpeft.tools.deploy.secrets", "node-keys", str(work / "keys"),
           "supernode-2"], cwd=work, env=env)  # fmt: skip
     # Assert: fedpeft came from the wheel, not the checkout
     assert Path(made["fedpeft"]).resolve().is_relative_to(site.resolve())

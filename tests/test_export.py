@@ -15,10 +15,10 @@ from safetensors import safe_open
 
 from fedpeft.config import ConfigError, config_from_record
 from fedpeft.data.tensors import ImageTensors
-from fedpeft.export import load, read_info
-from fedpeft.export.cli import main as export_main
-from fedpeft.export.writer import export_run, global_model
 from fedpeft.record import RunRecord, read_run
+from fedpeft.tools.export import load, read_info
+from fedpeft.tools.export.cli import main as export_main
+from fedpeft.tools.export.writer import export_run, global_model
 from peft_strategies import method_names
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flwr.cli.build import build_fab_from_disk
 
-from fedpeft.fab import stage_app
+from fedpeft.tools.fab import stage_app
 
 ROOT = Path(__file__).resolve().parents[1]
 

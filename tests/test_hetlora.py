@@ -15,8 +15,8 @@ from fedpeft.arrays import trainable_state
 from fedpeft.codecs import CODECS, CodecParams
 from fedpeft.config import ConfigError, NodeConfig, app_config, parse_node_config
 from fedpeft.hetlora import node_rank, pad, truncate
-from fedpeft.inprocess import InProcessGrid
 from fedpeft.model import build_model
+from fedpeft.tools.inprocess import InProcessGrid
 from server_app.sampling import NodeDirectory
 from server_app.strategy import PeftFedAvg
 from server_app.validation import reference_specs

@@ -9,7 +9,7 @@ import pytest
 from flwr.common.config import parse_config_args
 from flwr.supercore.utils import simulation_config_from_json
 
-from fedpeft import launch
+from fedpeft.tools import launch
 from tests.conftest import ROOT
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

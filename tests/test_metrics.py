@@ -14,7 +14,7 @@ import torch
 from fedpeft import metrics
 from fedpeft.data import load_test
 from fedpeft.model import build_model
-from fedpeft.report import _table
+from fedpeft.tools.report import _table
 from fedpeft.training import evaluate
 from tests.conftest import ROOT
 from tests.runs import tiny_config

@@ -13,13 +13,13 @@ from conftest import model_input
 from PIL import Image
 from runs import CLASS_NAMES, make_run
 
-from fedpeft.export import load
-from fedpeft.export.writer import export_run
-from fedpeft.inference.classify import Classifier
-from fedpeft.inference.evaluate import evaluate_folder
-from fedpeft.inference.evaluate import main as evaluate_main
-from fedpeft.inference.predict import main as predict_main
-from fedpeft.inference.predict import predict
+from fedpeft.tools.export import load
+from fedpeft.tools.export.writer import export_run
+from fedpeft.tools.inference.classify import Classifier
+from fedpeft.tools.inference.evaluate import evaluate_folder
+from fedpeft.tools.inference.evaluate import main as evaluate_main
+from fedpeft.tools.inference.predict import main as predict_main
+from fedpeft.tools.inference.predict import predict
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import tomllib
 from flwr.common.config import flatten_dict
 
 from fedpeft.config import app_config, merge_overrides, parse_run_config
-from fedpeft.sweep import load_sweep, resolved_config
+from fedpeft.tools.sweep import load_sweep, resolved_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRESETS = sorted(p for p in CONF.glob("*.toml") if not p.stem.startswith("sweep-"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-from fedpeft.procs import alive, descendants, stop_tree
+from fedpeft.tools.procs import alive, descendants, stop_tree
 
 
 def test_stop_tree_reaches_children_in_a_new_session():

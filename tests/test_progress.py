@@ -127,7 +127,7 @@ def test_a_terminal_gets_a_bar_at_the_last_round_and_the_other_lines_above_it():
     [
         (FLWR_WARNING + "x", "WARNING"),
         (ACTOR + FLWR_INFO + "x", "INFO"),
-        ("ERROR fedpeft.launch: invalid run config", "ERROR"),
+        ("ERROR fedpeft.tools.launch: invalid run config", "ERROR"),
         ("Traceback (most recent call last):", None),
         ("Successfully started run 1", None),
     ],

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
 
-from fedpeft import report
 from fedpeft.record import CSV_FIELDS, RoundRecord, RunRecord, read_run
-from fedpeft.sweep import load_sweep
+from fedpeft.tools import report
+from fedpeft.tools.sweep import load_sweep
 from server_app import checkpoint
 from server_app.recorder import RunRecorder
 from server_app.rounds import RoundEnd

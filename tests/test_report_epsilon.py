@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedpeft.report import plot_epsilon, plt
+from fedpeft.tools.report import plot_epsilon, plt
 
 
 def _row(mode: str, setting: str, method: str, eps: float, acc: float) -> dict:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from fedpeft import report
-from fedpeft import sweep as sweep_module
 from fedpeft.record import read_run
-from fedpeft.sweep import Run, load_sweep, run_sweep
+from fedpeft.tools import report
+from fedpeft.tools import sweep as sweep_module
+from fedpeft.tools.sweep import Run, load_sweep, run_sweep
 
 SWEEP = """
 [sweep]
@@ -127,7 +127,7 @@ def test_every_run_keeps_its_log_and_the_sweep_logs_done_of_total_with_an_eta(sw
             (run_dir / "run.log").write_text(f"log of {run.name}\n")
             return run_dir
 
-    caplog.set_level("INFO", logger="fedpeft.sweep")
+    caplog.set_level("INFO", logger="fedpeft.tools.sweep")
     # Execute
     run_sweep(sweep, WithLog(fail={"iid-lora-s1"}), _fake_config)
     # Assert: the failed run's log is kept too (why it failed); progress after each run
@@ -298,7 +298,7 @@ def test_the_sweep_passes_its_resource_shares_to_every_run(sweep, monkeypatch, t
     # Assert: fedpeft-sim gets the GPU share (none without the flag), the CPU share (its
     # default 1 without the flag) and the SuperNodes
     cmd = recorded.cmds[0]
-    assert cmd[1:3] == ["-m", "fedpeft.launch"]
+    assert cmd[1:3] == ["-m", "fedpeft.tools.launch"]
     assert cmd[cmd.index("--num-supernodes") + 1] == "4"
     assert [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--gpus-per-client"] == gpus
     assert [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--cpus-per-client"] == cpus

@@ -1,4 +1,4 @@
-"""fedpeft-sweep --in-process --jobs N: each run a ``python -m fedpeft.inprocess`` process on
+"""fedpeft-sweep --in-process --jobs N: each run a ``python -m fedpeft.tools.inprocess`` process on
 its own CPUs, N at once; and one real such run (with server.evaluate-every)."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedpeft import sweep as sweep_module
 from fedpeft.record import read_run, write_run
-from fedpeft.rescore import main as rescore_main
-from fedpeft.rescore import rescore
-from fedpeft.sweep import InProcess, Run, load_sweep, run_sweep
+from fedpeft.tools import sweep as sweep_module
+from fedpeft.tools.rescore import main as rescore_main
+from fedpeft.tools.rescore import rescore
+from fedpeft.tools.sweep import InProcess, Run, load_sweep, run_sweep
 from tests.test_sweep import SWEEP, FakeRunner, Recorded
 
 # A few seconds' run: timm's test_vit (random weights, 32 px) on 60 sklearn digits, 2 nodes
@@ -40,7 +40,7 @@ def test_jobs_split_the_cpus_and_each_run_is_pinned_to_its_share(monkeypatch, tm
         runner(run, 4, tmp_path)
     # Assert: slots {4, 6} and {5}, in turn; the run's threads = its CPUs; the command
     cmd = recorded.cmds[0]
-    assert cmd[1:5] == ["-m", "fedpeft.inprocess", "--num-supernodes", "4"]
+    assert cmd[1:5] == ["-m", "fedpeft.tools.inprocess", "--num-supernodes", "4"]
     assert cmd[5:] == ["-c", "conf/x.toml", "-c", "seed=1",
                        "-c", f"output.dir='{tmp_path}' output.run-name='r0'"]  # fmt: skip
     pins = [kwargs["preexec_fn"].args for kwargs in recorded.kwargs]

@@ -6,11 +6,11 @@ import torch
 
 from fedpeft.backbones import create_backbone
 from fedpeft.config import ModelConfig
-from fedpeft.deploy.weights import export_offline_backbone
+from fedpeft.tools.deploy.weights import export_offline_backbone
 
 
 def test_exported_file_equals_offline_weights_after_resampling(tmp_path):
-    # Prepare: the file devices get (python -m fedpeft.deploy.weights)
+    # Prepare: the file devices get (python -m fedpeft.tools.deploy.weights)
     path = export_offline_backbone(tmp_path / "backbone.safetensors")
     name = "vit_small_patch14_dinov2"
     # Execute: 28 px resamples the 37×37 position grid to 2×2

@@ -14,9 +14,9 @@ from flwr.common.config import parse_config_args
 
 from fedpeft.arrays import to_arrayrecord, wire_bytes
 from fedpeft.config import parse_run_config
-from fedpeft.launch import LOG_FILE
 from fedpeft.model import build_model
 from fedpeft.sharing import shared_state, sharing_of, uplink_names
+from fedpeft.tools.launch import LOG_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,7 +109,7 @@ def launch_cmd(
     """The ``fedpeft-sim`` command line of one tiny run."""
     out_dir = tmp_path / "outputs"
     return [
-        sys.executable, "-m", "fedpeft.launch", "--app", str(ROOT),
+        sys.executable, "-m", "fedpeft.tools.launch", "--app", str(ROOT),
         "--num-supernodes", str(supernodes), "--cpus-per-client", str(cpus_per_client),
         "--netns", netns,
         "--timeout", str(timeout), "-c", TINY, "-c", overrides,

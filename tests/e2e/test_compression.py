@@ -19,8 +19,8 @@ import json
 
 import pytest
 
-from fedpeft.launch import LOG_FILE
-from fedpeft.sweep import load_sweep, run_sweep, simulate
+from fedpeft.tools.launch import LOG_FILE
+from fedpeft.tools.sweep import load_sweep, run_sweep, simulate
 from tests.e2e.helpers import CPUS_PER_CLIENT, LEARNT, ROOT, TINY
 
 CHANCE = 0.1  # digits: 10 classes
@@ -100,7 +100,7 @@ def test_int8_uplink_and_fp16_downlink_learn(int8_run):
 
     # Assert: baseline in the same run: round 0 (the untrained head, ~chance); LEARNT as in
     # test_simulation (the worst of 5 fp32 seeds by hand ended at 0.739; this run in
-    # process, :mod:`fedpeft.inprocess`: 0.139 → 0.619 → 0.675, 2026-12-03)
+    # process, :mod:`fedpeft.tools.inprocess`: 0.139 → 0.619 → 0.675, 2026-12-03)
     assert metrics["status"] == "completed"
     assert rounds[-1]["accuracy"] > rounds[0]["accuracy"]
     assert rounds[-1]["accuracy"] >= max(LEARNT, 2 * CHANCE)

@@ -30,11 +30,11 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from fedpeft.deploy.launcher import Federation
-from fedpeft.deploy.spec import FederationSpec
-from fedpeft.deploy.weights import export_offline_backbone
 from fedpeft.offline_vit import CACHE_FILE
-from fedpeft.procs import alive
+from fedpeft.tools.deploy.launcher import Federation
+from fedpeft.tools.deploy.spec import FederationSpec
+from fedpeft.tools.deploy.weights import export_offline_backbone
+from fedpeft.tools.procs import alive
 
 from .helpers import ROOT, deploy_config, reply_bytes
 

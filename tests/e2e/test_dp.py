@@ -53,7 +53,7 @@ HEAD=$!
 for i in $(seq 60); do
     "$RAY" status --address=127.0.0.1:$PORT >/dev/null 2>&1 && break; sleep 1
 done
-RAY_ADDRESS=127.0.0.1:$PORT "$PY" -m fedpeft.launch --app "$APP" --netns never \
+RAY_ADDRESS=127.0.0.1:$PORT "$PY" -m fedpeft.tools.launch --app "$APP" --netns never \
     --num-supernodes 3 --cpus-per-client 2 -c "$TINY" -c "$LOCAL" -c "$OUT"
 CODE=$?
 kill -TERM -- -$HEAD 2>/dev/null; sleep 3; kill -KILL -- -$HEAD 2>/dev/null

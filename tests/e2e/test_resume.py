@@ -7,7 +7,7 @@ releases (its ε is cumulative; its noise is seeded by round). It is RoLoRA
 (``peft.lora.federation='rolora'``: B trains and travels up in odd rounds, A in even
 ones), so the resumed round 2 must take A's turn, and FedAdam must leave the factor
 not sent up where it was; RoLoRA's learning run is ``test_compression.py``'s. The uninterrupted
-reference is the same ServerApp and ClientApp in this process (:mod:`fedpeft.inprocess`),
+reference is the same ServerApp and ClientApp in this process (:mod:`fedpeft.tools.inprocess`),
 so the equality also says that the Ray actors compute what this process computes.
 The central-DP record of the resumed run is checked against ``dp-accounting`` here too:
 a run of its own cost ~60 busy CPU-seconds.
@@ -24,7 +24,7 @@ from dp_accounting.rdp import RdpAccountant
 from safetensors import safe_open
 
 from fedpeft.config import app_config
-from fedpeft.inprocess import run_in_process
+from fedpeft.tools.inprocess import run_in_process
 from tests.e2e.helpers import (
     ROOT,
     TINY,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..data.folder import IMAGE_SUFFIXES, read_image
+from ...data.folder import IMAGE_SUFFIXES, read_image
 
 log = logging.getLogger(__name__)
 

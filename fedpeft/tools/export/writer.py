@@ -6,7 +6,7 @@ weights come from the run's ``model.weights`` source), the chosen round's traina
 tensors are loaded into it strictly, and the PEFT method folds itself
 (:meth:`peft_strategies.base.PeftMethod.fold`: LoRA merges into ``qkv``; adapters and
 prompts stay modules). The whole state dict is written as one safetensors file beside
-``fedpeft_model.json`` (:mod:`fedpeft.export.info`).
+``fedpeft_model.json`` (:mod:`fedpeft.tools.export.info`).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from torch import nn
 
 from peft_strategies import get_method
 
-from ..arrays import to_arrayrecord
-from ..backbones import normalization
-from ..config import RunConfig, config_from_record
-from ..model import build_model
-from ..record import RunRecord, read_run
-from ..run_folder import METRICS_JSON
-from ..sharing import load_shared, sharing_of
+from ...arrays import to_arrayrecord
+from ...backbones import normalization
+from ...config import RunConfig, config_from_record
+from ...model import build_model
+from ...record import RunRecord, read_run
+from ...run_folder import METRICS_JSON
+from ...sharing import load_shared, sharing_of
 from .info import WEIGHTS_FILE, ModelInfo
 from .run_files import exported_round, round_accuracy, trainable_file
 

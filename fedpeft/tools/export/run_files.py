@@ -14,9 +14,9 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from .. import run_folder
-from ..record import RunRecord, best_row
-from ..run_folder import round_file
+from ... import run_folder
+from ...record import RunRecord, best_row
+from ...run_folder import round_file
 
 ROUND_CHOICES = ("best", "final")
 _ROUND_FILE = re.compile(re.escape(round_file(0)).replace("0", r"(\d+)", 1))

@@ -1,7 +1,7 @@
 """``podman run`` commands rendered from the compose files, for hosts without Compose.
 
 The compose stack (``docker-compose.yml`` and its overlays, rendered by
-:mod:`fedpeft.deploy.compose` from :mod:`fedpeft.deploy.flags`) is merged with
+:mod:`fedpeft.tools.deploy.compose` from :mod:`fedpeft.tools.deploy.flags`) is merged with
 Compose's override rules, and one service becomes one ``podman run`` argument list:
 its command, entrypoint, volumes, secrets (read-only bind mounts at their targets),
 environment and restart policy, unchanged. Every container shares one network
@@ -9,7 +9,7 @@ environment and restart policy, unchanged. Every container shares one network
 ``deploy/container-drill.sh`` runs the federation inside a loopback-only network
 namespace. So the commands that run are the compose file's, not a second set.
 
-``python -m fedpeft.deploy.podman -f docker-compose.yml -f docker/with-state.yml ...
+``python -m fedpeft.tools.deploy.podman -f docker-compose.yml -f docker/with-state.yml ...
 SERVICE --name NAME --image IMAGE`` prints the arguments after ``podman``, one per line.
 """
 
@@ -168,7 +168,7 @@ def run_args(
 
 def main(argv: list[str] | None = None) -> int:
     """Print the ``podman`` arguments of one service, one per line."""
-    p = argparse.ArgumentParser(prog="python -m fedpeft.deploy.podman",
+    p = argparse.ArgumentParser(prog="python -m fedpeft.tools.deploy.podman",
                                 description=__doc__.split("\n")[0])  # fmt: skip
     p.add_argument("service")
     p.add_argument("-f", "--file", action="append", required=True, dest="files",

@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..data.batches import BatchPipeline
-from ..data.tensors import to_uint8
-from ..device import resolve_device
+from ...data.batches import BatchPipeline
+from ...data.tensors import to_uint8
+from ...device import resolve_device
 from ..export import ModelInfo, load, read_info
 
 

@@ -1,6 +1,6 @@
 r"""The ServerApp and its ClientApps in one process, on a Grid of in-process nodes.
 
-    .venv/bin/python -m fedpeft.inprocess --num-supernodes 10 -c conf/cpu-opt.toml \\
+    .venv/bin/python -m fedpeft.tools.inprocess --num-supernodes 10 -c conf/cpu-opt.toml \\
         -c "peft.method='adapter' output.run-name='a'"
 
 The ServerApp's ``main`` and ``client_app.app`` end to end, without the SuperLink, Ray and
@@ -37,7 +37,7 @@ from client_app.app import app as client_app
 from fedpeft.config import app_config
 from server_app.app import main as server_main
 
-from .protocol import NUM_PARTITIONS, PARTITION_ID
+from ..protocol import NUM_PARTITIONS, PARTITION_ID
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ def run_in_process(run_config: dict, num_nodes: int, run_id: int = 1) -> InProce
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: one run of the app in this process (``python -m fedpeft.inprocess``)."""
-    parser = argparse.ArgumentParser(prog="python -m fedpeft.inprocess",
+    """Command line: one run of the app in this process (``python -m fedpeft.tools.inprocess``)."""
+    parser = argparse.ArgumentParser(prog="python -m fedpeft.tools.inprocess",
                                      description=__doc__.split("\n")[0])  # fmt: skip
     parser.add_argument("--app", type=Path, default=Path.cwd(),
                         help="Flower app directory, as fedpeft-sim's (default: here)")  # fmt: skip
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.num_supernodes < 1:
         parser.error(f"--num-supernodes {args.num_supernodes}: must be >= 1")
-    # the app the sweep resolves each run's config from (fedpeft.sweep.resolved_config)
+    # the app the sweep resolves each run's config from (fedpeft.tools.sweep.resolved_config)
     run_config = app_config(args.app.resolve(), args.run_config)  # a bad key fails here
     run_in_process(run_config, args.num_supernodes, random.getrandbits(63))  # as Flower's ids
     return 0

@@ -1,7 +1,7 @@
 """A sweep file: a base preset, methods, seeds and settings, each setting a run-config string.
 
 Read by :func:`load_sweep` into a :class:`Sweep` of :class:`Run` s; the runner
-(:mod:`fedpeft.sweep`) and the report (:mod:`fedpeft.report`) both take it.
+(:mod:`fedpeft.tools.sweep`) and the report (:mod:`fedpeft.tools.report`) both take it.
 """
 
 from __future__ import annotations

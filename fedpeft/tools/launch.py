@@ -36,16 +36,16 @@ import numpy as np
 import torch
 
 from fedpeft.config import ConfigError, app_config, merge_overrides, parse_run_config, to_arg
-from fedpeft.fab import stage_app
+from fedpeft.tools.fab import stage_app
 
-from .precision import warn_if_emulated
+from ..precision import warn_if_emulated
+from ..progress import RunConsole, add_verbose_argument, results_dir, setup_cli_logging
+from ..run_folder import RUN_LOG
 from .procs import become_subreaper, kill_descendants, run_status, stop_group, stream, wait_healthy
 from .procs import bin_path as _bin
 from .procs import free_port as _free_port
-from .progress import RunConsole, add_verbose_argument, results_dir, setup_cli_logging
-from .run_folder import RUN_LOG
 
-log = logging.getLogger("fedpeft.launch")
+log = logging.getLogger("fedpeft.tools.launch")
 
 CONNECTION = "fedpeft-local"
 NETNS_ENV = "FEDPEFT_IN_NETNS"
@@ -66,7 +66,7 @@ def _want_netns(mode: str) -> bool:
 def _reexec_in_netns(argv: list[str]) -> int:
     env = dict(os.environ, **{NETNS_ENV: "1"})
     cmd = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-           sys.executable, "-m", "fedpeft.launch", *argv]  # fmt: skip
+           sys.executable, "-m", "fedpeft.tools.launch", *argv]  # fmt: skip
     child = subprocess.Popen(cmd, env=env)
     signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
     return child.wait()

@@ -2,9 +2,9 @@
 # Make a private CA and a SuperLink server certificate signed by it.
 #
 #   deploy/certs.sh OUT_DIR NAME [NAME...]                      (from a checkout)
-#   python -m fedpeft.deploy.secrets certs OUT_DIR NAME [NAME...] (fedpeft installed)
+#   python -m fedpeft.tools.deploy.secrets certs OUT_DIR NAME [NAME...] (fedpeft installed)
 #
-# Shipped inside the fedpeft package (fedpeft.deploy.secrets runs it for fedpeft-deploy);
+# Shipped inside the fedpeft package (fedpeft.tools.deploy.secrets runs it for fedpeft-deploy);
 # deploy/certs.sh in a checkout only execs this file.
 #
 # NAMEs are the host names and IP addresses SuperNodes and the flwr CLI use to

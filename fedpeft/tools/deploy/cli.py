@@ -14,12 +14,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..config import node_config_arg
-from ..progress import RunConsole, add_verbose_argument, setup_cli_logging
+from ...config import node_config_arg
+from ...progress import RunConsole, add_verbose_argument, setup_cli_logging
 from .launcher import Federation
 from .spec import FederationSpec
 
-log = logging.getLogger("fedpeft.deploy")
+log = logging.getLogger("fedpeft.tools.deploy")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,12 +1,12 @@
 """TLS certificates and SuperNode key pairs, made by the scripts shipped in this package.
 
-The scripts live in ``fedpeft/deploy/scripts/`` (package data, so they are in the
+The scripts live in ``fedpeft/tools/deploy/scripts/`` (package data, so they are in the
 wheel too) and are found through :mod:`importlib.resources`, not through the
 checkout. ``deploy/certs.sh`` and ``deploy/node-keys.sh`` in a checkout exec them;
 where fedpeft is only installed, run them with::
 
-    python -m fedpeft.deploy.secrets certs OUT_DIR NAME [NAME...]
-    python -m fedpeft.deploy.secrets node-keys OUT_DIR NAME [NAME...]
+    python -m fedpeft.tools.deploy.secrets certs OUT_DIR NAME [NAME...]
+    python -m fedpeft.tools.deploy.secrets node-keys OUT_DIR NAME [NAME...]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ SCRIPTS = ("certs.sh", "node-keys.sh")
 
 
 def _run(name: str, args: list[str], capture: bool) -> subprocess.CompletedProcess:
-    resource = resources.files("fedpeft.deploy") / "scripts" / name
+    resource = resources.files("fedpeft.tools.deploy") / "scripts" / name
     if not resource.is_file():
         raise FileNotFoundError(f"{resource}: not found (fedpeft installed without its scripts?)")
     with resources.as_file(resource) as script:  # a real file even if the package is zipped
@@ -69,11 +69,11 @@ def ensure_node_key(directory: Path, name: str) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fedpeft.deploy.secrets {certs,node-keys} ARGS...``: run a packaged script."""
+    """``python -m fedpeft.tools.deploy.secrets {certs,node-keys} ARGS...``: run a script."""
     argv = sys.argv[1:] if argv is None else argv
     commands = [s.removesuffix(".sh") for s in SCRIPTS]
     if not argv or argv[0] not in commands:
-        sys.stderr.write(f"usage: python -m fedpeft.deploy.secrets {{{','.join(commands)}}} "
+        sys.stderr.write(f"usage: python -m fedpeft.tools.deploy.secrets {{{','.join(commands)}}} "
                          "OUT_DIR NAME [NAME...]\n")  # fmt: skip
         return 2
     return _run(f"{argv[0]}.sh", argv[1:], capture=False).returncode

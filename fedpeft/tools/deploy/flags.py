@@ -1,7 +1,7 @@
 """The command lines of the SuperLink, SuperNodes and SuperExec: one source for all.
 
-The process launcher (:mod:`fedpeft.deploy.launcher`) and the compose files
-(:mod:`fedpeft.deploy.compose`) both build their commands here, so a flag
+The process launcher (:mod:`fedpeft.tools.deploy.launcher`) and the compose files
+(:mod:`fedpeft.tools.deploy.compose`) both build their commands here, so a flag
 changed for one changes for the other; ``tests/test_deploy_compose.py`` checks
 that the committed compose files are exactly what this module renders.
 """

@@ -1,9 +1,9 @@
 """Add the balanced accuracy and ROC AUC to runs recorded before the server computed them.
 
-    .venv/bin/python -m fedpeft.rescore RUN_DIR [RUN_DIR ...] [--into RESULTS_DIR]
+    .venv/bin/python -m fedpeft.tools.rescore RUN_DIR [RUN_DIR ...] [--into RESULTS_DIR]
 
 Each run's final global model is rebuilt from its ``metrics.json`` config and
-``final_trainable.safetensors`` (:func:`fedpeft.export.writer.global_model`, as
+``final_trainable.safetensors`` (:func:`fedpeft.tools.export.writer.global_model`, as
 ``fedpeft-export`` does), the run's test split is loaded as its ServerApp loaded it,
 and :func:`fedpeft.training.evaluate` scores it on the engine the run's server evaluated
 on (its recorded device type and precision; runs that did not record them: the config's
@@ -25,14 +25,14 @@ import math
 import sys
 from pathlib import Path
 
-from .data import load_test
-from .device import set_threads
-from .engine import make_engine
+from ..data import load_test
+from ..device import set_threads
+from ..engine import make_engine
+from ..logs import setup_logging
+from ..record import RunRecord, read_run, write_run
+from ..run_folder import METRICS_JSON
+from ..training import evaluate
 from .export.writer import global_model
-from .logs import setup_logging
-from .record import RunRecord, read_run, write_run
-from .run_folder import METRICS_JSON
-from .training import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ def rescore(run_dir: Path, into: Path | None = None) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fedpeft.rescore``; returns the number of runs refused."""
-    p = argparse.ArgumentParser(prog="python -m fedpeft.rescore", description=__doc__.split(
+    """``python -m fedpeft.tools.rescore``; returns the number of runs refused."""
+    p = argparse.ArgumentParser(prog="python -m fedpeft.tools.rescore", description=__doc__.split(
         "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("runs", nargs="+", type=Path, help="run folders with their final tensors")
     p.add_argument("--into", type=Path, help="results folder holding the same runs' metrics")

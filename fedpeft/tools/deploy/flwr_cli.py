@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from ...config import merge_overrides, to_arg
 from .. import procs
-from ..config import merge_overrides, to_arg
 from ..fab import stage_app
 
 CONNECTION = "fedpeft-deploy"

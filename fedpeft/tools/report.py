@@ -14,7 +14,7 @@ from matplotlib.ticker import NullFormatter
 from fedpeft.curves import curve, draw_accuracy, group_by, plt
 from fedpeft.record import RunRecord, read_run
 from fedpeft.run_folder import METRICS_JSON
-from fedpeft.sweepfile import Run, Sweep
+from fedpeft.tools.sweepfile import Run, Sweep
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

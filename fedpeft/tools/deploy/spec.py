@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..protocol import NUM_PARTITIONS, PARTITION_ID
+from ...protocol import NUM_PARTITIONS, PARTITION_ID
 
 
 @dataclass
@@ -24,7 +24,7 @@ class FederationSpec:
     cert_dir: Path | None = None
     database: Path | None = None
     env: dict[str, str] = field(default_factory=dict)  # extra environment for every process
-    cpu_split: bool = True  # SuperNode i: its share of the host's CPUs (fedpeft.deploy.cpus)
+    cpu_split: bool = True  # SuperNode i: its share of the host's CPUs (fedpeft.tools.deploy.cpus)
 
     def __post_init__(self) -> None:
         if self.num_supernodes < 1:

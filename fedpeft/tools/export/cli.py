@@ -4,7 +4,7 @@
     .venv/bin/fedpeft-export outputs/my-run --out models/best --round best    # best accuracy
     .venv/bin/fedpeft-export outputs/my-run --out models/r10 --round 10       # output.save-every
 
-Load it with ``fedpeft.export.load(DIR)``; ``fedpeft-predict`` and ``fedpeft-evaluate``
+Load it with ``fedpeft.tools.export.load(DIR)``; ``fedpeft-predict`` and ``fedpeft-evaluate``
 use it from the command line.
 """
 
@@ -14,11 +14,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..backbones import WeightsError
+from ...backbones import WeightsError
 from .run_files import parse_round
 from .writer import export_run
 
-log = logging.getLogger("fedpeft.export")
+log = logging.getLogger("fedpeft.tools.export")
 
 
 def _round(text: str) -> str | int:

@@ -5,7 +5,7 @@ its whole tree can be stopped), records their PIDs in ``<workdir>/pids.json``,
 and talks to the SuperLink only through the ``flwr`` CLI with its own
 ``FLWR_HOME``, exactly as a user on another machine would. Everything binds
 127.0.0.1. The SuperNodes divide the host's cores among themselves
-(:mod:`fedpeft.deploy.cpus`) unless ``FederationSpec.cpu_split`` is off.
+(:mod:`fedpeft.tools.deploy.cpus`) unless ``FederationSpec.cpu_split`` is off.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ asks for is skipped, so an interrupted sweep resumes where it stopped, on any ma
 with the same files. A copy made with another config (the preset or a default changed since)
 is logged with the keys that differ and run again.
 
-``--in-process`` makes each run a ``python -m fedpeft.inprocess`` process (the ServerApp
+``--in-process`` makes each run a ``python -m fedpeft.tools.inprocess`` process (the ServerApp
 and ClientApps on an in-process Grid: the same code and messages, without the ~55 s of
 SuperLink, Ray and actor start-up a short run pays); ``--jobs N`` runs N of them at once,
 each pinned to its own share of the CPUs (``OMP_NUM_THREADS`` and affinity, as Ray gives
@@ -47,16 +47,16 @@ from typing import Any
 
 from fedpeft.config import app_config, parse_run_config
 from fedpeft.host import host_cpus
-from fedpeft.launch import LOG_FILE, non_negative, whole_cpus
 from fedpeft.progress import duration, eta
 from fedpeft.record import read_run
-from fedpeft.report import write_report
 from fedpeft.run_folder import METRICS_CSV, METRICS_JSON
-from fedpeft.sweepfile import Run, Sweep, load_sweep
+from fedpeft.tools.launch import LOG_FILE, non_negative, whole_cpus
+from fedpeft.tools.report import write_report
+from fedpeft.tools.sweepfile import Run, Sweep, load_sweep
 
 __all__ = ["Run", "Sweep", "is_done", "load_sweep", "resolved_config", "run_sweep", "simulate"]
 
-log = logging.getLogger("fedpeft.sweep")
+log = logging.getLogger("fedpeft.tools.sweep")
 
 TB_DIR = "tb"  # a run's TensorBoard events (server_app.tensorboard_events.TB_DIR)
 # A run another sweep finished (same name and config, same results folder) after this one
@@ -118,7 +118,7 @@ def simulate(run: Run, num_supernodes: int, out_dir: Path, gpus_per_client: floa
     ``--gpus-per-client`` and ``--cpus-per-client`` (the machine's, not the run's:
     they are not part of the run config the sweep compares).
     """
-    cmd = [sys.executable, "-m", "fedpeft.launch", "--num-supernodes", str(num_supernodes),
+    cmd = [sys.executable, "-m", "fedpeft.tools.launch", "--num-supernodes", str(num_supernodes),
            "--cpus-per-client", str(cpus_per_client)]  # fmt: skip
     if gpus_per_client > 0:
         cmd += ["--gpus-per-client", repr(gpus_per_client)]
@@ -130,7 +130,7 @@ def simulate(run: Run, num_supernodes: int, out_dir: Path, gpus_per_client: floa
 
 
 class InProcess:
-    """Runner: each run a ``python -m fedpeft.inprocess`` process on its own CPUs.
+    """Runner: each run a ``python -m fedpeft.tools.inprocess`` process on its own CPUs.
 
     ``jobs`` slots split the CPUs this process may use into disjoint sets (the first
     ``len % jobs`` one larger); a run takes a free slot, so at most ``jobs`` run at once.
@@ -147,7 +147,7 @@ class InProcess:
     def __call__(self, run: Run, num_supernodes: int, out_dir: Path) -> Path:
         cpus = self.slots.get()
         try:
-            cmd = [sys.executable, "-m", "fedpeft.inprocess", "--num-supernodes",
+            cmd = [sys.executable, "-m", "fedpeft.tools.inprocess", "--num-supernodes",
                    str(num_supernodes)]  # fmt: skip
             for item in (*run.overrides, f"output.dir='{out_dir}' output.run-name='{run.name}'"):
                 cmd += ["-c", item]
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus-per-client", type=whole_cpus, default=1,
                         help="passed to each run's fedpeft-sim (default 1)")  # fmt: skip
     parser.add_argument("--in-process", action="store_true",
-                        help="each run in one process (fedpeft.inprocess), not on Ray")  # fmt: skip
+                        help="each run in one process, not on Ray")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1,
                         help="with --in-process: runs at once, each on its own CPUs")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=None,

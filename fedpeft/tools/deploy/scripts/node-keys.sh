@@ -2,9 +2,9 @@
 # Make SuperNode authentication key pairs (ECDSA P-384, OpenSSH format).
 #
 #   deploy/node-keys.sh OUT_DIR NAME [NAME...]                          (from a checkout)
-#   python -m fedpeft.deploy.secrets node-keys OUT_DIR NAME [NAME...]   (fedpeft installed)
+#   python -m fedpeft.tools.deploy.secrets node-keys OUT_DIR NAME [NAME...]   (fedpeft installed)
 #
-# Shipped inside the fedpeft package (fedpeft.deploy.secrets runs it for fedpeft-deploy);
+# Shipped inside the fedpeft package (fedpeft.tools.deploy.secrets runs it for fedpeft-deploy);
 # deploy/node-keys.sh in a checkout only execs this file.
 #
 # Writes OUT_DIR/NAME (private key, mode 600: stays on that device, passed to

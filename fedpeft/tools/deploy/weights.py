@@ -1,4 +1,4 @@
-"""Write a backbone weights file for devices: ``python -m fedpeft.deploy.weights OUT``.
+"""Write a backbone weights file for devices: ``python -m fedpeft.tools.deploy.weights OUT``.
 
 Devices have no hub access, so each SuperNode reads its backbone from a local
 file (node-config ``weights-path``). This writes the bundled ViT-S/14
@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .. import offline_vit
+from ... import offline_vit
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def export_offline_backbone(out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    p = argparse.ArgumentParser(prog="python -m fedpeft.deploy.weights", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m fedpeft.tools.deploy.weights", description=__doc__)
     p.add_argument("out", type=Path, help="e.g. weights/backbone.safetensors")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
