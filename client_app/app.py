@@ -20,7 +20,6 @@ from torch import nn
 from fedpeft import faults, protocol, wire
 from fedpeft import model as model_lib
 from fedpeft.arrays import Arrays, to_numpy, trainable_state, wire_bytes
-from fedpeft.codecs import configured
 from fedpeft.config import RunConfig, run_config
 from fedpeft.data import ImageTensors
 from fedpeft.device import set_threads
@@ -64,7 +63,7 @@ def _prepare(msg: Message, context: Context) -> Local:
     setup_logging()
     cfg = run_config(context.run_config)
     set_threads(cfg.train.num_threads)
-    received = wire.received(msg.content, configured(cfg.comm, "downlink"))
+    received = wire.received(msg.content, cfg.comm.codec("downlink"))
     # node-config picks a partition or a local image folder, and optionally a weights file
     node = node_setup(cfg, context.node_config, received, context.node_id)
     model = model_lib.cached_model(node.model, cfg.peft, node.data.num_classes, cfg.seed,
@@ -82,9 +81,9 @@ def _reply_arrays(
     cfg: RunConfig, trained: Arrays, received: Arrays, state: RecordDict
 ) -> ArrayRecord:
     """What travels back: the fp32 weights, or the update in the ``comm.uplink`` codec."""
-    if not configured(cfg.comm, "uplink").encodes:
+    if not cfg.comm.codec("uplink").encodes:
         return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in trained.items()})
-    return wire.encode_update(trained, received, configured(cfg.comm, "uplink"),
+    return wire.encode_update(trained, received, cfg.comm.codec("uplink"),
                               state if cfg.comm.feedback else None)  # fmt: skip
 
 
@@ -158,7 +157,7 @@ def train(msg: Message, context: Context) -> Message:
     }
     metrics = MetricRecord({k: v for k, v in values.items() if v is not None})
     content = RecordDict({protocol.ARRAYS: arrays, protocol.METRICS: metrics})
-    uplink = configured(cfg.comm, "uplink")
+    uplink = cfg.comm.codec("uplink")
     if uplink.encodes:
         content[protocol.COMM] = faults.announce(fault, wire.announce(uplink))
     return Message(content=content, reply_to=msg)

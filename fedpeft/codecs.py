@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from .registry import Registry
-
-if TYPE_CHECKING:
-    from .config import CommConfig
 
 Parts = dict[str, np.ndarray]
 Spec = dict[str, tuple[str, tuple[int, ...]]]  # part name → (dtype, shape)
@@ -231,9 +228,3 @@ class TopK(Codec):
             dup = np.unique(index).size != index.size
             return "top-k indices repeat" if dup else "top-k indices are not sorted ascending"
         return None
-
-
-def configured(comm: CommConfig, direction: str) -> Codec:
-    """The codec of ``direction`` (``"uplink"`` / ``"downlink"``) that ``comm.*`` configures."""
-    params = CodecParams(comm.int8_block, comm.topk_fraction)
-    return CODECS.get(getattr(comm, direction), f"comm.{direction}")(params)

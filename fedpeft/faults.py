@@ -20,7 +20,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord
@@ -28,9 +28,6 @@ from flwr.common.constant import LOG_UPLOAD_INTERVAL
 
 from .arrays import Arrays
 from .protocol import CODEC
-
-if TYPE_CHECKING:
-    from .config import FaultConfig
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -50,11 +47,29 @@ MODES = (
 )  # fmt: skip
 
 
+class FaultSettings(Protocol):
+    """The ``fault.*`` keys read here; :class:`fedpeft.config.FaultConfig` is the one.
+
+    A protocol, not the config class: the config package imports :data:`MODES` to
+    validate ``fault.modes``, so this module does not import it back.
+    """
+
+    @property
+    def dropout(self) -> float: ...
+    @property
+    def dropout_mode(self) -> str: ...
+    @property
+    def sleep(self) -> float: ...
+    @property
+    def server_crash_round(self) -> int: ...
+    def by_partition(self) -> dict[int, str]: ...
+
+
 class InjectedFaultError(RuntimeError):
     """Raised by a client that was told to fail."""
 
 
-def drops_out(cfg: FaultConfig, seed: int, server_round: int, partition_id: int) -> bool:
+def drops_out(cfg: FaultSettings, seed: int, server_round: int, partition_id: int) -> bool:
     """Whether this client fails this round (seeded, so tests can predict it)."""
     if cfg.dropout <= 0:
         return False
@@ -144,7 +159,7 @@ def num_examples(mode: str, honest: int) -> int | float | None:
     }.get(mode, honest)
 
 
-def before_training(cfg: FaultConfig, seed: int, server_round: int, partition_id: int) -> str:
+def before_training(cfg: FaultSettings, seed: int, server_round: int, partition_id: int) -> str:
     """Fail, stall or pass; return this client's fault mode ("" when honest)."""
     mode = cfg.by_partition().get(partition_id, "")
     if mode == "raise":
@@ -163,7 +178,7 @@ def before_training(cfg: FaultConfig, seed: int, server_round: int, partition_id
 
 
 def crash_after_aggregation(
-    cfg: FaultConfig, evaluate_fn: Callable[[int, ArrayRecord], R]
+    cfg: FaultSettings, evaluate_fn: Callable[[int, ArrayRecord], R]
 ) -> Callable[[int, ArrayRecord], R]:
     """``evaluate_fn``, but SIGKILL this process on entering round ``fault.server-crash-round``.
 

@@ -11,36 +11,51 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .registry import Registry
 
-if TYPE_CHECKING:
-    from .config import TrainConfig
 
-Factor = Callable[[int, int, "TrainConfig"], float]
+class ScheduleSettings(Protocol):
+    """The ``train.*`` keys read here; :class:`fedpeft.config.TrainConfig` is the one.
+
+    A protocol, not the config class: the config package imports :data:`SCHEDULES` to
+    validate ``train.lr-schedule``, so this module does not import it back.
+    """
+
+    @property
+    def lr_schedule(self) -> str: ...
+    @property
+    def warmup_rounds(self) -> int: ...
+    @property
+    def lr_gamma(self) -> float: ...
+    @property
+    def lr_step_rounds(self) -> int: ...
+
+
+Factor = Callable[[int, int, ScheduleSettings], float]
 SCHEDULES: Registry[Factor] = Registry("learning-rate schedule")
 
 
 @SCHEDULES.register("constant")
-def constant(k: int, total: int, cfg: TrainConfig) -> float:
+def constant(k: int, total: int, cfg: ScheduleSettings) -> float:
     """The same lr every round."""
     return 1.0
 
 
 @SCHEDULES.register("cosine")
-def cosine(k: int, total: int, cfg: TrainConfig) -> float:
+def cosine(k: int, total: int, cfg: ScheduleSettings) -> float:
     """Half a cosine from 1 at the first round towards 0 after the last (never 0)."""
     return 0.5 * (1.0 + math.cos(math.pi * (k - 1) / max(total, 1)))
 
 
 @SCHEDULES.register("step")
-def step(k: int, total: int, cfg: TrainConfig) -> float:
+def step(k: int, total: int, cfg: ScheduleSettings) -> float:
     """Times ``train.lr-gamma`` every ``train.lr-step-rounds`` rounds."""
     return cfg.lr_gamma ** ((k - 1) // cfg.lr_step_rounds)
 
 
-def lr_schedule(cfg: TrainConfig, base_lr: float, num_rounds: int) -> Callable[[int], float]:
+def lr_schedule(cfg: ScheduleSettings, base_lr: float, num_rounds: int) -> Callable[[int], float]:
     """Round → the lr the server sends that round."""
     factor = SCHEDULES.get(cfg.lr_schedule, "train.lr-schedule")
     warmup = cfg.warmup_rounds

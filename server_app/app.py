@@ -14,7 +14,6 @@ from flwr.serverapp import Grid, ServerApp
 from fedpeft import protocol
 from fedpeft.aggregation import RuleParams
 from fedpeft.arrays import payload_bytes, theoretical_bytes, to_arrayrecord, wire_bytes
-from fedpeft.codecs import configured
 from fedpeft.config import NodeConfig, RunConfig, run_config
 from fedpeft.data import load_test
 from fedpeft.device import set_threads
@@ -97,8 +96,8 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         central_dp=CentralDp(cfg.dp, server.num_rounds, cfg.seed)
         if cfg.dp.mode == "central"
         else None,
-        uplink=configured(cfg.comm, "uplink"),
-        downlink=configured(cfg.comm, "downlink"),
+        uplink=cfg.comm.codec("uplink"),
+        downlink=cfg.comm.codec("downlink"),
         sharing=sharing_of(cfg.peft),
         nodes=NodeDirectory(
             cfg.seed,
@@ -118,14 +117,14 @@ def wire_metadata(cfg: RunConfig) -> dict[str, dict[str, object]]:
     """The run record's ``wire``: what each direction carries, and in which codec."""
     out: dict[str, dict[str, object]] = {}
     for direction, payload in (("uplink", protocol.UPDATE), ("downlink", "weights")):
-        codec = configured(cfg.comm, direction)
+        codec = cfg.comm.codec(direction)
         if not codec.encodes:
             payload, carried_as = "weights", "float32"
         else:
             carried_as = codec.carried_as
         out[direction] = {protocol.CODEC: codec.name, protocol.PAYLOAD: payload,
                           "carried_as": carried_as}  # fmt: skip
-    if configured(cfg.comm, "uplink").encodes:
+    if cfg.comm.codec("uplink").encodes:
         out["uplink"]["error_feedback"] = cfg.comm.feedback
     return out
 

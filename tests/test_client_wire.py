@@ -11,7 +11,6 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 import client_app.app as client
 from fedpeft import wire
 from fedpeft.arrays import to_numpy, trainable_state
-from fedpeft.codecs import configured
 from fedpeft.config import parse_run_config
 from fedpeft.data.tensors import ImageTensors
 from fedpeft.engine import make_engine
@@ -30,10 +29,10 @@ def test_the_reply_is_the_int8_update_and_its_residual_is_kept(monkeypatch):
     data = ImageTensors(images, torch.arange(16) % 4, 4)
     start = to_numpy({k: v.clone() for k, v in trainable_state(model).items()})
     config = ConfigRecord({"server-round": 1, "lr": 0.2})
-    content = RecordDict({"arrays": wire.encode(start, configured(cfg.comm, "downlink")),
+    content = RecordDict({"arrays": wire.encode(start, cfg.comm.codec("downlink")),
                           "config": config})  # fmt: skip
     content["config"][wire.DOWNLINK_KEY] = "fp16"
-    received = wire.received(content, configured(cfg.comm, "downlink"))
+    received = wire.received(content, cfg.comm.codec("downlink"))
     local = client.Local(cfg, model, data, 0, make_engine(model, precision="fp32"), received)
 
     def prepare(msg, ctx):
@@ -49,7 +48,7 @@ def test_the_reply_is_the_int8_update_and_its_residual_is_kept(monkeypatch):
                for _ in range(2)]  # fmt: skip
 
     # Assert: the reply names int8 and carries the update; the residual is what int8 lost
-    codec = configured(cfg.comm, "uplink")
+    codec = cfg.comm.codec("uplink")
     base = {k: v.numpy() for k, v in received.items()}
     model.load_state_dict({k: torch.from_numpy(v) for k, v in base.items()}, strict=False)
     engine = make_engine(model, precision="fp32")

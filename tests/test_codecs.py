@@ -8,7 +8,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedpeft import faults, wire
-from fedpeft.codecs import CODECS, CodecParams, configured, topk_count
+from fedpeft.codecs import CODECS, CodecParams, topk_count
 from fedpeft.config import ConfigError, parse_run_config
 
 SHAPES = {"blocks.0.attn.qkv.lora_A": (8, 384), "head.weight": (10, 384), "head.bias": (10,)}
@@ -248,4 +248,4 @@ def test_comm_config_refuses_lossy_downlinks_and_bad_values():
     assert not parse_run_config({"comm.uplink": "fp16"}).comm.feedback
     assert parse_run_config({"comm.uplink": "fp16", "comm.error-feedback": "on"}).comm.feedback
     assert not parse_run_config({"comm.uplink": "topk", "comm.error-feedback": "off"}).comm.feedback
-    assert configured(parse_run_config({}).comm, "uplink").name == "none"
+    assert parse_run_config({}).comm.codec("uplink").name == "none"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .flat import check, check_choices, key
+
+if TYPE_CHECKING:
+    from fedpeft.codecs import Codec
 
 FEEDBACK = ("auto", "on", "off")
 
@@ -47,6 +50,13 @@ class CommConfig:
               "comm.topk-fraction", self.topk_fraction, "must be in (0, 1]")  # fmt: skip
         check(self.error_feedback in FEEDBACK, "comm.error-feedback", self.error_feedback,
               f"valid choices: {list(FEEDBACK)}")  # fmt: skip
+
+    def codec(self, direction: str) -> Codec:
+        """The codec of ``direction`` (``"uplink"`` / ``"downlink"``) these keys configure."""
+        from fedpeft.codecs import CODECS, CodecParams
+
+        params = CodecParams(self.int8_block, self.topk_fraction)
+        return CODECS.get(getattr(self, direction), f"comm.{direction}")(params)
 
     @property
     def feedback(self) -> bool:

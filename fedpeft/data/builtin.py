@@ -21,7 +21,7 @@ from ..registry import Registry
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-    from ..config import DataConfig
+    from .settings import DataSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,9 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-BUILTIN_DATASETS: Registry[Callable[[DataConfig, int], DatasetDict]] = Registry("built-in dataset")
+BUILTIN_DATASETS: Registry[Callable[[DataSettings, int], DatasetDict]] = Registry(
+    "built-in dataset"
+)
 
 
 def _to_dataset(images: np.ndarray, labels: np.ndarray, names: list[str]) -> Dataset:
@@ -63,7 +65,7 @@ def _subsample(n_total: int, size: int, seed: int) -> np.ndarray:
 
 
 @BUILTIN_DATASETS.register("fashion-mnist")
-def fashion_mnist(cfg: DataConfig, seed: int) -> DatasetDict:
+def fashion_mnist(cfg: DataSettings, seed: int) -> DatasetDict:
     """Fashion-MNIST from the Debian package's IDX files, else from the hub."""
     train_size, test_size = cfg.train_size, cfg.test_size
     for folder in filter(None, FASHION_DIRS):
@@ -89,7 +91,7 @@ def fashion_mnist(cfg: DataConfig, seed: int) -> DatasetDict:
 
 
 @BUILTIN_DATASETS.register("digits")
-def digits(cfg: DataConfig, seed: int) -> DatasetDict:
+def digits(cfg: DataSettings, seed: int) -> DatasetDict:
     """scikit-learn's 1,797 8×8 digits, split 80/20 (seeded); the sizes apply later."""
     from datasets import DatasetDict
     from sklearn.datasets import load_digits
@@ -108,7 +110,7 @@ def digits(cfg: DataConfig, seed: int) -> DatasetDict:
 
 
 @BUILTIN_DATASETS.register("elpv")
-def elpv(cfg: DataConfig, seed: int) -> DatasetDict:
+def elpv(cfg: DataSettings, seed: int) -> DatasetDict:
     """ELPV solar cells (PyPI ``elpv-dataset``), labelled for ``data.elpv.task``."""
     from .elpv import load_elpv
 

@@ -17,7 +17,7 @@ from .partitioners import make_partitioner
 from .sources import SOURCES
 
 if TYPE_CHECKING:
-    from ..config import DataConfig
+    from .settings import DataSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _subsample(ds: Dataset, size: int, seed: int) -> Dataset:
     return ds.shuffle(seed=seed).select(range(size))
 
 
-def make_preprocessor(cfg: DataConfig, seed: int) -> Any:
+def make_preprocessor(cfg: DataSettings, seed: int) -> Any:
     """Rename to ``image``/``label``, carve a test split if absent, subsample."""
 
     def preprocess(dd: DatasetDict) -> DatasetDict:
@@ -110,7 +110,7 @@ class FederatedImages:
         return self.partitioner.load_partition(partition_id)
 
 
-def federated_images(cfg: DataConfig, num_partitions: int, seed: int) -> FederatedImages:
+def federated_images(cfg: DataSettings, num_partitions: int, seed: int) -> FederatedImages:
     """Load ``data.*`` once and partition it into ``num_partitions`` clients."""
     partitioner = make_partitioner(cfg, num_partitions, seed)
     preprocess = make_preprocessor(cfg, seed)

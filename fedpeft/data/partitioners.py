@@ -14,14 +14,14 @@ from ..registry import Registry
 if TYPE_CHECKING:
     from flwr_datasets.partitioner.partitioner import Partitioner
 
-    from ..config import DataConfig
+    from .settings import DataSettings
 
-MakePartitioner = Callable[["DataConfig", int, int], "Partitioner"]
+MakePartitioner = Callable[["DataSettings", int, int], "Partitioner"]
 PARTITIONERS: Registry[MakePartitioner] = Registry("partitioner")
 
 
 @PARTITIONERS.register("iid")
-def iid(cfg: DataConfig, num_partitions: int, seed: int) -> Partitioner:
+def iid(cfg: DataSettings, num_partitions: int, seed: int) -> Partitioner:
     """Uniformly at random, equal sizes."""
     from flwr_datasets.partitioner import IidPartitioner
 
@@ -29,7 +29,7 @@ def iid(cfg: DataConfig, num_partitions: int, seed: int) -> Partitioner:
 
 
 @PARTITIONERS.register("dirichlet")
-def dirichlet(cfg: DataConfig, num_partitions: int, seed: int) -> Partitioner:
+def dirichlet(cfg: DataSettings, num_partitions: int, seed: int) -> Partitioner:
     """Per-class Dirichlet(alpha) proportions, resampled until every client holds at least
     ``data.dirichlet.min-partition-size`` samples (the paper's procedure).
     """  # noqa: D205
@@ -47,7 +47,7 @@ def dirichlet(cfg: DataConfig, num_partitions: int, seed: int) -> Partitioner:
 
 
 @PARTITIONERS.register("shard")
-def shard(cfg: DataConfig, num_partitions: int, seed: int) -> Partitioner:
+def shard(cfg: DataSettings, num_partitions: int, seed: int) -> Partitioner:
     """Each client holds ``data.shard.classes-per-client`` classes."""
     from flwr_datasets.partitioner import PathologicalPartitioner
 
@@ -61,6 +61,6 @@ def shard(cfg: DataConfig, num_partitions: int, seed: int) -> Partitioner:
     )
 
 
-def make_partitioner(cfg: DataConfig, num_partitions: int, seed: int) -> Partitioner:
+def make_partitioner(cfg: DataSettings, num_partitions: int, seed: int) -> Partitioner:
     """The partitioner ``data.partitioner`` names (by the ``label`` column)."""
     return PARTITIONERS.get(cfg.partitioner, "data.partitioner")(cfg, num_partitions, seed)

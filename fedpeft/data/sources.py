@@ -19,16 +19,18 @@ if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
     from flwr_datasets.partitioner.partitioner import Partitioner
 
-    from ..config import DataConfig
+    from .settings import DataSettings
 
 Preprocess = Callable[["DatasetDict"], "DatasetDict"]
 Loaded = tuple["Partitioner", "Dataset"]
-Source = Callable[["DataConfig", "Partitioner", Preprocess, int], Loaded]
+Source = Callable[["DataSettings", "Partitioner", Preprocess, int], Loaded]
 SOURCES: Registry[Source] = Registry("data source")
 
 
 @SOURCES.register("builtin")
-def builtin(cfg: DataConfig, partitioner: Partitioner, preprocess: Preprocess, seed: int) -> Loaded:
+def builtin(
+    cfg: DataSettings, partitioner: Partitioner, preprocess: Preprocess, seed: int
+) -> Loaded:
     """An offline built-in dataset by name (``data.dataset``)."""
     from .builtin import BUILTIN_DATASETS
 
@@ -55,18 +57,22 @@ def _federated(dataset: str, partitioner: Partitioner, preprocess: Preprocess, s
 
 
 @SOURCES.register("hub")
-def hub(cfg: DataConfig, partitioner: Partitioner, preprocess: Preprocess, seed: int) -> Loaded:
+def hub(cfg: DataSettings, partitioner: Partitioner, preprocess: Preprocess, seed: int) -> Loaded:
     """A Hugging Face dataset id (``data.dataset``), downloaded by ``datasets``."""
     return _federated(cfg.dataset, partitioner, preprocess, seed)
 
 
 @SOURCES.register("folder")
-def folder(cfg: DataConfig, partitioner: Partitioner, preprocess: Preprocess, seed: int) -> Loaded:
+def folder(
+    cfg: DataSettings, partitioner: Partitioner, preprocess: Preprocess, seed: int
+) -> Loaded:
     """An image folder (``data.dataset`` = its path; one sub-folder per class)."""
     return _federated("imagefolder", partitioner, preprocess, seed, data_dir=cfg.dataset)
 
 
 @SOURCES.register("parquet")
-def parquet(cfg: DataConfig, partitioner: Partitioner, preprocess: Preprocess, seed: int) -> Loaded:
+def parquet(
+    cfg: DataSettings, partitioner: Partitioner, preprocess: Preprocess, seed: int
+) -> Loaded:
     """A parquet file or glob (``data.dataset``)."""
     return _federated("parquet", partitioner, preprocess, seed, data_files=cfg.dataset)

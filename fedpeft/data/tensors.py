@@ -23,8 +23,8 @@ from PIL import Image
 if TYPE_CHECKING:  # imported when data is read (see fedpeft.data)
     from datasets import Dataset
 
-    from ..config import DataConfig
     from .federated import FederatedImages
+    from .settings import DataSettings
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def data_key(**parts: object) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _federated(cfg: DataConfig, num_partitions: int, seed: int) -> FederatedImages:
+def _federated(cfg: DataSettings, num_partitions: int, seed: int) -> FederatedImages:
     from .federated import federated_images
 
     log.info("Loading dataset %s:%s for %d partitions", cfg.source, cfg.dataset, num_partitions)
@@ -123,7 +123,7 @@ def _federated(cfg: DataConfig, num_partitions: int, seed: int) -> FederatedImag
 
 @functools.lru_cache(maxsize=64)
 def load_partition(
-    cfg: DataConfig, seed: int, img_size: int, partition_id: int, num_partitions: int
+    cfg: DataSettings, seed: int, img_size: int, partition_id: int, num_partitions: int
 ) -> ImageTensors:
     """Client ``partition_id``'s training images (cached per process)."""
     if not 0 <= partition_id < num_partitions:
@@ -134,7 +134,7 @@ def load_partition(
 
 
 @functools.lru_cache(maxsize=4)
-def load_test(cfg: DataConfig, seed: int, img_size: int) -> ImageTensors:
+def load_test(cfg: DataSettings, seed: int, img_size: int) -> ImageTensors:
     """The held-out central test split (cached per process)."""
     fed = _federated(cfg, 1, seed)
     key = data_key(data=cfg, seed=seed, max_size=img_size, split="test")
