@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fedpeft import protocol
+
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("python", "flwr", "app", "data", "model", "train")
 JOBS = {
@@ -45,8 +47,8 @@ JOBS = {
     },
     "default job (ViT-S/14 112 px, Fashion-MNIST, 200 images)": {},
 }  # fmt: skip
-NODE = {"tiny": {"partition-id": 0, "num-partitions": 2},
-        "default": {"partition-id": 0, "num-partitions": 10}}  # fmt: skip
+NODE = {"tiny": {protocol.PARTITION_ID: 0, protocol.NUM_PARTITIONS: 2},
+        "default": {protocol.PARTITION_ID: 0, protocol.NUM_PARTITIONS: 10}}  # fmt: skip
 
 CHILD = r"""
 import json, sys, time
@@ -102,11 +104,12 @@ t0, c0 = float(sys.argv[1]), time.process_time()
 import flwr.clientapp, flwr.supernode.runtime.run_clientapp, client_app.app
 from fedpeft import model as model_lib
 from fedpeft.data import load_partition
+from fedpeft import protocol
 from fedpeft.config import run_config
 cfg = run_config(json.loads(sys.argv[2]))
 node = json.loads(sys.argv[3])
-data = load_partition(cfg.data, cfg.seed, cfg.model.img_size, node["partition-id"],
-                      node["num-partitions"])
+data = load_partition(cfg.data, cfg.seed, cfg.model.img_size, node[protocol.PARTITION_ID],
+                      node[protocol.NUM_PARTITIONS])
 model_lib.cached_model(cfg.model, cfg.peft, data.num_classes, cfg.seed)
 print(json.dumps([[time.time() - t0], [time.process_time() - c0]]))
 """

@@ -1,7 +1,8 @@
 """FedPEFT shared core: configuration, backbones, data and array helpers.
 
-Nothing in this package depends on Flower's app objects; ``server_app`` and
-``client_app`` build on it.
+``server_app`` and ``client_app`` build on it. The tools around it (launchers, sweeps,
+reports, deployment, export, inference) live in ``fedpeft.tools``, which the rest of the
+package never imports.
 """
 
 __all__ = ["__version__"]

@@ -45,7 +45,7 @@ def check_statistics(
         return "expected one ArrayRecord and one MetricRecord"
     arrays = next(iter(content.array_records.values()))
     if set(arrays) != {protocol.SUMS, protocol.COUNTS}:
-        return f"expected arrays 'sums' and 'counts', got {sorted(arrays)}"
+        return f"expected arrays {protocol.SUMS!r} and {protocol.COUNTS!r}, got {sorted(arrays)}"
     n = next(iter(content.metric_records.values())).get(protocol.NUM_EXAMPLES)
     if not protocol.is_positive_int(n):
         return f"num-examples={n!r}: expected a positive integer"
