@@ -45,10 +45,23 @@ class ServerOptimizer:
     # server.lr when the run config leaves it at 0: each subclass declares its own, from
     # the search on the default job (docs/RESULTS.md, "Server-lr search")
     default_lr: ClassVar[float]
+    # ... and on a method that trains every backbone weight, where it may differ (None:
+    # default_lr): there each coordinate's update is small, so a step scaled by its root
+    # mean square is large next to it
+    default_lr_backbone: ClassVar[float | None] = None
 
     def __init__(self, params: OptParams) -> None:
         self.params = params
         self.moments: dict[str, Arrays] = {}
+
+    @classmethod
+    def default_lr_for(cls, trains_backbone: bool) -> float:
+        """The ``server.lr`` of a run that sets none, for a method that does (not) train
+        every backbone weight.
+        """  # noqa: D205
+        if trains_backbone and cls.default_lr_backbone is not None:
+            return cls.default_lr_backbone
+        return cls.default_lr
 
     def step(self, server_round: int, current: Arrays, aggregate: Arrays) -> Arrays:
         """The next global arrays (in ``current``'s dtypes)."""
@@ -168,6 +181,11 @@ class FedAdagrad(_Adaptive):
 
     beta1_used = False
     default_lr = 0.01  # Flower's 0.1 diverges LoRA in round 1 (RESULTS.md)
+    # Full fine-tuning: 0.01 falls back to chance after round 1, 0.003 swings and trails
+    # 0.001 (RESULTS.md).
+    # Its round-1 step is lr·Δ/(|Δ| + tau): about (lr / tau)·Δ where |Δ| << tau, as on
+    # most pretrained weights, i.e. FedAvg with a server lr of 10 at 0.01.
+    default_lr_backbone = 0.001
 
     def _second(self, v: Arrays, delta: Arrays) -> Arrays:
         return {k: x + delta[k] ** 2 for k, x in v.items()}

@@ -107,6 +107,9 @@ class PeftMethod(ABC):
 
     name: ClassVar[str]
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+    # Whether every backbone weight trains (full fine-tuning): the server optimizer's
+    # default lr may differ then (fedpeft.server_opt.ServerOptimizer.default_lr_for)
+    trains_backbone: ClassVar[bool] = False
 
     @abstractmethod
     def apply(self, model: nn.Module, cfg: Any) -> nn.Module:

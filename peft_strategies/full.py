@@ -23,6 +23,7 @@ class FullFineTuning(PeftMethod):
 
     name = "full"
     config_cls = FullConfig
+    trains_backbone = True
 
     def apply(self, model: nn.Module, cfg: FullConfig) -> nn.Module:
         for param in model.parameters():

@@ -117,11 +117,26 @@ def test_server_lr_resolves_to_the_optimizers_default_and_an_explicit_value_wins
     assert explicit.server.lr == 0.5
 
 
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_on_full_fine_tuning_server_lr_resolves_to_the_backbone_default(name):
+    # Execute
+    full = parse_run_config({"server.optimizer": name, "peft.method": "full"})
+    explicit = parse_run_config({"server.optimizer": name, "peft.method": "full", "server.lr": 0.5})
+    # Assert: FedAdagrad's 0.01 diverges full fine-tuning (docs/RESULTS.md), the others
+    # keep their default
+    cls = OPTIMIZERS[name]
+    assert full.server.lr == (0.001 if name == "fedadagrad" else cls.default_lr)
+    assert full.server.lr == cls.default_lr_for(trains_backbone=True)
+    assert explicit.server.lr == 0.5
+
+
 def test_server_lr_help_states_every_registered_default():
     # Prepare
     (doc,) = [d for d in declared_keys() if d.key == "server.lr"]
     # Execute
     stated = {name: f"{name} {OPTIMIZERS[name].default_lr:g}" for name in OPTIMIZERS}
+    stated |= {f"{name} on full": f"{cls.default_lr_backbone:g} for full"
+               for name in OPTIMIZERS if (cls := OPTIMIZERS[name]).default_lr_backbone}  # fmt: skip
     # Assert: docs/CONFIG.md's table (generated from the help) agrees with the classes
     assert doc.default == 0.0
     assert {name: text for name, text in stated.items() if text not in doc.help} == {}

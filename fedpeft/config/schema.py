@@ -11,7 +11,7 @@ run config; everything downstream takes :class:`RunConfig`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from .comm import CommConfig
@@ -255,6 +255,15 @@ class RunConfig:
     fault: FaultConfig = field(default_factory=FaultConfig)
     dp: DpConfig = field(default_factory=DpConfig)
     comm: CommConfig = field(default_factory=CommConfig)
+
+    def __post_init__(self) -> None:
+        if self.server.lr == 0:  # resolved once, here: the strategy and metrics.json see it
+            from fedpeft.server_opt import OPTIMIZERS
+            from peft_strategies import get_method
+
+            trains_backbone = get_method(self.peft.method).trains_backbone
+            lr = OPTIMIZERS[self.server.optimizer].default_lr_for(trains_backbone)
+            object.__setattr__(self, "server", replace(self.server, lr=lr))
 
     @property
     def lr(self) -> float:

@@ -46,9 +46,9 @@ def check_device(key_: str, spec: str) -> None:
 class ServerConfig:
     """``server.*``: rounds, client sampling, timeouts, reply limits and aggregation.
 
-    ``lr`` holds the server learning rate in use: ``server.lr`` if set, else (0) the
-    ``default_lr`` of the optimizer :data:`fedpeft.server_opt.OPTIMIZERS` registers as
-    ``server.optimizer``.
+    ``lr`` is ``server.lr``; 0 (unset) is resolved by :class:`fedpeft.config.RunConfig`,
+    which knows the method, to the default of the optimizer
+    :data:`fedpeft.server_opt.OPTIMIZERS` registers as ``server.optimizer``.
     """
 
     PREFIX: ClassVar[str] = "server."
@@ -100,8 +100,8 @@ class ServerConfig:
     lr: float = key(0.0, "server learning rate of server.optimizer; 0 = that optimizer's "
                     "default, searched on the default job (docs/RESULTS.md, \"Server-lr "
                     "search\"): fedavg 1 (it ignores it), fedavgm 0.3, fedadam 0.03, "
-                    "fedyogi 0.01, fedadagrad 0.01 (fedavgm at 1 with momentum 0 is plain "
-                    "averaging)")  # fmt: skip
+                    "fedyogi 0.01, fedadagrad 0.01 (0.001 for full, which trains every backbone "
+                    "weight); fedavgm at 1 with momentum 0 is plain averaging")  # fmt: skip
     momentum: float = key(0.9, "fedavgm: server momentum")
     beta1: float = key(0.9, "fedadam / fedyogi: first-moment decay")
     beta2: float = key(0.99, "fedadam / fedyogi: second-moment decay")
@@ -138,8 +138,6 @@ class ServerConfig:
         check(0 <= self.trim_beta < 0.5, "server.trim-beta", self.trim_beta, "must be in [0, 0.5)")
         check(0 <= self.lr < math.inf, "server.lr", self.lr,
               "must be a finite number > 0, or 0 for server.optimizer's default")  # fmt: skip
-        if self.lr == 0:  # resolved once, here: the strategy and metrics.json see the value
-            object.__setattr__(self, "lr", _optimizers()[self.optimizer].default_lr)
         for key_, value in (("server.momentum", self.momentum), ("server.beta1", self.beta1),
                             ("server.beta2", self.beta2)):  # fmt: skip
             check(0 <= value < 1, key_, value, "must be in [0, 1)")
