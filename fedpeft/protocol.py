@@ -89,10 +89,9 @@ SECAGG_SEED = "secagg-seed"  # the private mask's seed; Shamir-shared
 SECAGG_NEIGHBOURS = "secagg-neighbours"  # node ids, own included, ascending
 SECAGG_NEIGHBOUR_PK1 = "secagg-neighbour-pk1"  # in the order of SECAGG_NEIGHBOURS
 SECAGG_NEIGHBOUR_PK2 = "secagg-neighbour-pk2"
-SECAGG_SHARE_OWNERS = "secagg-share-owners"  # whose shares the node holds, own included
+SECAGG_SHARE_OWNERS = "secagg-share-owners"  # whose shares the node holds: itself, its senders
 SECAGG_SEED_SHARES = "secagg-seed-shares"  # in the order of SECAGG_SHARE_OWNERS
 SECAGG_SK2_SHARES = "secagg-sk2-shares"
-SECAGG_MASK_PARTNERS = "secagg-mask-partners"  # the nodes a pairwise mask was added for
 
 # Metrics that may legitimately be non-finite: a diverged loss (the server warns),
 # ε = inf under DP with noise multiplier 0.

@@ -26,8 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedpeft import protocol
-from fedpeft.secagg import crypto, encoding, shares
-from fedpeft.secagg.errors import SecAggError
+from fedpeft.secagg import crypto, encoding, inputs, shares
 from fedpeft.secagg.params import SecAggParams
 from fedpeft.secagg.state import (
     State,
@@ -98,25 +97,8 @@ def share_keys(state: State, public_keys: Mapping[int, Sequence[bytes]]) -> dict
     """
     expect_stage(state, protocol.SECAGG_SETUP)
     params, own = params_of(state), get(state, protocol.SECAGG_NODE_ID)
-    keys = {nid: tuple(pair) for nid, pair in public_keys.items()}
-    if own not in keys:
-        raise SecAggError(f"node {own}: its own id is missing from the public keys")
-    if keys[own] != (state[protocol.SECAGG_PK1], state[protocol.SECAGG_PK2]):
-        raise SecAggError(f"node {own}: its own public keys are listed altered")
-    if not params.threshold <= len(keys) <= params.num_shares:
-        raise SecAggError(
-            f"node {own}: {len(keys)} neighbours (itself included), outside [threshold="
-            f"{params.threshold}, num_shares={params.num_shares}]"
-        )
-    for nid, pair in keys.items():
-        shares.check_node_id(nid)
-        if len(pair) != 2:
-            raise SecAggError(f"node {own}: node {nid} has {len(pair)} public keys, not 2")
-        for key in pair:
-            crypto.check_public_key(nid, key)
-    flat = [key for pair in keys.values() for key in pair]
-    if len(set(flat)) != len(flat):
-        raise SecAggError(f"node {own}: some public keys are identical")
+    own_keys = (state[protocol.SECAGG_PK1], state[protocol.SECAGG_PK2])
+    keys = inputs.check_public_keys(own, own_keys, public_keys, params)
 
     seed = crypto.new_seed()
     ids = sorted(keys)
@@ -181,22 +163,7 @@ def masked_vector(
     expect_stage(state, protocol.SECAGG_SHARE_KEYS)
     params, own = params_of(state), get(state, protocol.SECAGG_NODE_ID)
     keys = neighbours(state)
-    for src in ciphertexts:
-        if src == own or src not in keys:
-            raise SecAggError(f"node {own}: a ciphertext from node {src}, not a neighbour")
-    by_text: dict[object, int] = {}
-    for src, text in ciphertexts.items():
-        if text in by_text:
-            raise SecAggError(
-                f"node {own}: the ciphertexts from nodes {by_text[text]} and {src} are one "
-                "ciphertext (a replay)"
-            )
-        by_text[text] = src
-    if len(ciphertexts) + 1 < params.threshold:
-        raise SecAggError(
-            f"node {own}: shares from {len(ciphertexts)} neighbours, fewer than threshold - 1 "
-            f"= {params.threshold - 1}"
-        )
+    inputs.check_inbox(own, keys, ciphertexts, params)
     contribution = encoding.encode(params, update, weight, rng)
     held = held_shares(state)
     for src in sorted(ciphertexts):
@@ -211,7 +178,6 @@ def masked_vector(
         vector = crypto.add_pairwise(vector, own, src, key, params)
 
     set_held_shares(state, held)
-    state[protocol.SECAGG_MASK_PARTNERS] = sorted(ciphertexts)
     for spent in _SPENT:
         del state[spent]
     state[protocol.SECAGG_STAGE] = protocol.SECAGG_MASKED_VECTOR
@@ -249,26 +215,10 @@ def unmask(
     """
     expect_stage(state, protocol.SECAGG_MASKED_VECTOR)
     params, own = params_of(state), get(state, protocol.SECAGG_NODE_ID)
-    listed = [*active, *dropped]
-    for nid in listed:
-        shares.check_node_id(nid)
-    both = sorted(set(active) & set(dropped))
-    if both:
-        raise SecAggError(f"node {own}: nodes {both} are listed both active and dropped")
-    if len(set(listed)) != len(listed):
-        raise SecAggError(f"node {own}: a node is listed twice")
-    if own in dropped:
-        raise SecAggError(f"node {own}: the node itself is listed dropped")
     held = held_shares(state)
-    unknown = sorted(set(listed) - set(held))
-    if unknown:
-        raise SecAggError(f"node {own}: holds no shares of nodes {unknown}")
-    if len(active) < params.threshold:
-        raise SecAggError(
-            f"node {own}: {len(active)} active neighbours, fewer than threshold {params.threshold}"
-        )
+    inputs.check_unmask_request(own, held, active, dropped, params)
     out = [held[nid][0] for nid in active] + [held[nid][1] for nid in dropped]
     set_held_shares(state, {})
     state[protocol.SECAGG_STAGE] = protocol.SECAGG_UNMASK
     log.debug("node %d: %d seed and %d key shares out", own, len(active), len(dropped))
-    return list(listed), out
+    return [*active, *dropped], out

@@ -9,6 +9,7 @@ quantized entry is an unbiased estimate of its scaled value, off by less than on
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 from flwr.common.secure_aggregation.quantization import dequantize
@@ -68,7 +69,7 @@ def encode(
         raise ValueError(f"update must be a 1-D float vector; got {update.dtype} {update.shape}")
     if not np.isfinite(update).all():
         raise ValueError("update has non-finite entries")
-    if isinstance(weight, bool) or not isinstance(weight, int | float | np.floating):
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
         raise ValueError(f"weight must be a number; got {weight!r}")
     if not (math.isfinite(weight) and 0 <= weight <= params.max_weight):
         raise ValueError(f"weight must be in [0, max_weight={params.max_weight}]; got {weight}")
