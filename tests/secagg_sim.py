@@ -1,5 +1,6 @@
 """Nodes running the SecAgg+ stages in one process, each node's state kept in a ConfigRecord
-between stages (as a ClientApp keeps it in Context.state)."""
+between stages, through its protobuf form (as a ClientApp keeps it in Context.state, which
+crosses a process boundary when the ClientApp runs isolated)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord
+from flwr.common.serde import config_record_from_proto, config_record_to_proto
 
 from fedpeft.secagg import SecAggParams, client, encoding, graph
 from fedpeft.secagg.state import from_record, to_record
@@ -38,10 +40,10 @@ class Federation:
         self.graph_rng = np.random.default_rng(seed + 1)
 
     def stage(self, node: int, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run one stage of ``node`` on its state, kept as a ConfigRecord."""
+        """Run one stage of ``node`` on its state, kept as a (serialised) ConfigRecord."""
         state = from_record(self.records.get(node, ConfigRecord()))
         out = fn(state, *args)
-        self.records[node] = to_record(state)
+        self.records[node] = config_record_from_proto(config_record_to_proto(to_record(state)))
         return out
 
     def setup(self) -> dict[int, tuple[bytes, bytes]]:

@@ -27,10 +27,11 @@ def _half_range(params: SecAggParams) -> float:
 def _stochastic_round(values: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.uint64]:
     """Round each value down or up with the probabilities that make it unbiased.
 
-    Flower's ``quantize`` rounds with numpy's global generator (no caller-given one), casts
-    to int32 (wrapping above 2**31) and maps the clipping range onto ``quantization_range
-    + 1`` levels. ``floor + (u < frac)`` never exceeds a value that is already an integer,
-    which ``floor(v + u)`` can in float64 when ``u`` is within an ulp of 1.
+    Written here because Flower's ``quantize`` rounds with numpy's global generator (no
+    caller-given one), casts to int32 (wrapping above 2**31) and maps the clipping range
+    onto ``quantization_range + 1`` levels. ``floor(v) + (u < v - floor(v))`` leaves an
+    integer ``v`` (the top of the range included) as it is; ``floor(v + u)`` can round it
+    up in float64 when ``u`` is within an ulp of 1.
     """
     low = np.floor(values)
     up = rng.random(values.shape) < (values - low)
