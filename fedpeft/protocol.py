@@ -68,6 +68,28 @@ SECAGG_MASKED_VECTOR = "masked-vector"
 SECAGG_UNMASK = "unmask"
 SECAGG_STAGES = (SECAGG_SETUP, SECAGG_SHARE_KEYS, SECAGG_MASKED_VECTOR, SECAGG_UNMASK)
 
+# Secure aggregation: the stages' message types (``train.<action>``; an action is an
+# identifier) and what their messages and replies carry, in one ConfigRecord
+SECAGG_SETUP_ACTION = "secagg_setup"
+SECAGG_SHARE_KEYS_ACTION = "secagg_share_keys"
+SECAGG_MASKED_ACTION = "secagg_masked"
+SECAGG_UNMASK_ACTION = "secagg_unmask"
+SECAGG_ACTIONS = {
+    SECAGG_SETUP: SECAGG_SETUP_ACTION,
+    SECAGG_SHARE_KEYS: SECAGG_SHARE_KEYS_ACTION,
+    SECAGG_MASKED_VECTOR: SECAGG_MASKED_ACTION,
+    SECAGG_UNMASK: SECAGG_UNMASK_ACTION,
+}
+SECAGG = "secagg"  # the stages' ConfigRecord (and the masked reply's ArrayRecord)
+SECAGG_DESTINATIONS = "secagg-destinations"  # share-keys reply: node ids, as ciphertexts
+SECAGG_SOURCES = "secagg-sources"  # masked message: node ids, as ciphertexts
+SECAGG_CIPHERTEXTS = "secagg-ciphertexts"
+SECAGG_MASKED = "masked-vector"  # the masked reply's one array
+SECAGG_ACTIVE = "secagg-active"  # unmask message: whose seed shares the server asks for
+SECAGG_DROPPED = "secagg-dropped"  # ... and whose mask key shares
+SECAGG_OWNERS = "secagg-owners"  # unmask reply: node ids, as shares
+SECAGG_SHARES = "secagg-shares"
+
 # Secure aggregation: the protocol parameters (the setup stage's config keys)
 SECAGG_NUM_CLIENTS = "secagg-num-clients"
 SECAGG_NUM_SHARES = "secagg-num-shares"
