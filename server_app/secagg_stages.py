@@ -5,7 +5,8 @@ with :meth:`Grid.send_and_receive` and reads the replies through the one reply l
 (:func:`server_app.replies.walk`): envelope first, then the stage's own check of the
 ``secagg`` record. A node whose reply is an error, is refused or never comes is out from
 that stage on (recorded in the round's stats with the stage's name); the caller decides
-whether the protocol survives it. Bytes each way are counted per stage.
+whether the protocol survives it. Bytes each way are counted per stage (``secagg_bytes``)
+and in the round's totals.
 """
 
 from __future__ import annotations
@@ -33,10 +34,14 @@ log = logging.getLogger(__name__)
 Check = Callable[[int, RecordDict], Any]
 
 
+def array_bytes(content: RecordDict) -> int:
+    """Serialised bytes of a message's ArrayRecords, as Flower moves them."""
+    return sum(wire_bytes(r) for r in content.array_records.values())
+
+
 def content_bytes(content: RecordDict) -> int:
-    """Serialised bytes of a message's records (arrays as Flower moves them)."""
-    arrays = sum(wire_bytes(r) for r in content.array_records.values())
-    return arrays + sum(len(r.deflate()) for r in content.config_records.values())
+    """Serialised bytes of a message's ArrayRecords and ConfigRecords."""
+    return array_bytes(content) + sum(len(r.deflate()) for r in content.config_records.values())
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,8 @@ class Stage:
         down = sum(content_bytes(m.content) for m in messages)
         replies = list(grid.send_and_receive(messages, timeout=timeout))
         up = sum(content_bytes(m.content) for m in replies if not m.has_error())
-        self.stats.bytes_down += down
+        # the global arrays of the masked stage: counted when the round's send built them
+        self.stats.bytes_down += down - sum(array_bytes(m.content) for m in messages)
         self.stats.bytes_up += up
         self.stats.secagg_bytes[self.name] = down + up
         errors = self.stats.errors if record_out else {}

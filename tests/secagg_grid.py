@@ -1,7 +1,8 @@
 """A Grid that delivers each message to the real ClientApp's handlers, one Context per node.
 
-Training runs on a tiny random ViT with the head method (``client_app.app._prepare`` is
-replaced by :meth:`AppGrid.prepare`); every other step of every handler is the real one.
+Training runs on a tiny random ViT with the run's PEFT method (the head by default):
+``client_app.app._prepare`` is replaced by :meth:`AppGrid.prepare`, each round starting
+from the built model; every other step of every handler is the real one.
 ``drop(message_type, node)`` makes a node send no reply to that message; every reply the
 server receives is kept in :attr:`AppGrid.received`.
 """
@@ -20,6 +21,7 @@ from fedpeft.arrays import to_numpy, trainable_state
 from fedpeft.config import parse_run_config
 from fedpeft.data.tensors import ImageTensors
 from fedpeft.engine import make_engine
+from fedpeft.sharing import shared_names, sharing_of
 from peft_strategies import get_method
 from tests.conftest import tiny_vit
 
@@ -33,9 +35,13 @@ class AppGrid:
     def __init__(self, sizes: list[int], run: dict | None = None) -> None:
         self.run = {**RUN, **(run or {})}
         self.cfg = parse_run_config(self.run)
-        self.model = get_method("head").apply(tiny_vit(NUM_CLASSES), self.cfg.peft.params)
+        method = get_method(self.cfg.peft.method)
+        self.model = method.apply(tiny_vit(NUM_CLASSES), self.cfg.peft.params)
         self.engine = make_engine(self.model, precision="fp32")
-        self._initial = to_numpy({k: v.clone() for k, v in trainable_state(self.model).items()})
+        # every trainable tensor as built (FedSA's B too: each round starts from it)
+        self._start = {k: v.clone() for k, v in trainable_state(self.model).items()}
+        shared = shared_names(self.model, sharing_of(self.cfg.peft))
+        self._initial = to_numpy({k: v for k, v in self._start.items() if k in shared})
         gen = torch.Generator().manual_seed(0)
         self.data = {}
         self.contexts = {}
@@ -64,6 +70,7 @@ class AppGrid:
     def prepare(self, msg: Message, context: Context) -> client.Local:
         """``_prepare`` on the tiny model: load what was received, this node's images."""
         received = wire.received(msg.content, self.cfg.comm.codec("downlink"))
+        self.model.load_state_dict(self._start, strict=False)
         self.model.load_state_dict(
             {k: torch.from_numpy(v.numpy().copy()) for k, v in received.items()}, strict=False
         )

@@ -91,6 +91,25 @@ def test_secagg_round_is_fedavg_of_the_clipped_updates(monkeypatch, clip):
         assert np.abs(_flat(secure) - _flat(plain)).max() > 10 * tol  # clipping did bite
     assert set(stats.secagg_bytes) == set(protocol.SECAGG_STAGES)
     assert all(b > 0 for b in stats.secagg_bytes.values())
+    assert stats.bytes_down + stats.bytes_up == sum(stats.secagg_bytes.values())
+
+
+@pytest.mark.parametrize("federation", ["ffa", "fedsa", "rolora"])
+def test_lora_variants_aggregate_what_they_send_up(monkeypatch, federation):
+    # Prepare: LoRA whose nodes send a subset (FFA: B and the head; FedSA: A and the head;
+    # RoLoRA: round 1's factor and the head); the plain round's result
+    grid = AppGrid(SIZES, {"peft.method": "lora", "peft.lora.federation": federation})
+    run = {"peft.method": "lora", "peft.lora.federation": federation}
+    plain, _ = _round(grid, run, monkeypatch)
+
+    # Execute
+    secure, stats = _round(grid, {**run, "secagg.enabled": True}, monkeypatch)
+
+    # Assert: the same arrays as plain FedAvg, within the quantization error
+    assert not stats.failure and stats.accepted == 4
+    assert sorted(secure) == sorted(plain)
+    tol = _tolerance(grid.run, 4, sum(SIZES), 1.0)
+    np.testing.assert_allclose(_flat(secure), _flat(plain), rtol=0, atol=tol + 1e-6)
 
 
 def test_the_server_never_holds_one_update_in_clear(monkeypatch):
