@@ -3,8 +3,8 @@
 Training runs on a tiny random ViT with the run's PEFT method (the head by default):
 ``client_app.app._prepare`` is replaced by :meth:`AppGrid.prepare`, each round starting
 from the built model; every other step of every handler is the real one.
-``drop(message_type, node)`` makes a node send no reply to that message; every reply the
-server receives is kept in :attr:`AppGrid.received`.
+``drop(message_type, node)`` makes a node send no reply to that message, ``tamper(reply)``
+may replace a reply; every reply the server receives is kept in :attr:`AppGrid.received`.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class AppGrid:
             self.contexts[i + 1] = Context(run_id=1, node_id=i + 1, node_config=node,
                                            state=RecordDict(), run_config=self.run)  # fmt: skip
         self.drop: Callable[[str, int], bool] = lambda message_type, node: False
+        self.tamper: Callable[[Message], Message] = lambda reply: reply
         self.received: list[Message] = []
         self._next_id = 0
 
@@ -93,6 +94,6 @@ class AppGrid:
                 reply = client.app(msg, self.contexts[node])
             except Exception as exc:
                 reply = Message(Error(code=0, reason=repr(exc)), reply_to=msg)
-            out.append(reply)
+            out.append(self.tamper(reply))
         self.received += out
         return out

@@ -160,6 +160,27 @@ def test_one_node_dropped_after_share_keys_is_recovered(monkeypatch):
                                atol=_tolerance(grid.run, 3, weight, 1.0))  # fmt: skip
 
 
+def test_a_malformed_masked_vector_is_refused_and_its_node_recovered(monkeypatch):
+    # Prepare: node 3 replies its masked vector as float32 (what a clear update would be)
+    grid = AppGrid(SIZES)
+
+    def tamper(reply: Message) -> Message:
+        record = reply.content.get(protocol.SECAGG)
+        if reply.metadata.src_node_id == 3 and isinstance(record, ArrayRecord):
+            vector = record[protocol.SECAGG_MASKED].numpy().astype(np.float32)
+            record[protocol.SECAGG_MASKED] = Array(vector)
+        return reply
+
+    grid.tamper = tamper
+
+    # Execute
+    _, stats = _round(grid, {"secagg.enabled": True}, monkeypatch)
+
+    # Assert: refused with its reason; the round completes on the other three
+    assert "secagg masked-vector: masked vector of float32" in stats.rejected[3]
+    assert not stats.failure and stats.accepted == 3
+
+
 def test_too_many_drop_outs_fail_the_round_and_keep_the_global(monkeypatch):
     # Prepare: 2 of 4 nodes drop after share-keys; the threshold is 4 // 2 + 1 = 3
     grid = AppGrid(SIZES)
@@ -197,6 +218,7 @@ def test_a_node_out_of_step_is_refused_before_it_trains(monkeypatch):
     ("peft.head.init", "ncm"),
     ("peft.lora.ranks", "2,4"),
     ("server.clients-per-round", 1),
+    ("fault.modes", "0:nan"),
 ])  # fmt: skip
 def test_refused_combinations_name_both_keys(key, value):
     # Execute

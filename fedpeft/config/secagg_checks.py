@@ -2,10 +2,11 @@
 
 The server sees only the sum of the masked updates, so nothing that reads one node's
 update can run: robust rules, the per-reply update-norm bound, the poisoning guard, an
-uplink codec (it encodes one node's update in clear), FedNCM's per-class sums and
-HetLoRA's ranks (one vector length per round). The guard is on by default: with secagg
-its defaults are simply not applied, and only a guard key set to something other than
-its default or 0 (off) is refused, since a run config always carries every key.
+uplink codec (it encodes one node's update in clear), FedNCM's per-class sums,
+HetLoRA's ranks (one vector length per round) and the fault modes that corrupt a reply.
+The guard is on by default: with secagg its defaults are simply not applied, and only a
+guard key set to something other than its default or 0 (off) is refused, since a run
+config always carries every key.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def check_secagg(cfg: RunConfig) -> None:
             "every node's masked vector must have one length; HetLoRA's ranks differ")  # fmt: skip
     _refuse(server.clients_per_round != 1, "server.clients-per-round", 1,
             "one node's masked vector, unmasked alone, is its update")  # fmt: skip
+    corrupting = sorted({m for m in cfg.fault.by_partition().values()} - {"raise", "sleep"})
+    _refuse(not corrupting, "fault.modes", cfg.fault.modes,
+            f"{corrupting} corrupt a reply in clear; a masked node can fail ('raise') or "
+            "stall ('sleep'), and fault.dropout drops it")  # fmt: skip
     limit = cfg.secagg.max_nodes()
     _refuse(server.clients_per_round <= limit, "server.clients-per-round",
             server.clients_per_round,
