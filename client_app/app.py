@@ -35,6 +35,7 @@ from fedpeft.sharing import (
 )
 from fedpeft.training import client_seed, evaluate, train_local
 
+from . import secagg
 from .node_data import lora_rank, node_setup
 
 log = logging.getLogger(__name__)
@@ -102,14 +103,27 @@ def sent_lr(config: ConfigRecord) -> float:
     return float(lr)
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    """Train the received trainable tensors on this client's partition."""
-    start = time.perf_counter()
+class LocalRound(NamedTuple):
+    """What a round of local training made: the tensors that travel up (``trained``), the
+    values received for them (``sent``), the outcome and what the reply reports.
+    """  # noqa: D205
+
+    local: Local
+    server_round: int
+    trained: Arrays
+    sent: Arrays
+    num_examples: int
+    loss: float
+    accuracy: float
+    fault: str
+    dp_metrics: dict[str, float | int]
+
+
+def _train_round(msg: Message, context: Context) -> LocalRound:
+    """Train the received trainable tensors on this client's partition (both train handlers)."""
     local = _prepare(msg, context)
     cfg, model, data, partition_id, engine = (local.cfg, local.model, local.data,
                                               local.client_id, local.engine)  # fmt: skip
-    received, restored = local.received, local.local_restored
     server_round = int(msg.content[protocol.CONFIG][protocol.SERVER_ROUND])
     sharing = sharing_of(cfg.peft)
     lr = sent_lr(msg.content[protocol.CONFIG])  # the server's (a schedule may change it per round)
@@ -127,6 +141,7 @@ def train(msg: Message, context: Context) -> Message:
             scaler = kept_scaler(engine.precision, context.state)  # fp16: last round's scale
             outcome = train_local(model, data, cfg.train, lr, seed, engine, scaler)
             keep_scale(scaler, context.state)
+        # what travels up: not the local tensors (FedSA's B) nor those frozen this round
         trained = {k: v for k, v in to_numpy(trainable_state(model)).items()
                    if not sharing.is_local(k)}  # fmt: skip
     keep_local(model, sharing, context.state)  # FedSA: B stays here, for the next round
@@ -134,10 +149,22 @@ def train(msg: Message, context: Context) -> Message:
         log.warning(
             "client %d round %d: training loss is %s", partition_id, server_round, outcome.loss
         )
-    sent = {k: received[k].numpy() for k in trained}  # what this round's reply carries
-    num_examples = outcome.num_examples
+    sent = {k: local.received[k].numpy() for k in trained}  # what this round's reply carries
+    return LocalRound(local, server_round, trained, sent, outcome.num_examples, outcome.loss,
+                      outcome.accuracy, fault, dp_metrics)  # fmt: skip
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the received trainable tensors on this client's partition."""
+    start = time.perf_counter()
+    done = _train_round(msg, context)
+    cfg, partition_id, fault = done.local.cfg, done.local.client_id, done.fault
+    trained, sent, num_examples = done.trained, done.sent, done.num_examples
+    sharing = sharing_of(cfg.peft)
     if fault:  # fault injection (fault.modes), for fault-tolerance tests only
-        log.warning("client %d round %d: injecting fault %r", partition_id, server_round, fault)
+        log.warning("client %d round %d: injecting fault %r", partition_id, done.server_round,
+                    fault)  # fmt: skip
         trained = faults.corrupt(fault, trained, sent, cfg.fault.factor(partition_id))
         num_examples = faults.num_examples(fault, num_examples)
     arrays = _reply_arrays(cfg, trained, sent, context.state)
@@ -145,15 +172,15 @@ def train(msg: Message, context: Context) -> Message:
         arrays = faults.corrupt_encoding(fault, arrays)
     values = {
         protocol.NUM_EXAMPLES: num_examples,
-        protocol.TRAIN_LOSS: outcome.loss,
-        protocol.TRAIN_ACC: outcome.accuracy,
+        protocol.TRAIN_LOSS: done.loss,
+        protocol.TRAIN_ACC: done.accuracy,
         protocol.PARTITION_ID: partition_id,
         protocol.WORKER_PID: os.getpid(),
         protocol.WORKER_MODEL_BUILDS: model_lib.builds(),
         protocol.BYTES_UP: wire_bytes(arrays),
-        protocol.LOCAL_RESTORED: int(restored) if sharing.local else None,
+        protocol.LOCAL_RESTORED: int(done.local.local_restored) if sharing.local else None,
         protocol.TRAIN_SECONDS: time.perf_counter() - start,
-        **dp_metrics,
+        **done.dp_metrics,
     }
     metrics = MetricRecord({k: v for k, v in values.items() if v is not None})
     content = RecordDict({protocol.ARRAYS: arrays, protocol.METRICS: metrics})
@@ -161,6 +188,22 @@ def train(msg: Message, context: Context) -> Message:
     if uplink.encodes:
         content[protocol.COMM] = faults.announce(fault, wire.announce(uplink))
     return Message(content=content, reply_to=msg)
+
+
+@app.train(protocol.SECAGG_MASKED_ACTION)
+def secagg_masked(msg: Message, context: Context) -> Message:
+    """SecAgg+'s masked stage: train as :func:`train` does; reply the masked update only."""
+    secagg.expect_masked(context)  # before training: a node out of step trains for nothing
+    done = _train_round(msg, context)
+    dp = done.local.cfg.dp
+    clip = dp.clip_norm if dp.mode == "central" else None
+    return secagg.masked(msg, context, done.trained, done.sent, done.num_examples, clip)
+
+
+# SecAgg+'s key stages: no model, no torch (client_app/secagg.py)
+app.train(protocol.SECAGG_SETUP_ACTION)(secagg.setup)
+app.train(protocol.SECAGG_SHARE_KEYS_ACTION)(secagg.share_keys)
+app.train(protocol.SECAGG_UNMASK_ACTION)(secagg.unmask)
 
 
 @app.train(protocol.NCM_ACTION)

@@ -61,6 +61,60 @@ COUNTS = "counts"
 # Context.state: the uplink's error-feedback residual (client-side only)
 RESIDUAL = "comm-residual"
 
+# Secure aggregation (SecAgg+): the stages, in order
+SECAGG_SETUP = "setup"
+SECAGG_SHARE_KEYS = "share-keys"
+SECAGG_MASKED_VECTOR = "masked-vector"
+SECAGG_UNMASK = "unmask"
+SECAGG_STAGES = (SECAGG_SETUP, SECAGG_SHARE_KEYS, SECAGG_MASKED_VECTOR, SECAGG_UNMASK)
+
+# Secure aggregation: the stages' message types (``train.<action>``; an action is an
+# identifier) and what their messages and replies carry, in one ConfigRecord
+SECAGG_SETUP_ACTION = "secagg_setup"
+SECAGG_SHARE_KEYS_ACTION = "secagg_share_keys"
+SECAGG_MASKED_ACTION = "secagg_masked"
+SECAGG_UNMASK_ACTION = "secagg_unmask"
+SECAGG_ACTIONS = {
+    SECAGG_SETUP: SECAGG_SETUP_ACTION,
+    SECAGG_SHARE_KEYS: SECAGG_SHARE_KEYS_ACTION,
+    SECAGG_MASKED_VECTOR: SECAGG_MASKED_ACTION,
+    SECAGG_UNMASK: SECAGG_UNMASK_ACTION,
+}
+SECAGG = "secagg"  # the stages' ConfigRecord (and the masked reply's ArrayRecord)
+SECAGG_DESTINATIONS = "secagg-destinations"  # share-keys reply: node ids, as ciphertexts
+SECAGG_SOURCES = "secagg-sources"  # masked message: node ids, as ciphertexts
+SECAGG_CIPHERTEXTS = "secagg-ciphertexts"
+SECAGG_MASKED = "masked-vector"  # the masked reply's one array
+SECAGG_ACTIVE = "secagg-active"  # unmask message: whose seed shares the server asks for
+SECAGG_DROPPED = "secagg-dropped"  # ... and whose mask key shares
+SECAGG_OWNERS = "secagg-owners"  # unmask reply: node ids, as shares
+SECAGG_SHARES = "secagg-shares"
+
+# Secure aggregation: the protocol parameters (the setup stage's config keys)
+SECAGG_NUM_CLIENTS = "secagg-num-clients"
+SECAGG_NUM_SHARES = "secagg-num-shares"
+SECAGG_THRESHOLD = "secagg-threshold"
+SECAGG_CLIPPING_RANGE = "secagg-clipping-range"
+SECAGG_QUANTIZATION_BITS = "secagg-quantization-bits"
+SECAGG_MODULUS_BITS = "secagg-modulus-bits"
+SECAGG_MAX_WEIGHT = "secagg-max-weight"
+
+# Context.state: a node's SecAgg+ state, one ConfigRecord (client-side only)
+SECAGG_STATE = "secagg-state"
+SECAGG_STAGE = "secagg-stage"  # the last stage the node completed
+SECAGG_NODE_ID = "secagg-node-id"
+SECAGG_SK1 = "secagg-sk1"  # encrypts the shares sent to each neighbour
+SECAGG_PK1 = "secagg-pk1"
+SECAGG_SK2 = "secagg-sk2"  # agrees the pairwise mask seeds; Shamir-shared
+SECAGG_PK2 = "secagg-pk2"
+SECAGG_SEED = "secagg-seed"  # the private mask's seed; Shamir-shared
+SECAGG_NEIGHBOURS = "secagg-neighbours"  # node ids, own included, ascending
+SECAGG_NEIGHBOUR_PK1 = "secagg-neighbour-pk1"  # in the order of SECAGG_NEIGHBOURS
+SECAGG_NEIGHBOUR_PK2 = "secagg-neighbour-pk2"
+SECAGG_SHARE_OWNERS = "secagg-share-owners"  # whose shares the node holds: itself, its senders
+SECAGG_SEED_SHARES = "secagg-seed-shares"  # in the order of SECAGG_SHARE_OWNERS
+SECAGG_SK2_SHARES = "secagg-sk2-shares"
+
 # Metrics that may legitimately be non-finite: a diverged loss (the server warns),
 # ε = inf under DP with noise multiplier 0.
 NON_FINITE_OK = (TRAIN_LOSS, DP_EPSILON)

@@ -74,6 +74,9 @@ class RoundRecord:
     eval_rejections: dict[str, str] = field(default_factory=dict)  # partition → reason
     downlink_ratio: float | None = None  # comm.downlink: bytes_down / the same sent in fp32
     uplink_ratio: float | None = None  # comm.uplink: accepted replies' bytes / same in fp32
+    # secagg.enabled: serialised bytes of each SecAgg+ stage, both ways (the masked stage's
+    # global arrays included; bytes_down / bytes_up hold the same, summed)
+    secagg_bytes: dict[str, int] = field(default_factory=dict)
     dp_epsilon: float | None = None  # central DP: cumulative client-level ε
     dp_delta: float | None = None
     dp_noise_multiplier: float | None = None

@@ -15,6 +15,7 @@ from fedpeft import protocol
 from fedpeft.aggregation import RuleParams
 from fedpeft.arrays import payload_bytes, theoretical_bytes, to_arrayrecord, wire_bytes
 from fedpeft.config import NodeConfig, RunConfig, run_config
+from fedpeft.config.secagg_checks import max_weight
 from fedpeft.data import load_test
 from fedpeft.device import set_threads
 from fedpeft.dp import warn_delta
@@ -77,7 +78,10 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
         reference=reference_specs(initial),
         seed=cfg.seed,
         limits=limits,
-        guard=Guard(server.guard__round_factor, server.guard__model_factor),
+        # secagg: the server never sees one update; the guard's defaults are not applied
+        guard=None
+        if cfg.secagg.enabled
+        else Guard(server.guard__round_factor, server.guard__model_factor),
         aggregation=server.aggregation,
         rule_params=RuleParams(server.trim_beta, server.krum__byzantine, server.krum__keep),
         min_replies=server.min_replies,
@@ -110,6 +114,9 @@ def make_strategy(cfg: RunConfig, initial: ArrayRecord) -> PeftFedAvg:
             infer=server.infer_partitions,
             partition_rank=lambda pid: node_rank(cfg.peft, NodeConfig(partition_id=pid)),
         ),
+        secagg=cfg.secagg if cfg.secagg.enabled else None,
+        # central DP averages unweighted: each node's weight is 1
+        secagg_max_weight=1.0 if cfg.dp.mode == "central" else max_weight(cfg),
     )
 
 

@@ -86,9 +86,6 @@ class CentralDp(Aggregator):
         """The noisy clipped mean, applied to ``sent``; ε is composed for this release."""
         if sent is None:
             raise ValueError(f"central DP: no arrays were sent in round {server_round}")
-        population = max(population, num_sampled)
-        rate = num_sampled / population
-        sigma = self.noise_multiplier(num_sampled, population)
         total = {k: np.zeros(v.shape, dtype=np.float64) for k, v in sent.items()}
         clipped = 0
         for update in updates:  # partition-id order: the float sum is reproducible
@@ -96,6 +93,20 @@ class CentralDp(Aggregator):
             clipped += norm > self.cfg.clip_norm
             for k in total:
                 total[k] += delta[k]
+        return self.release(total, sent, num_sampled, population, server_round, int(clipped))
+
+    def release(
+        self, total: Arrays, sent: Arrays, num_sampled: int, population: int, server_round: int,
+        clipped: int | None = None,
+    ) -> tuple[Arrays, dict[str, float | int]]:  # fmt: skip
+        """``sent`` plus the noisy mean of ``total``, the sum of clipped updates.
+
+        ``clipped``: how many were clipped (``None``: unknown, as under SecAgg+, where the
+        nodes clip and the server holds only the sum).
+        """
+        population = max(population, num_sampled)
+        rate = num_sampled / population
+        sigma = self.noise_multiplier(num_sampled, population)
         gen, std = self.rng(server_round), sigma * self.cfg.clip_norm
         out = {}
         for k, v in sent.items():  # fixed key order: seeded noise is reproducible
@@ -108,14 +119,15 @@ class CentralDp(Aggregator):
             "dp_noise_multiplier": sigma,
             "dp_noise_std": std / num_sampled,
             "dp_sample_rate": rate,
-            "dp_clipped": int(clipped),
             "dp_releases": len(self.releases),
         }
+        if clipped is not None:
+            info["dp_clipped"] = clipped
         log.info(
-            "round %d: central DP, %d of %d updates clipped to C=%g, noise std %.4g on the "
+            "round %d: central DP, %s updates clipped to C=%g, noise std %.4g on the "
             "mean (σ=%.4f, q=%.4g); ε=%.4f at δ=%g so far",
-            server_round, clipped, len(updates), self.cfg.clip_norm, std / num_sampled, sigma,
-            rate, info["dp_epsilon"], self.cfg.delta,
+            server_round, "?" if clipped is None else clipped, self.cfg.clip_norm,
+            std / num_sampled, sigma, rate, info["dp_epsilon"], self.cfg.delta,
         )  # fmt: skip
         return out, info
 

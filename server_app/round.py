@@ -2,7 +2,8 @@
 
 sample → configure → send (:mod:`~server_app.downlink`) → check each reply
 (:mod:`~server_app.reply_check`) → guard (:mod:`~server_app.guard`) → tally
-(:mod:`~server_app.tally`) → aggregate, rule or central DP → server optimizer
+(:mod:`~server_app.tally`) → aggregate, rule or central DP (with ``secagg.enabled``,
+SecAgg+ :mod:`~server_app.secagg` in place of check … aggregate) → server optimizer
 (:mod:`~server_app.aggregate`) → restore the tensors not sent up
 (:mod:`~server_app.uplink_keys`) → failed-round count (:mod:`~server_app.failures`)
 → client evaluation (:mod:`~server_app.client_eval`) → central evaluation → record
@@ -40,6 +41,7 @@ from .guard import Screen
 from .reply_check import Candidate, CheckReplies, reject
 from .rounds import RoundEnd, RoundStats, Sent
 from .sampling import Sample
+from .secagg import SecureAggregation
 from .tally import Tally
 from .uplink_keys import UplinkKeys
 
@@ -88,6 +90,7 @@ class Round:
     failures: FailedRounds
     evaluate_clients: ClientEvaluation | None
     metrics: Callable[[list[RecordDict]], MetricRecord | None]
+    secure: SecureAggregation | None = None  # secagg.enabled: replaces check … aggregate
 
     def start(self, grid: Grid, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
               stats: RoundStats) -> Sent:  # fmt: skip
@@ -131,10 +134,24 @@ class Round:
               timeout: float, stats: RoundStats) -> Trained:  # fmt: skip
         """The training steps of one round, then the failed-round count."""
         sent = self.start(grid, server_round, arrays, config, stats)
-        replies = grid.send_and_receive(sent.messages, timeout=timeout)
-        trained = self.finish(server_round, replies, sent, stats)
+        if self.secure is not None:
+            trained = self.finish_secure(grid, server_round, sent, timeout, stats)
+        else:
+            replies = grid.send_and_receive(sent.messages, timeout=timeout)
+            trained = self.finish(server_round, replies, sent, stats)
         self.failures(trained.arrays)
         return trained
+
+    def finish_secure(self, grid: Grid, server_round: int, sent: Sent, timeout: float,
+                      stats: RoundStats) -> Trained:  # fmt: skip
+        """SecAgg+ (:mod:`~server_app.secagg`) in place of check … aggregate, then optimise."""
+        assert self.secure is not None
+        aggregated = self.secure(grid, server_round, sent, timeout, stats)
+        record = None
+        if aggregated is not None:
+            record = self._next_global(server_round, aggregated, sent, stats)
+        stats.train_seconds = time.perf_counter() - stats.started
+        return Trained(record, None, [])
 
     def close(self, server_round: int, arrays: ArrayRecord, stats: RoundStats | None,
               closing: Closing) -> MetricRecord | None:  # fmt: skip

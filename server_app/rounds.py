@@ -51,6 +51,7 @@ class RoundStats:
     fp32_up: int = 0
     client_eval: dict[str, float | int] = field(default_factory=dict)  # server.fraction-evaluate
     eval_rejected: dict[str, str] = field(default_factory=dict)  # partition → reason
+    secagg_bytes: dict[str, int] = field(default_factory=dict)  # SecAgg+ stage → bytes both ways
     started: float = field(default_factory=time.perf_counter)
     train_seconds: float = 0.0
 
@@ -119,6 +120,7 @@ class RoundStats:
             "downlink_ratio": self.bytes_down / self.fp32_down if self.fp32_down else None,
             "uplink_ratio": self.encoded_up / self.fp32_up if self.fp32_up else None,
             "eval_rejections": self.eval_rejected,
+            "secagg_bytes": self.secagg_bytes,
             **self.client_eval,  # client_accuracy, client_loss, clients_evaluated
             **self.dp,  # dp_epsilon (central) / dp_epsilon_max (local), cumulative
         }

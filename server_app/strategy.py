@@ -19,6 +19,7 @@ from flwr.serverapp.strategy import FedAvg, Result
 from fedpeft.aggregation import RULES, Aggregator, RuleAggregator, RuleParams
 from fedpeft.arrays import Arrays
 from fedpeft.codecs import Codec
+from fedpeft.config import SecAggConfig
 from fedpeft.server_opt import ServerOptimizer
 from peft_strategies.base import Sharing
 
@@ -35,6 +36,7 @@ from .reply_check import CheckReplies
 from .round import Closing, Round, run_rounds
 from .rounds import RoundStats, Sent
 from .sampling import NodeDirectory, Sample
+from .secagg import SecureAggregation
 from .tally import Tally
 from .uplink_keys import UplinkKeys
 from .validation import Limits, TensorSpec
@@ -99,6 +101,10 @@ class PeftFedAvg(FedAvg):
         the ``server.partition-registry`` and HetLoRA's node ranks (nodes are sent and
         checked at their rank: :mod:`server_app.node_ranks`); ``None`` = one seeded by
         ``seed`` with the defaults.
+    secagg : SecAggConfig, optional
+        ``secagg.*`` when enabled: the round aggregates through SecAgg+
+        (:class:`~server_app.secagg.SecureAggregation`, ``secagg_max_weight`` bounding a
+        node's weight); only :meth:`start` runs it. ``None`` = off.
     **kwargs
         Passed to :class:`~flwr.serverapp.strategy.FedAvg`.
 
@@ -123,6 +129,8 @@ class PeftFedAvg(FedAvg):
         downlink: Codec | None = None,
         sharing: Sharing | None = None,
         nodes: NodeDirectory | None = None,
+        secagg: SecAggConfig | None = None,
+        secagg_max_weight: float = 0.0,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -158,6 +166,8 @@ class PeftFedAvg(FedAvg):
             failures=FailedRounds(max_failed_rounds),
             evaluate_clients=self.client_evaluation if self.fraction_evaluate > 0 else None,
             metrics=self._train_metrics,
+            secure=SecureAggregation(secagg, self.nodes, self.carried, aggregator, min_replies,
+                                     secagg_max_weight) if secagg is not None else None,
         )  # fmt: skip
         self.rounds: dict[int, RoundStats] = {}  # each round's counts, by round
         # Flower's API splits a round into two calls: what configure_* sent, for aggregate_*
@@ -177,6 +187,8 @@ class PeftFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Sample clients (seeded, by partition id); send them the trainable arrays."""
+        if self.round.secure is not None:
+            raise NotImplementedError("SecAgg+ runs its four stages in start(), not per call")
         stats = self.rounds[server_round] = RoundStats()
         sent = self.round.start(grid, server_round, arrays, config, stats)
         self.sent = {server_round: sent}

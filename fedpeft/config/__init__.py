@@ -1,6 +1,7 @@
 """The one home of the configuration: schema, flat-key parsing and the ``--run-config`` merge.
 
-* :mod:`.schema`, :mod:`.server`, :mod:`.dp`, :mod:`.fault`, :mod:`.comm`: the frozen dataclasses of
+* :mod:`.schema`, :mod:`.server`, :mod:`.dp`, :mod:`.fault`, :mod:`.comm`,
+  :mod:`.secagg`: the frozen dataclasses of
   ``[tool.flwr.app.config]``; each field declares its key's default and meaning once.
   PEFT methods declare their ``peft.<method>.*`` keys beside their code.
 * :mod:`.flat`: kebab-case dotted keys ↔ fields, type checks, registry choices.
@@ -21,6 +22,7 @@ from .node import NodeConfig, node_config_arg, parse_node_config
 from .parse import declared_keys, parse_run_config, run_config
 from .recorded import config_from_record
 from .schema import DataConfig, ModelConfig, PeftConfig, RunConfig, TrainConfig
+from .secagg import SecAggConfig
 from .server import OutputConfig, ServerConfig
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "OutputConfig",
     "PeftConfig",
     "RunConfig",
+    "SecAggConfig",
     "ServerConfig",
     "TrainConfig",
     "app_config",

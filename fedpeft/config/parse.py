@@ -10,6 +10,7 @@ from flwr.common.config import flatten_dict
 
 from .flat import ConfigError, KeyDoc, check, describe, from_flat
 from .schema import PeftConfig, RunConfig
+from .secagg_checks import check_secagg
 
 
 def _method_classes() -> dict[str, type]:
@@ -79,6 +80,7 @@ def parse_run_config(run_config: dict[str, Any]) -> RunConfig:
         raise ConfigError(str(exc)) from exc
     cfg = RunConfig(seed=top.seed, peft=peft, **sections)
     _check_across_sections(cfg)
+    check_secagg(cfg)
     return cfg
 
 

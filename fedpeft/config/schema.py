@@ -18,6 +18,7 @@ from .comm import CommConfig
 from .dp import DpConfig
 from .fault import FaultConfig
 from .flat import check, check_choices, key
+from .secagg import SecAggConfig
 from .server import OutputConfig, ServerConfig, check_device
 
 
@@ -255,6 +256,7 @@ class RunConfig:
     fault: FaultConfig = field(default_factory=FaultConfig)
     dp: DpConfig = field(default_factory=DpConfig)
     comm: CommConfig = field(default_factory=CommConfig)
+    secagg: SecAggConfig = field(default_factory=SecAggConfig)
 
     def __post_init__(self) -> None:
         if self.server.lr == 0:  # resolved once, here: the strategy and metrics.json see it
