@@ -19,6 +19,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 
 from fedpeft import protocol
 from fedpeft.secagg import SecAggError, SecAggParams, client
+from fedpeft.secagg.layout import flatten
 from fedpeft.secagg.state import State, expect_stage, from_record, to_record
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,6 @@ def share_keys(msg: Message, context: Context) -> Message:
 def expect_masked(context: Context) -> None:
     """Raise :class:`SecAggError` unless the node's last stage is share-keys."""
     expect_stage(_state(context), protocol.SECAGG_SHARE_KEYS)
-
-
-def flatten(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The arrays as one float64 vector, in ascending key order (the server's order too)."""
-    if not arrays:
-        return np.zeros(0, dtype=np.float64)
-    return np.concatenate([np.asarray(arrays[k], dtype=np.float64).ravel() for k in sorted(arrays)])
 
 
 def masked(

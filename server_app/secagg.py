@@ -24,6 +24,7 @@ from fedpeft.aggregation import Aggregator
 from fedpeft.arrays import Arrays
 from fedpeft.config import SecAggConfig
 from fedpeft.secagg import SecAggError, SecAggParams, graph
+from fedpeft.secagg.layout import unflatten
 from fedpeft.secagg.server import aggregate
 
 from . import secagg_stages as stages
@@ -31,7 +32,6 @@ from .central_dp import CentralDp
 from .rounds import RoundStats, Sent
 from .sampling import NodeDirectory
 from .uplink_keys import UplinkKeys
-from .validation import TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,6 @@ def round_params(cfg: SecAggConfig, num_nodes: int, max_weight: float) -> SecAgg
         clipping_range=cfg.clipping_range, quantization_bits=cfg.quantization_bits,
         modulus_bits=cfg.modulus_bits, max_weight=max_weight,
     )  # fmt: skip
-
-
-def unflatten(vector: np.ndarray, specs: dict[str, TensorSpec]) -> Arrays:
-    """``vector`` cut into ``specs``' shapes, in ascending key order (the nodes' order)."""
-    out, at = {}, 0
-    for key in sorted(specs):
-        shape = specs[key].shape
-        size = int(np.prod(shape, dtype=np.int64))
-        out[key] = vector[at : at + size].reshape(shape)
-        at += size
-    return out
 
 
 @dataclass(frozen=True)
@@ -146,7 +135,13 @@ class SecureAggregation:
         stats.accepted = len(masked)
         log.info("round %d: secagg unmasked the sum of %d nodes (%d sampled), weight %.1f",
                  server_round, len(masked), len(by_node), weight)  # fmt: skip
-        return self._apply(server_round, unflatten(total, specs), weight, sent, stats)
+        return self._apply(
+            server_round,
+            unflatten(total, {k: s.shape for k, s in specs.items()}),
+            weight,
+            sent,
+            stats,
+        )
 
     @staticmethod
     def _enough(replies: dict, need: int, what: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fedpeft.secagg.params import MAX_MODULUS_BITS, MAX_QUANTIZATION_BITS
+from fedpeft.secagg.params import MAX_MODULUS_BITS, MAX_QUANTIZATION_BITS, max_clients
 
 from .flat import check, key
 
@@ -76,4 +76,4 @@ class SecAggConfig:
 
     def max_nodes(self) -> int:
         """The most contributions a round may sum without wrapping around the modulus."""
-        return ((1 << self.modulus_bits) - 1) // ((1 << self.quantization_bits) - 1)
+        return max_clients(self.quantization_bits, self.modulus_bits)

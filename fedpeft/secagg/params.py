@@ -28,6 +28,13 @@ _CONFIG_KEYS = {
 }
 
 
+def max_clients(quantization_bits: int, modulus_bits: int) -> int:
+    """The most contributions of up to ``2**quantization_bits - 1`` per entry whose sum
+    stays below ``2**modulus_bits`` (beyond it, the unmasked sum wraps around).
+    """  # noqa: D205
+    return ((1 << modulus_bits) - 1) // ((1 << quantization_bits) - 1)
+
+
 def _bad(name: str, value: object, need: str) -> ValueError:
     return ValueError(f"SecAgg+ parameter {name} must be {need}; got {value!r}")
 
@@ -106,9 +113,7 @@ class SecAggParams:
             )
         if not 1 <= self.modulus_bits <= MAX_MODULUS_BITS:
             raise _bad("modulus_bits", self.modulus_bits, f"in [1, {MAX_MODULUS_BITS}]")
-        # The sum of num_clients contributions, each entry at most quantization_max, must
-        # stay below the modulus, or the unmasked sum wraps around.
-        if self.num_clients * self.quantization_max >= self.modulus:
+        if self.num_clients > max_clients(self.quantization_bits, self.modulus_bits):
             need = (self.num_clients * self.quantization_max).bit_length()
             raise _bad(
                 "modulus_bits",
